@@ -1,0 +1,81 @@
+"""The BastionFL ClientApp: train, evaluate and query actions over Flower's Message API.
+
+The server sends the run configuration in every message (ConfigRecord ``config``), so a node needs no
+local copy of it; only where its data lives may differ per node (``--node-config data-dir=...``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from bastionfl.config import RunConfig, apply_overrides
+
+__all__ = ["app", "config_from_message", "node_partition"]
+
+app = ClientApp()
+
+
+def config_from_message(msg: Message, context: Context) -> RunConfig:
+    """Rebuild the run configuration from the message; a node's own ``data-dir`` wins over the server's."""
+    record = msg.content.config_records.get("config", ConfigRecord())
+    values: dict[str, Any] = {k: v for k, v in record.items() if k != "round"}
+    node_dir = context.node_config.get("data-dir")
+    if node_dir:
+        values["data_dir"] = str(node_dir)
+    return apply_overrides(RunConfig(), values)
+
+
+def node_partition(context: Context) -> tuple[int, int]:
+    """This node's (partition-id, num-partitions) from its node config (set by the Simulation Engine or SuperNode)."""
+    try:
+        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    except KeyError as exc:
+        raise ValueError(f"node config lacks {exc.args[0]!r}: start the SuperNode with --node-config "
+                         "'partition-id=<i> num-partitions=<n>'") from None
+
+
+def _round(msg: Message) -> int:
+    return int(msg.content.config_records.get("config", ConfigRecord()).get("round", 0))
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Plaintext local training: reply with the new weights and the example count."""
+    from bastionfl.client.local import local_train
+
+    cfg = config_from_message(msg, context)
+    pid, nparts = node_partition(context)
+    result = local_train(cfg, msg.content["arrays"].to_torch_state_dict(), pid, nparts, _round(msg))
+    content = RecordDict({
+        "arrays": ArrayRecord(result.state_dict),
+        "metrics": MetricRecord({"num-examples": result.num_examples, "train-loss": result.train_loss}),
+    })
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received global model on this node's partition."""
+    from bastionfl.client.local import local_evaluate
+
+    cfg = config_from_message(msg, context)
+    pid, nparts = node_partition(context)
+    loss, acc, n = local_evaluate(cfg, msg.content["arrays"].to_torch_state_dict(), pid, nparts)
+    metrics = MetricRecord({"num-examples": n, "loss": loss, "accuracy": acc})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Describe this node: its partition and example count (a cheap liveness and data check)."""
+    from bastionfl.client.local import data_spec
+    from bastionfl.tasks.federated_data import client_partition
+
+    cfg = config_from_message(msg, context)
+    pid, nparts = node_partition(context)
+    x, _ = client_partition(data_spec(cfg, nparts), pid)
+    info = MetricRecord({"partition-id": pid, "num-partitions": nparts, "num-examples": int(len(x))})
+    return Message(content=RecordDict({"info": info}), reply_to=msg)

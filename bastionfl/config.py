@@ -1,0 +1,169 @@
+"""One typed run configuration for BastionFL, shared by the CLI, the ServerApp and Flower's run_config.
+
+Sources, later ones win: the defaults below, a TOML file, ``--set key=value`` overrides. Flower's
+run_config (``[tool.flwr.app.config]``, ``flwr run -c``) maps onto the same fields: dashes become
+underscores and ``num-server-rounds`` is an alias of ``rounds``. Every bad key or value raises
+``ConfigError`` with a one-line message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = ["RunConfig", "ConfigError", "load_config", "apply_overrides", "from_run_config", "FIELD_HELP"]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+def _choice(*options: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v in options else f"must be one of {', '.join(options)}"
+
+    return check
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+
+    return check
+
+
+def _spec(default: Any, help_text: str, check: Callable[[Any], str | None] | None = None) -> Any:
+    return field(default=default, metadata={"help": help_text, "check": check})
+
+
+@dataclass
+class RunConfig:
+    """Every knob of a BastionFL run, with its default (a small, fast federation on embedded data)."""
+
+    # task and data
+    dataset: str = _spec("digits", "digits | fashion-mnist | mnist | cifar10", _choice("digits", "fashion-mnist", "mnist", "cifar10"))
+    data_dir: str = _spec("", "folder holding the dataset files (IDX for (fashion-)mnist); empty: standard loader")
+    model: str = _spec("cnn", "cnn | wrn-16-1", _choice("cnn", "wrn-16-1"))
+    train_subset: int = _spec(0, "use only the first N training examples after shuffling (0: all)", _range(0))
+    # federation
+    num_clients: int = _spec(5, "number of simulated clients (SuperNodes)", _range(1, 1000))
+    rounds: int = _spec(5, "number of federated rounds", _range(1, 100000))
+    fraction_train: float = _spec(1.0, "share of clients sampled per round", _range(0.0, 1.0, lo_open=True))
+    partition: str = _spec("iid", "iid | dirichlet", _choice("iid", "dirichlet"))
+    alpha: float = _spec(0.5, "Dirichlet concentration (partition = dirichlet)", _range(0.0, None, lo_open=True))
+    seed: int = _spec(0, "seed for partitioning, sampling, initialisation and training", _range(0))
+    # local training
+    local_epochs: int = _spec(1, "local epochs per round", _range(1, 1000))
+    batch_size: int = _spec(32, "local batch size", _range(1, 100000))
+    lr: float = _spec(0.05, "local SGD learning rate", _range(0.0, 10.0, lo_open=True))
+    momentum: float = _spec(0.9, "local SGD momentum", _range(0.0, 1.0))
+    # secure aggregation
+    secure_aggregation: str = _spec("none", "none | xmkckks", _choice("none", "xmkckks"))
+    he_profile: str = _spec("precise", "xMK-CKKS parameter profile: precise | lean", _choice("precise", "lean"))
+    key_epoch_rounds: int = _spec(10, "start a new key epoch every K rounds (and when participants change)", _range(1))
+    stage_timeout_s: float = _spec(600.0, "seconds to wait for replies in one stage", _range(0.0, None, lo_open=True))
+    # runtime
+    out_dir: str = _spec("", "where metrics.json, the plot and checkpoints go (flwr run default: ./runs/flwr-<run id>)")
+    threads_per_client: int = _spec(1, "torch threads per ClientApp", _range(1, 64))
+    verbose: bool = _spec(False, "show Flower's and Ray's own logs")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (TOML- and JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+FIELD_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in fields(RunConfig)}
+_FIELDS = {f.name: f for f in fields(RunConfig)}
+_ALIASES = {"num_server_rounds": "rounds"}
+
+
+def _coerce(key: str, raw: Any, typ: type) -> Any:
+    """Convert ``raw`` (a TOML value or an override string) to the field's type, or raise ConfigError."""
+    if isinstance(raw, str) and typ is not str:
+        text = raw.strip()
+        try:
+            if typ is bool:
+                if text.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if text.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            return typ(text)
+        except ValueError:
+            raise ConfigError(f"config key '{key}': expected {typ.__name__}, got {raw!r}") from None
+    if typ is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if typ is bool and not isinstance(raw, bool):
+        raise ConfigError(f"config key '{key}': expected bool, got {raw!r}")
+    if typ is int and (isinstance(raw, bool) or not isinstance(raw, int)):
+        raise ConfigError(f"config key '{key}': expected int, got {raw!r}")
+    if typ is float and not isinstance(raw, float):
+        raise ConfigError(f"config key '{key}': expected float, got {raw!r}")
+    if typ is str and not isinstance(raw, str):
+        raise ConfigError(f"config key '{key}': expected str, got {raw!r}")
+    return raw
+
+
+def _canonical(key: str) -> str:
+    name = key.strip().replace("-", "_")
+    return _ALIASES.get(name, name)
+
+
+def apply_overrides(cfg: RunConfig, values: Mapping[str, Any]) -> RunConfig:
+    """Return a copy of ``cfg`` with ``values`` applied and validated (unknown keys are errors)."""
+    updates: dict[str, Any] = {}
+    for key, raw in values.items():
+        name = _canonical(key)
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(_FIELDS))})")
+        typ = {"str": str, "int": int, "float": float, "bool": bool}[str(_FIELDS[name].type)]
+        value = _coerce(key, raw, typ)
+        check = _FIELDS[name].metadata["check"]
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"config key '{key}': {problem}, got {value!r}")
+        updates[name] = value
+    return dataclasses.replace(cfg, **updates)
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """Parse ``key=value`` strings from ``--set``; a missing '=' is a ConfigError."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides``."""
+    cfg = RunConfig()
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        nested = [k for k, v in data.items() if isinstance(v, dict)]
+        if nested:
+            raise ConfigError(f"config key '{nested[0]}': tables are not supported, use flat key = value lines")
+        cfg = apply_overrides(cfg, data)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cfg
+
+
+def from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """Map Flower's run_config (dashed keys, ``num-server-rounds``) onto a RunConfig."""
+    return apply_overrides(RunConfig(), dict(run_config))

@@ -1,0 +1,125 @@
+"""The federation loop: rounds of the staged workflow, with checkpoints, metrics and resume."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from flwr.serverapp import Grid
+
+from bastionfl.config import RunConfig
+from bastionfl.server.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from bastionfl.server.report import plot_accuracy, write_metrics
+from bastionfl.server.stages import AggregateFedAvg, EvaluateCentral, SampleNodes, TrainPlain
+from bastionfl.server.workflow import RoundFailed, RoundState, RoundWorkflow, ServerContext
+from bastionfl.tasks.federated_data import load_dataset_cached
+from bastionfl.tasks.models import build_model
+
+__all__ = ["RunObserver", "LogObserver", "FederationError", "build_workflow", "run_federation"]
+
+log = logging.getLogger("bastionfl.server")
+MAX_ROUND_ATTEMPTS = 3
+
+
+class FederationError(RuntimeError):
+    """The run cannot continue (every attempt at a round failed, or resume state does not fit)."""
+
+
+class RunObserver(Protocol):
+    """Receives progress: the CLI draws a progress bar, ``flwr run`` logs lines."""
+
+    def on_start(self, first_round: int, total_rounds: int) -> None: ...
+
+    def on_round(self, entry: dict[str, Any]) -> None: ...
+
+
+class LogObserver:
+    """Progress as log lines (used when no terminal UI is attached)."""
+
+    def on_start(self, first_round: int, total_rounds: int) -> None:
+        log.info("starting at round %d of %d", first_round, total_rounds)
+
+    def on_round(self, entry: dict[str, Any]) -> None:
+        log.info("round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)", entry["round"],
+                 entry["accuracy"], entry["loss"], entry["time_s"], entry["bytes_up"], entry["bytes_down"])
+
+
+def build_workflow(cfg: RunConfig) -> RoundWorkflow:
+    """The stage list for this configuration (plaintext FedAvg; other modes insert their stages)."""
+    return RoundWorkflow([SampleNodes(), TrainPlain(), AggregateFedAvg(), EvaluateCentral()])
+
+
+def _entry(rs: RoundState, elapsed: float) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "round": rs.server_round,
+        "accuracy": float(rs.metrics["accuracy"]),
+        "loss": float(rs.metrics["loss"]),
+        "time_s": round(elapsed, 4),
+        "bytes_up": rs.bytes.total_up,
+        "bytes_down": rs.bytes.total_down,
+        "clients": len(rs.node_ids),
+        "stages": {k: round(v, 4) for k, v in rs.stage_times.items()},
+        "stage_bytes": rs.bytes.by_stage,
+        "client_bytes": {str(n): {"up": rs.bytes.up.get(n, 0), "down": rs.bytes.down.get(n, 0)} for n in rs.node_ids},
+    }
+    entry.update({k: v for k, v in rs.metrics.items() if k not in ("accuracy", "loss")})
+    if rs.events:
+        entry["events"] = list(rs.events)
+    return entry
+
+
+def run_federation(
+    grid: Grid, cfg: RunConfig, out_dir: Path, *, resume: bool = False, observer: RunObserver | None = None,
+    stop_after: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run rounds until ``cfg.rounds`` (or ``stop_after``), checkpointing each; returns every round's metrics."""
+    observer = observer or LogObserver()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = load_dataset_cached(cfg.dataset, cfg.data_dir)
+
+    def factory() -> torch.nn.Module:
+        return build_model(cfg.model, data.in_channels, data.num_classes)
+
+    ctx = ServerContext(grid=grid, cfg=cfg, test_x=data.test_x, test_y=data.test_y, model_factory=factory)
+    history: list[dict[str, Any]] = []
+    if resume and (out_dir / CHECKPOINT_NAME).exists():
+        ck = load_checkpoint(out_dir)
+        global_state, history, first = ck["model"], list(ck["metrics"]), int(ck["round"]) + 1
+        ctx.run_state.update(ck.get("extra", {}).get("run_state", {}))
+    else:
+        torch.manual_seed(cfg.seed)
+        global_state = {k: v.detach().clone() for k, v in factory().state_dict().items()}
+        first = 1
+    workflow = build_workflow(cfg)
+    last = cfg.rounds if stop_after is None else min(cfg.rounds, stop_after)
+    observer.on_start(first, cfg.rounds)
+    for server_round in range(first, last + 1):
+        for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+            rs = RoundState(server_round, global_state)
+            start = time.perf_counter()
+            try:
+                workflow.run_round(ctx, rs)
+                break
+            except RoundFailed as exc:
+                log.warning("round %d attempt %d failed: %s", server_round, attempt, exc)
+                if attempt == MAX_ROUND_ATTEMPTS:
+                    write_metrics(out_dir, cfg.to_dict(), history, status=f"failed at round {server_round}")
+                    raise FederationError(f"round {server_round} failed {attempt} times: {exc}") from None
+        entry = _entry(rs, time.perf_counter() - start)
+        if attempt > 1:
+            entry["attempts"] = attempt
+        history.append(entry)
+        if rs.new_state is not None:
+            global_state = rs.new_state
+        save_checkpoint(out_dir, server_round, global_state, history, cfg.to_dict(),
+                        extra={"run_state": ctx.run_state.get("checkpointable", {})})
+        write_metrics(out_dir, cfg.to_dict(), history, status="running")
+        observer.on_round(entry)
+    status = "completed" if last == cfg.rounds else f"stopped after round {last}"
+    write_metrics(out_dir, cfg.to_dict(), history, status=status)
+    if history:
+        plot_accuracy(out_dir, history, f"BastionFL: {cfg.dataset}, {cfg.model}, {cfg.num_clients} clients")
+    return history
