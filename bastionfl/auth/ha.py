@@ -33,6 +33,8 @@ from .store import HAStore
 
 __all__ = ["HomeAuthority", "LocalRelay", "RateLimits", "TokenBucket"]
 
+_SINK_CID = b"\xff" * 16  # never enrolled (cids are 16 random bytes; collision odds 2^-128): decoys write here
+
 
 class TokenBucket:
     """Classic token bucket: ``rate`` tokens/s up to ``burst``; refills, so it never locks anyone out for good."""
@@ -275,10 +277,7 @@ class HomeAuthority:
             nh, p_next = random_bytes(16), random_bytes(16)
             # a decoy is computed under a random key: its bytes are as random as real ones and cost the same
             secrets = make_challenge(key, msg1, nc, nh, p_next, sid_b, ctx_d)
-            if ok:
-                self._store.add_pending(cid, p_next, self.PENDING_CAP)
-            else:
-                self._store.record_decoy()
+            self._store.add_pending(cid if ok else _SINK_CID, p_next, self.PENDING_CAP, decoy=not ok)
             sid = random_bytes(SID_LEN)
             self._sessions[sid] = _HASession(
                 ok, cid, ctr, secrets.xres, p_next, secrets.k_s, msg1, secrets.msg2, sid_b, ctx_d,

@@ -28,7 +28,7 @@ CREATE INDEX IF NOT EXISTS pids_by_cid ON pids (cid);
 CREATE TABLE IF NOT EXISTS registry (label TEXT PRIMARY KEY, cid BLOB NOT NULL UNIQUE, servers TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS handles (handle BLOB PRIMARY KEY, cid BLOB NOT NULL, server_id TEXT NOT NULL, t REAL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO counters VALUES ('decoys', 0), ('pid_seq', 0);
+INSERT OR IGNORE INTO counters VALUES ('decoys', 0), ('challenges', 0), ('pid_seq', 0);
 """
 
 
@@ -79,6 +79,7 @@ class HAStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        self._dummy_blob = self._seal(bytes(32), PREFIX + b"dummy")
 
     def __repr__(self) -> str:
         return "HAStore(<sqlite>)"
@@ -186,14 +187,21 @@ class HAStore:
                 "SELECT k_enc, ctr_committed, status FROM clients WHERE cid = ?", (cid,)
             ).fetchone()
         if row is None:
+            self._open(self._dummy_blob, PREFIX + b"dummy")  # same decryption cost as a hit
             return None
         return ClientRow(cid, self._open(row[0], PREFIX + b"K" + cid), int(row[1]), row[2] == "active")
 
-    def add_pending(self, cid: bytes, pid: bytes, cap: int) -> None:
-        """Write-ahead: index a pending ``P_next`` before msg2 leaves; keeps at most ``cap`` pendings per cid."""
+    def add_pending(self, cid: bytes, pid: bytes, cap: int, *, decoy: bool = False) -> None:
+        """Write-ahead: index a pending ``P_next`` before msg2 leaves; keeps at most ``cap`` pendings per cid.
+
+        Decoys run the same transaction against a sink cid that never exists, so both paths cost the same.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute(
+                    "UPDATE counters SET value = value + 1 WHERE name = ?", ("decoys" if decoy else "challenges",)
+                )
                 self._insert_pid(cid, pid, committed=False)
                 self._db.execute(
                     "DELETE FROM pids WHERE cid = ? AND committed = 0 AND seq NOT IN "
@@ -204,13 +212,6 @@ class HAStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-
-    def record_decoy(self) -> None:
-        """Count a decoy answer (one write transaction, like the real path's)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'decoys'")
-            self._db.execute("COMMIT")
 
     def counter(self, name: str) -> int:
         """Read a named counter."""
