@@ -6,10 +6,12 @@ local copy of it; only where its data lives may differ per node (``--node-config
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from bastionfl.config import RunConfig, apply_overrides
 
@@ -37,11 +39,28 @@ def node_partition(context: Context) -> tuple[int, int]:
                          "'partition-id=<i> num-partitions=<n>'") from None
 
 
+Handler = Callable[[Message, Context], Message]
+
+
+def replies_errors(handler: Handler) -> Handler:
+    """Turn a user-facing error (bad config, missing data) into an error reply with a one-line reason."""
+
+    @functools.wraps(handler)
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except ValueError as exc:  # ConfigError, DatasetError, PartitionError and our own checks
+            return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=msg)
+
+    return wrapped
+
+
 def _round(msg: Message) -> int:
     return int(msg.content.config_records.get("config", ConfigRecord()).get("round", 0))
 
 
 @app.train()
+@replies_errors
 def train(msg: Message, context: Context) -> Message:
     """Plaintext local training: reply with the new weights and the example count."""
     from bastionfl.client.local import local_train
@@ -57,6 +76,7 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@replies_errors
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this node's partition."""
     from bastionfl.client.local import local_evaluate
@@ -69,6 +89,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 @app.query()
+@replies_errors
 def query(msg: Message, context: Context) -> Message:
     """Describe this node: its partition and example count (a cheap liveness and data check)."""
     from bastionfl.client.local import data_spec

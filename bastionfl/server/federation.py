@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 
 from bastionfl.config import RunConfig
@@ -37,13 +38,13 @@ class RunObserver(Protocol):
 
 
 class LogObserver:
-    """Progress as log lines (used when no terminal UI is attached)."""
+    """Progress as log lines through Flower's logger (what ``flwr run --stream`` shows)."""
 
     def on_start(self, first_round: int, total_rounds: int) -> None:
-        log.info("starting at round %d of %d", first_round, total_rounds)
+        flwr_log(logging.INFO, "BastionFL: starting at round %d of %d", first_round, total_rounds)
 
     def on_round(self, entry: dict[str, Any]) -> None:
-        log.info("round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)", entry["round"],
+        flwr_log(logging.INFO, "BastionFL round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)", entry["round"],
                  entry["accuracy"], entry["loss"], entry["time_s"], entry["bytes_up"], entry["bytes_down"])
 
 

@@ -130,6 +130,8 @@ def main(argv: list[str]) -> int:
     """Entry point of ``bastionfl simulate``; exit 2 on configuration errors, 1 on run failures."""
     from rich.console import Console
 
+    from bastionfl.tasks.data import DatasetError, load_image_dataset
+
     console = Console(stderr=False)
     args = _parser().parse_args(argv)
     if args.list_keys:
@@ -148,8 +150,6 @@ def main(argv: list[str]) -> int:
             out_dir = args.out or Path(cfg.out_dir or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
         if args.stop_after is not None and args.stop_after < 1:
             raise ConfigError(f"--stop-after must be >= 1, got {args.stop_after}")
-        from bastionfl.tasks.data import DatasetError, load_image_dataset
-
         load_image_dataset(cfg.dataset, cfg.data_dir)  # fail fast, before the engine starts
     except (ConfigError, DatasetError) as exc:
         print(f"bastionfl simulate: {exc}", file=sys.stderr)

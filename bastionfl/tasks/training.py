@@ -45,7 +45,7 @@ def train_sgd(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
         last = total / max(seen, 1)
     return last
