@@ -74,6 +74,8 @@ class HAStore:
         self._aead = AESGCM(kek)
         self._pid_key = mac(kek, PREFIX + b"pid index")
         self._lock = threading.RLock()
+        if str(path) != ":memory:" and not Path(path).exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # WAL/SHM inherit the mode
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
