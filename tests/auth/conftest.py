@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
-from auth_helpers import GENEROUS, Clock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test modules share auth_helpers.py
+from auth_helpers import GENEROUS, Clock  # noqa: E402
 
 from bastionfl.auth import HomeAuthority
 
