@@ -95,7 +95,7 @@ class ServerHandshake:
         if self._state != "new":
             raise AuthError("handshake already started")
         self._state = "failed"
-        if not isinstance(msg1, (bytes, bytearray)) or len(msg1) != MSG1_LEN:
+        if not isinstance(msg1, (bytes, bytearray)) or len(msg1) != self._server.msg1_len:
             return random_bytes(MSG2_LEN)
         reply = self._server.relay.challenge(self.ctx, bytes(msg1))
         self._sid, self._msg1, self._msg2, self._hxres = reply.sid, bytes(msg1), reply.msg2, reply.hxres
@@ -133,7 +133,9 @@ class ServerHandshake:
 class AuthServer:
     """The FL server's admission front: one per server identity, sharing one :class:`HARelay`."""
 
-    def __init__(self, server_id: str, relay: HARelay, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, server_id: str, relay: HARelay, *, clock: Callable[[], float] = time.time,
+                 msg1_len: int = MSG1_LEN) -> None:
+        self.msg1_len = msg1_len  # 66 for the variable k-pseudonym profile
         self.server_id = server_id
         self.server_id_bytes = encode_server_id(server_id)
         self.relay = relay
