@@ -15,6 +15,7 @@ __all__ = ["main"]
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("simulate",): ("bastionfl.simulations.simulate", "run a simulated federation (Flower Simulation Engine)"),
     ("bench", "he"): ("bastionfl.simulations.bench_he", "benchmark xMK-CKKS against baselines (JSON)"),
+    ("bench", "rounds"): ("bastionfl.simulations.bench_rounds", "per-round time and bytes: plaintext vs HE (JSON)"),
     ("bench", "auth"): ("bastionfl.simulations.bench_auth", "benchmark pseudonym authentication (JSON)"),
     ("ha", "serve"): ("bastionfl.simulations.ha_cli", "run the Home Authority service"),
     ("ha", "enroll"): ("bastionfl.simulations.ha_cli", "enrol a client and write its credential file"),

@@ -1,0 +1,78 @@
+"""``bastionfl bench rounds``: per-round time and bytes of the same federation in several modes, side by side.
+
+Each mode runs the same seeded federation on the Simulation Engine in this process; the first mode listed is the
+baseline, and every other mode is reported as a ratio to it, measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bastionfl.config import ConfigError, RunConfig, apply_overrides, parse_set
+
+__all__ = ["main", "summarise"]
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Round-time and byte figures of one run; steady state excludes round 1 (engine start-up, key epoch)."""
+    steady = rounds[1:] or rounds
+    stage_names = sorted({k for r in rounds for k in r["stages"]})
+    return {
+        "rounds": len(rounds),
+        "final_accuracy": rounds[-1]["accuracy"],
+        "round1_s": rounds[0]["time_s"],
+        "round_s_steady": statistics.mean(r["time_s"] for r in steady),
+        "stage_s_steady": {s: statistics.mean(r["stages"].get(s, 0.0) for r in steady) for s in stage_names},
+        "bytes_up_per_round": statistics.mean(r["bytes_up"] for r in rounds),
+        "bytes_down_per_round": statistics.mean(r["bytes_down"] for r in rounds),
+        "client_seconds": {k: statistics.mean(r.get("client_s", {}).get(k, 0.0) for r in steady)
+                           for k in sorted({k for r in rounds for k in r.get("client_s", {})})},
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bastionfl bench rounds", description=__doc__)
+    p.add_argument("--modes", default="none,xmkckks", help="comma-separated secure_aggregation modes; first = baseline")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, help="also write the JSON here")
+    args = p.parse_args(argv)
+    try:
+        base = apply_overrides(RunConfig(), parse_set(args.sets))
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        for m in modes:
+            apply_overrides(base, {"secure_aggregation": m})
+    except ConfigError as exc:
+        print(f"bastionfl bench rounds: {exc}", file=sys.stderr)
+        return 2
+    from bastionfl.simulations.simulate import run_simulated
+
+    results: dict[str, Any] = {"config": base.to_dict(), "modes": {}}
+    for mode in modes:
+        cfg = apply_overrides(base, {"secure_aggregation": mode})
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            rounds = run_simulated(cfg, Path(tmp))
+            summary = summarise(rounds)
+            summary["wall_s"] = time.perf_counter() - start
+        results["modes"][mode] = summary
+        print(f"{mode}: steady round {summary['round_s_steady']:.2f} s, accuracy {summary['final_accuracy']:.4f}",
+              file=sys.stderr)
+    baseline = results["modes"][modes[0]]
+    results["ratios_vs_" + modes[0]] = {
+        m: {"round_s_steady": r["round_s_steady"] / baseline["round_s_steady"],
+            "bytes_up": r["bytes_up_per_round"] / baseline["bytes_up_per_round"],
+            "bytes_down": r["bytes_down_per_round"] / baseline["bytes_down_per_round"]}
+        for m, r in results["modes"].items() if m != modes[0]
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
