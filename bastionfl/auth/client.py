@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,8 +38,10 @@ MAX_EXPIRY_AHEAD_S = 24 * 3600
 class CredentialStore(Protocol):
     """Where a client's credential lives: :class:`~.credential.FileCredentialStore` or the in-memory one."""
 
-    def locked(self): ...  # context manager
+    def locked(self) -> AbstractContextManager[None]: ...
+
     def load(self) -> ClientCredential: ...
+
     def save(self, credential: ClientCredential) -> None: ...
 
 

@@ -138,6 +138,15 @@ def _self_signed(directory: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
+def _proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _http(n: int, tmp: str, concurrency: int) -> dict:
     import contextlib
     import io
@@ -163,7 +172,7 @@ def _http(n: int, tmp: str, concurrency: int) -> dict:
     token_file = os.path.join(tmp, "S.token")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastionfl.simulations.ha_cli", "serve", *common, "--cert", cert, "--key", key,
-         "--port", str(port), "--server", f"S={token_file}", "--server-rate", "1000000"],
+         "--port", str(port), "--server", f"S={token_file}", "--server-rate", "1000000", "--log-level", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -202,6 +211,7 @@ def _http(n: int, tmp: str, concurrency: int) -> dict:
         errors: list[str] = []
         per = max(1, n // concurrency)
         threads = [threading.Thread(target=worker, args=(w, per)) for w in range(concurrency)]
+        cpu0 = _proc_cpu_s(proc.pid)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -211,6 +221,7 @@ def _http(n: int, tmp: str, concurrency: int) -> dict:
         if errors:
             raise RuntimeError(errors[0])
         wall = time.perf_counter() - t0
+        cpu1 = _proc_cpu_s(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -222,6 +233,8 @@ def _http(n: int, tmp: str, concurrency: int) -> dict:
         "concurrency": concurrency,
         "ha_auth_per_s_http": round(n / wall, 1),
         "http_handshake_wall_ms": round(wall / n * 1e3, 3),
+        "ha_service_auth_per_cpu_s": None if cpu0 is None or cpu1 is None or cpu1 <= cpu0
+        else round(n / (cpu1 - cpu0), 1),
         "note": "HA in its own process (bastionfl ha serve); `concurrency` FL-server threads, keep-alive TLS on loopback",
     }
 

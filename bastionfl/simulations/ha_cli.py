@@ -41,6 +41,8 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
                        help="admit FL server ID authenticated by the bearer token in TOKEN_FILE "
                             "(created 0600 with a fresh token if absent); repeatable")
     serve.add_argument("--server-rate", type=float, default=5000.0, help="challenges/s allowed per FL server")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                       help="uvicorn log level; 'info' includes one access-log line per request (no secrets)")
 
     enroll = _Parser(prog="bastionfl ha enroll", description="Enrol a client and write its credential file.")
     _common(enroll)
@@ -109,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"bastionfl ha serve: Home Authority on https://{args.host}:{args.port} for "
           f"{len(tokens)} server(s)")
     uvicorn.run(create_app(ha, tokens), host=args.host, port=args.port, ssl_certfile=args.cert,
-                ssl_keyfile=args.key, log_level="info", ws="none", lifespan="off")
+                ssl_keyfile=args.key, log_level=args.log_level, ws="none", lifespan="off")
     return 0
 
 
