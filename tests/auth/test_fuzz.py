@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastionfl.auth import ClientCredential, CredentialError, HomeAuthority, MalformedInput, RateLimits, RoundContext
+from bastionfl.auth.kpseudonym import BasicKPseudonymServer, VariableKPseudonymAuthority
 from bastionfl.auth.messages import parse_msg1, parse_msg2
 from bastionfl.auth.service import decode_challenge_request, decode_confirm_request
 
@@ -29,6 +30,9 @@ class World:
                                      clock=self.clock)
         self.server = make_server(self.ha, self.clock)
         self.client = make_client(self.ha, self.clock)
+        self.kp = VariableKPseudonymAuthority(4, clock=self.clock)
+        self.kp_clients = [self.kp.enroll([SERVER]) for _ in range(4)]
+        self.basic = BasicKPseudonymServer(4, 4)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,12 @@ def _fuzz_all(world, data: bytes, n: int) -> None:
     assert len(world.client.respond(data)) == 32
     out = world.client.finish(data)
     assert out.session is None and len(out.ack) == 32
-    # 5. credential and HTTP request decoders: a value or one typed error
+    # 5. k-pseudonym profile: the variable-scheme HA and the basic-scheme server
+    kp_reply = world.kp.challenge(SERVER, ctx, data)
+    assert (len(kp_reply.sid), len(kp_reply.msg2), len(kp_reply.hxres)) == (16, 80, 16)
+    assert not world.kp.confirm(SERVER, data[:16], data[16:48]).ok
+    assert len(world.basic.handle(data)) == 32
+    # 6. credential and HTTP request decoders: a value or one typed error
     try:
         ClientCredential.from_bytes(data)
     except CredentialError:
@@ -80,6 +89,7 @@ def _run(world, examples: int) -> None:
     @given(st.one_of(
         st.binary(max_size=300),
         st.binary(min_size=114, max_size=114).map(lambda b: b"\x01" + b[1:]),
+        st.binary(min_size=66, max_size=66).map(lambda b: b"\x03\x00" + b[2:]),
         st.binary(min_size=80, max_size=80),
         st.binary(min_size=32, max_size=32),
     ))
