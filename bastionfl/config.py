@@ -69,6 +69,30 @@ class RunConfig:
     he_profile: str = _spec("precise", "xMK-CKKS parameter profile: precise | lean", _choice("precise", "lean"))
     key_epoch_rounds: int = _spec(10, "start a new key epoch every K rounds (and when participants change)", _range(1))
     stage_timeout_s: float = _spec(600.0, "seconds to wait for replies in one stage", _range(0.0, None, lo_open=True))
+    # backdoor attacks and defenses
+    attack: str = _spec("none", "data-poisoning backdoor: none | badnets | blended", _choice("none", "badnets", "blended"))
+    poisoned_clients: int = _spec(0, "how many clients hold poisoned data (a seeded choice)", _range(0))
+    poison_rate: float = _spec(0.1, "share of a poisoned client's examples that carry the trigger", _range(0.0, 1.0))
+    target_label: int = _spec(0, "the attack's target class", _range(0))
+    threat: str = _spec("honest", "honest: poisoned clients still run their defense | malicious: they do not",
+                        _choice("honest", "malicious"))
+    client_defense: str = _spec("none", "defense in local training: none | abl", _choice("none", "abl"))
+    repair: str = _spec("none", "server-side repair of the global model: none | rnp | nad | finetune",
+                        _choice("none", "rnp", "nad", "finetune"))
+    clean_set_size: int = _spec(0, "server's clean set for repair, held out of the clients' training data", _range(0))
+    # pseudonym admission (Home Authority)
+    auth: str = _spec("none", "admission of clients: none | pseudonym (5G-style one-time pseudonyms via a Home Authority)",
+                      _choice("none", "pseudonym"))
+    auth_server_id: str = _spec("fl-server", "this FL server's id at the Home Authority")
+    auth_ha_url: str = _spec("", "Home Authority service URL (deployment); empty: an in-process HA (simulation)")
+    auth_ha_token_file: str = _spec("", "file with this FL server's bearer token for the HA service")
+    auth_ha_ca: str = _spec("", "CA certificate that signed the HA service's TLS certificate")
+    auth_ha_db: str = _spec("", "in-process HA database (simulation); empty: <out_dir>/auth/ha.sqlite")
+    auth_cred_dir: str = _spec("", "simulation: folder of client credential files cred-<partition-id>.json "
+                               "(empty: <out_dir>/auth); deployment nodes use --node-config auth-cred=FILE")
+    # testing aids
+    inject_dropout: str = _spec("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
+                                "train, decrypt); for dropout tests")
     # runtime
     out_dir: str = _spec("", "where metrics.json, the plot and checkpoints go (flwr run default: ./runs/flwr-<run id>)")
     threads_per_client: int = _spec(1, "torch threads per ClientApp", _range(1, 64))

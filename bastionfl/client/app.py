@@ -17,7 +17,9 @@ from bastionfl.config import RunConfig, apply_overrides
 
 __all__ = ["app", "config_from_message", "node_partition"]
 
-app = ClientApp()
+from bastionfl.client.mods import CLIENT_MODS  # noqa: E402 - after the helpers it may use
+
+app = ClientApp(mods=CLIENT_MODS)
 
 
 def config_from_message(msg: Message, context: Context) -> RunConfig:

@@ -49,8 +49,15 @@ class LogObserver:
 
 
 def build_workflow(cfg: RunConfig) -> RoundWorkflow:
-    """The stage list for this configuration (plaintext FedAvg; other modes insert their stages)."""
-    return RoundWorkflow([SampleNodes(), TrainPlain(), AggregateFedAvg(), EvaluateCentral()])
+    """The stage list for this configuration: plaintext FedAvg, with admission, HE and repair stages as configured."""
+    stages: list[Any] = [SampleNodes()]
+    if cfg.auth == "pseudonym":
+        from bastionfl.server.admission import AdmissionStage
+
+        stages.append(AdmissionStage())
+    stages += [TrainPlain(), AggregateFedAvg()]
+    stages.append(EvaluateCentral())
+    return RoundWorkflow(stages)
 
 
 def _entry(rs: RoundState, elapsed: float) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from flwr.app import Message
@@ -37,6 +37,8 @@ class ServerContext:
     test_y: torch.Tensor
     model_factory: Any  # Callable[[], nn.Module]
     run_state: dict[str, Any] = field(default_factory=dict)  # stages keep cross-round state here (key epochs, masks)
+    # each wrapper may decorate the round's Messenger (admission adds per-message MACs this way)
+    messenger_wrappers: list[Callable[[Messenger, "RoundState"], Messenger]] = field(default_factory=list)
 
 
 @dataclass
@@ -54,7 +56,11 @@ class RoundState:
     events: list[str] = field(default_factory=list)
 
     def messenger(self, ctx: ServerContext) -> Messenger:
-        return Messenger(ctx.grid, ctx.cfg.stage_timeout_s, self.bytes)
+        """The round's message channel, decorated by every registered wrapper."""
+        messenger = Messenger(ctx.grid, ctx.cfg.stage_timeout_s, self.bytes)
+        for wrap in ctx.messenger_wrappers:
+            messenger = wrap(messenger, self)
+        return messenger
 
 
 class Stage(Protocol):

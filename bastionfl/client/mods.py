@@ -1,0 +1,13 @@
+"""The Mods every BastionFL ClientApp runs, in order (the admission Mod checks and tags messages)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from flwr.app import Context, Message
+
+__all__ = ["CLIENT_MODS"]
+
+Mod = Callable[[Message, Context, Callable[[Message, Context], Message]], Message]
+
+CLIENT_MODS: list[Mod] = []
