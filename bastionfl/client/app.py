@@ -69,11 +69,14 @@ def train(msg: Message, context: Context) -> Message:
 
     cfg = config_from_message(msg, context)
     pid, nparts = node_partition(context)
-    result = local_train(cfg, msg.content["arrays"].to_torch_state_dict(), pid, nparts, _round(msg))
-    content = RecordDict({
-        "arrays": ArrayRecord(result.state_dict),
-        "metrics": MetricRecord({"num-examples": result.num_examples, "train-loss": result.train_loss}),
-    })
+    saved = context.state.config_records.get("bastionfl.local", ConfigRecord())
+    result = local_train(cfg, msg.content["arrays"].to_torch_state_dict(), pid, nparts, _round(msg),
+                         {k: str(v) for k, v in saved.items()})
+    context.state["bastionfl.local"] = ConfigRecord(dict(result.node_state))
+    metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.train_loss})
+    # per-client diagnostics vary by client; Flower's FedAvg wants identical metric keys, so they travel apart
+    content = RecordDict({"arrays": ArrayRecord(result.state_dict), "metrics": metrics,
+                          "client-metrics": ConfigRecord(dict(result.metrics))})
     return Message(content=content, reply_to=msg)
 
 

@@ -1,9 +1,16 @@
-"""What one client does with a round's instructions: rebuild the model, train on its partition, report."""
+"""What one client does with a round's instructions: rebuild the model, train on its partition, report.
+
+When an attack is configured the client's partition may carry poisoned examples (a simulated data-poisoning
+attacker); an honest client then trains with its configured defense (ABL), a malicious one trains plainly.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,7 +19,8 @@ from bastionfl.tasks.federated_data import DataSpec, client_partition, load_data
 from bastionfl.tasks.models import build_model
 from bastionfl.tasks.training import evaluate, seeded_generator, train_sgd
 
-__all__ = ["LocalResult", "data_spec", "build_task_model", "local_train", "local_evaluate"]
+__all__ = ["LocalResult", "data_spec", "build_task_model", "poisoned_partitions", "local_data", "local_train",
+           "local_evaluate"]
 
 
 @dataclass
@@ -22,11 +30,13 @@ class LocalResult:
     state_dict: dict[str, torch.Tensor]
     num_examples: int
     train_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    node_state: dict[str, str] = field(default_factory=dict)  # to keep in the node's context.state
 
 
 def data_spec(cfg: RunConfig, num_partitions: int) -> DataSpec:
     """The partition spec every node derives identically from the run configuration."""
-    return DataSpec(cfg.dataset, cfg.data_dir, num_partitions, cfg.partition, cfg.alpha, cfg.seed, cfg.train_subset)
+    return DataSpec.from_config(cfg, num_partitions)
 
 
 def build_task_model(cfg: RunConfig) -> nn.Module:
@@ -35,18 +45,59 @@ def build_task_model(cfg: RunConfig) -> nn.Module:
     return build_model(cfg.model, data.in_channels, data.num_classes)
 
 
+def poisoned_partitions(cfg: RunConfig, num_partitions: int) -> frozenset[int]:
+    """Which partitions hold poisoned data: a seeded choice of ``cfg.poisoned_clients`` (simulation ground truth)."""
+    if cfg.attack == "none" or cfg.poisoned_clients == 0:
+        return frozenset()
+    k = min(cfg.poisoned_clients, num_partitions)
+    rng = np.random.default_rng([cfg.seed, 0xA77AC])
+    return frozenset(int(i) for i in rng.choice(num_partitions, size=k, replace=False))
+
+
+def local_data(cfg: RunConfig, partition_id: int, num_partitions: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """This client's images and labels, poisoned if it is one of the attacked partitions (mask = ground truth)."""
+    x, y = client_partition(data_spec(cfg, num_partitions), partition_id)
+    if partition_id not in poisoned_partitions(cfg, num_partitions):
+        return x, y, None
+    from bastionfl.tasks.backdoor import make_trigger, poison_dataset
+
+    trigger = make_trigger(cfg.attack, tuple(x.shape[1:]), seed=cfg.seed)
+    seed = int(np.random.SeedSequence([cfg.seed, partition_id, 0xB0D]).generate_state(1)[0])
+    return poison_dataset(x, y, trigger, rate=cfg.poison_rate, target=cfg.target_label, seed=seed)
+
+
 def local_train(
-    cfg: RunConfig, global_state: dict[str, torch.Tensor], partition_id: int, num_partitions: int, server_round: int
+    cfg: RunConfig, global_state: dict[str, torch.Tensor], partition_id: int, num_partitions: int, server_round: int,
+    node_state: dict[str, str] | None = None,
 ) -> LocalResult:
     """Train the global model on this client's partition for ``cfg.local_epochs``; seeded by (seed, round, client)."""
     torch.set_num_threads(cfg.threads_per_client)
-    x, y = client_partition(data_spec(cfg, num_partitions), partition_id)
+    x, y, poison_mask = local_data(cfg, partition_id, num_partitions)
     model = build_task_model(cfg)
     model.load_state_dict(global_state)
     gen = seeded_generator(cfg.seed, server_round, partition_id)
-    loss = train_sgd(model, x, y, epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                     momentum=cfg.momentum, generator=gen)
-    return LocalResult({k: v.detach().clone() for k, v in model.state_dict().items()}, int(len(x)), loss)
+    malicious = poison_mask is not None and cfg.threat == "malicious"
+    node_state = dict(node_state or {})
+    metrics: dict[str, float] = {}
+    if cfg.client_defense == "abl" and not malicious:
+        from bastionfl.defenses.abl import ABLState, abl_local_train
+
+        state = ABLState.from_dict(json.loads(node_state["abl"])) if "abl" in node_state else None
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        state, abl_metrics = abl_local_train(model, x, y, state, epochs=cfg.local_epochs, lr=cfg.lr,
+                                             batch_size=cfg.batch_size, seed=seed,
+                                             ground_truth_poison_mask=poison_mask)
+        node_state["abl"] = json.dumps(state.to_dict())
+        metrics.update({k: float(v) for k, v in abl_metrics.items()})
+        loss = float(abl_metrics.get("train_loss", 0.0))
+    else:
+        loss = train_sgd(model, x, y, epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                         momentum=cfg.momentum, generator=gen)
+    if poison_mask is not None:
+        metrics["poisoned_examples"] = float(poison_mask.sum())
+    return LocalResult({k: v.detach().clone() for k, v in model.state_dict().items()}, int(len(x)), loss,
+                       metrics, node_state)
 
 
 def local_evaluate(

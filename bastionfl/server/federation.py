@@ -56,8 +56,27 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
 
         stages.append(AdmissionStage())
     stages += [TrainPlain(), AggregateFedAvg()]
+    if cfg.repair != "none":
+        from bastionfl.server.repair import RepairStage
+
+        stages.append(RepairStage())
     stages.append(EvaluateCentral())
     return RoundWorkflow(stages)
+
+
+def _prepare_attack_and_repair(ctx: ServerContext, cfg: RunConfig) -> None:
+    """The ASR test set (when an attack is configured) and the server's clean set (when repair is)."""
+    if cfg.attack != "none":
+        from bastionfl.tasks.backdoor import build_asr_set, make_trigger
+
+        trigger = make_trigger(cfg.attack, tuple(ctx.test_x.shape[1:]), seed=cfg.seed)
+        ctx.run_state["asr_set"] = build_asr_set(ctx.test_x, ctx.test_y, trigger, target=cfg.target_label)
+    if cfg.repair != "none":
+        if cfg.clean_set_size < 10:
+            raise FederationError(f"repair = {cfg.repair} needs clean_set_size >= 10, got {cfg.clean_set_size}")
+        from bastionfl.tasks.federated_data import DataSpec, server_clean_set
+
+        ctx.run_state["clean_set"] = server_clean_set(DataSpec.from_config(cfg, cfg.num_clients))
 
 
 def _entry(rs: RoundState, elapsed: float) -> dict[str, Any]:
@@ -92,11 +111,12 @@ def run_federation(
         return build_model(cfg.model, data.in_channels, data.num_classes)
 
     ctx = ServerContext(grid=grid, cfg=cfg, test_x=data.test_x, test_y=data.test_y, model_factory=factory)
+    _prepare_attack_and_repair(ctx, cfg)
     history: list[dict[str, Any]] = []
     if resume and (out_dir / CHECKPOINT_NAME).exists():
         ck = load_checkpoint(out_dir)
         global_state, history, first = ck["model"], list(ck["metrics"]), int(ck["round"]) + 1
-        ctx.run_state.update(ck.get("extra", {}).get("run_state", {}))
+        ctx.run_state["checkpointable"] = dict(ck.get("extra", {}).get("run_state", {}))
     else:
         torch.manual_seed(cfg.seed)
         global_state = {k: v.detach().clone() for k, v in factory().state_dict().items()}

@@ -81,10 +81,23 @@ class AggregateFedAvg:
         if metrics is not None and "train-loss" in metrics:
             rs.metrics["train_loss"] = float(metrics["train-loss"])
         rs.metrics["num_examples"] = int(sum(int(r.content["metrics"]["num-examples"]) for r in rs.replies))
+        collect_client_metrics(rs)
+
+
+def collect_client_metrics(rs: RoundState) -> None:
+    """Per-client diagnostics (ABL isolation, poisoned counts) from the replies into the round's metrics."""
+    per_client = {}
+    for reply in rs.replies:
+        record = reply.content.config_records.get("client-metrics")
+        if record:
+            per_client[str(reply.metadata.src_node_id)] = {k: float(v) for k, v in record.items()}
+    if per_client:
+        rs.metrics["client_metrics"] = per_client
 
 
 class EvaluateCentral:
-    """Clean accuracy and loss of the new global model on the held-out test set (server side)."""
+    """Clean accuracy and loss of the new global model on the held-out test set (server side), and the attack
+    success rate on triggered non-target test images when an attack is configured."""
 
     name = "evaluate"
 
@@ -94,5 +107,8 @@ class EvaluateCentral:
         model.load_state_dict(state)
         with torch.no_grad():
             loss, acc = evaluate(model, ctx.test_x, ctx.test_y)
-        rs.metrics["loss"] = loss
-        rs.metrics["accuracy"] = acc
+            rs.metrics["loss"] = loss
+            rs.metrics["accuracy"] = acc
+            asr_set = ctx.run_state.get("asr_set")
+            if asr_set is not None:
+                rs.metrics["asr"] = evaluate(model, *asr_set)[1]

@@ -5,13 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from bastionfl.tasks.data import ImageData, load_image_dataset
 from bastionfl.tasks.partition import partition_indices
 from bastionfl.tasks.training import seeded_generator
 
-__all__ = ["DataSpec", "load_dataset_cached", "client_partition", "subset_training"]
+if TYPE_CHECKING:
+    from bastionfl.config import RunConfig
+
+__all__ = ["DataSpec", "load_dataset_cached", "client_partition", "subset_training", "server_clean_set",
+           "client_pool"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,13 @@ class DataSpec:
     alpha: float
     seed: int
     train_subset: int = 0
+    clean_set_size: int = 0  # examples held back for the server's repair set, never given to a client
+
+    @classmethod
+    def from_config(cls, cfg: "RunConfig", num_partitions: int) -> "DataSpec":
+        """The spec every node derives identically from the run configuration."""
+        return cls(cfg.dataset, cfg.data_dir, num_partitions, cfg.partition, cfg.alpha, cfg.seed, cfg.train_subset,
+                   cfg.clean_set_size)
 
 
 @lru_cache(maxsize=2)
@@ -41,10 +54,23 @@ def subset_training(data: ImageData, train_subset: int, seed: int) -> tuple[torc
     return data.train_x[order], data.train_y[order]
 
 
+def client_pool(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training examples the clients share out: the (subset of the) training set minus the server's clean set."""
+    x, y = subset_training(load_dataset_cached(spec.dataset, spec.data_dir), spec.train_subset, spec.seed)
+    if spec.clean_set_size >= len(x):
+        raise ValueError(f"clean_set_size {spec.clean_set_size} leaves no training data for the clients")
+    return x[spec.clean_set_size:], y[spec.clean_set_size:]
+
+
+def server_clean_set(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The server's small clean set for repair: disjoint from every client's data and from the test set."""
+    x, y = subset_training(load_dataset_cached(spec.dataset, spec.data_dir), spec.train_subset, spec.seed)
+    return x[: spec.clean_set_size], y[: spec.clean_set_size]
+
+
 @lru_cache(maxsize=4)
 def _partitions(spec: DataSpec) -> tuple[tuple[int, ...], ...]:
-    data = load_dataset_cached(spec.dataset, spec.data_dir)
-    _, y = subset_training(data, spec.train_subset, spec.seed)
+    _, y = client_pool(spec)
     parts = partition_indices(y, spec.num_partitions, scheme=spec.partition, alpha=spec.alpha, seed=spec.seed)
     return tuple(tuple(int(i) for i in p) for p in parts)
 
@@ -53,7 +79,6 @@ def client_partition(spec: DataSpec, partition_id: int) -> tuple[torch.Tensor, t
     """Images and labels of client ``partition_id`` under ``spec``."""
     if not 0 <= partition_id < spec.num_partitions:
         raise ValueError(f"partition-id {partition_id} outside 0..{spec.num_partitions - 1}")
-    data = load_dataset_cached(spec.dataset, spec.data_dir)
-    x, y = subset_training(data, spec.train_subset, spec.seed)
+    x, y = client_pool(spec)
     idx = torch.tensor(_partitions(spec)[partition_id], dtype=torch.long)
     return x[idx], y[idx]
