@@ -1,0 +1,247 @@
+"""ABL — Anti-Backdoor Learning (Li et al., NeurIPS 2021, arXiv 2110.11571) in local training, across rounds.
+
+Follows the official ``bboylyg/ABL`` code: isolation rounds train with the Flooding loss ``|l - g| + g`` (or LGA
+``sign(l - g) * l``), g = 0.5, on the batch-mean CE; then per-example CE (batched, eval mode) is sorted ascending and
+the lowest-loss examples are isolated; later rounds train with CE on the rest and unlearn by gradient ascent on the
+isolated examples (official ``backdoor_unlearning.py`` ascends only; the descent on the rest is the federated
+local training this client does anyway).
+
+Federated change (BastionFL): instead of a fixed 1 % per client, which would ascend the easiest examples of a benign
+client, the isolated set is chosen by the *fast-learned outlier rule*, scored in the last isolation round with the
+per-example CE before (l0) and after (l1) that round's local epochs:
+
+    C   = {i : l0_i >= learned_from and l1_i <= learned_to}       (defaults 1.0 and 0.1: fit within one round)
+    y*  = the most frequent label in C; C* = {i in C : y_i = y*}
+    isolate C* (lowest l1 first, at most max_isolation_ratio * n) iff
+        |C| >= max(min_isolated, min_outlier_fraction * n)  and  |C*| / |C| >= label_purity;
+    otherwise isolate nothing (defaults: min_isolated 5, min_outlier_fraction 0.02, label_purity 0.9).
+
+i.e. isolate only when a mass of examples went from misfit to near-zero loss within one round and that mass
+concentrates on one label: the ABL premise (backdoor examples are learned much faster than clean ones, and all
+carry the target label) measured directly. Low final loss alone is not used: on Fashion-MNIST whole easy classes
+(trouser, sandal) reach lower loss than the poison under flooding (see docs/defenses.md). A client that isolates
+nothing trains with plain CE afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bastionfl.defenses._common import (
+    accuracy,
+    check_dataset,
+    check_positive,
+    ce_loss,
+    per_example_loss,
+    run_epoch,
+    sgd,
+)
+
+__all__ = ["ABLConfig", "ABLState", "abl_local_train", "flooding_loss", "lga_loss", "select_isolated"]
+
+PHASES = ("isolation", "unlearning", "clean")
+
+
+@dataclass(frozen=True)
+class ABLConfig:
+    """ABL settings; the isolation and unlearning defaults follow the official code (see docs/defenses.md)."""
+
+    isolation_rounds: int = 2  # rounds trained with the flooding loss; isolation at the end of the last (>= 2)
+    loss: str = "flooding"  # "flooding" (official default) or "lga"
+    gamma: float = 0.5
+    learned_from: float = 1.0  # per-example CE at the start of the isolation round must be >= this
+    learned_to: float = 0.1  # ... and <= this at its end
+    label_purity: float = 0.9
+    min_outlier_fraction: float = 0.02
+    min_isolated: int = 5
+    max_isolation_ratio: float = 0.2
+    unlearn_lr: float = 5e-4  # official, hard-wired in backdoor_unlearning.py
+    unlearn_epochs: int = 5  # cap of ascent epochs per round
+    unlearn_stop_acc: float = 0.1  # stop ascending once the isolated set's accuracy (own labels) is <= this
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("flooding", "lga"):
+            raise ValueError(f"ABL loss must be 'flooding' or 'lga', got {self.loss!r}")
+        if self.isolation_rounds < 2:
+            raise ValueError("isolation_rounds must be >= 2 (the first round starts from an untrained model)")
+        if not 0.0 < self.learned_to < self.learned_from:
+            raise ValueError("need 0 < learned_to < learned_from")
+        if not 0.0 < self.label_purity <= 1.0 or not 0.0 < self.max_isolation_ratio <= 1.0:
+            raise ValueError("label_purity and max_isolation_ratio must be in (0, 1]")
+
+
+@dataclass
+class ABLState:
+    """Per-client ABL state to persist between rounds (plain types only, see to_dict/from_dict)."""
+
+    rounds_seen: int = 0
+    phase: str = "isolation"
+    isolated: list[int] = field(default_factory=list)
+    num_examples: int = 0  # local set size at isolation; a different size later is an error
+    decision: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed copy (ints, floats, str, lists) for a checkpoint or Flower's context state."""
+        return {
+            "rounds_seen": int(self.rounds_seen),
+            "phase": str(self.phase),
+            "isolated": [int(i) for i in self.isolated],
+            "num_examples": int(self.num_examples),
+            "decision": {k: float(v) for k, v in self.decision.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ABLState":
+        """Inverse of to_dict; raises ValueError on a malformed state."""
+        try:
+            state = cls(
+                rounds_seen=int(data["rounds_seen"]),
+                phase=str(data["phase"]),
+                isolated=[int(i) for i in data["isolated"]],
+                num_examples=int(data["num_examples"]),
+                decision={str(k): float(v) for k, v in dict(data.get("decision", {})).items()},
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed ABL state: {exc}") from None
+        if state.phase not in PHASES or state.rounds_seen < 0:
+            raise ValueError(f"malformed ABL state: phase {state.phase!r}, rounds_seen {state.rounds_seen}")
+        return state
+
+
+def flooding_loss(loss: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:
+    """Flooding ``|l - gamma| + gamma`` on the batch-mean loss (official ABL default)."""
+    return (loss - gamma).abs() + gamma
+
+
+def lga_loss(loss: torch.Tensor, gamma: float = 0.5) -> torch.Tensor:
+    """Local gradient ascent ``sign(l - gamma) * l`` on the batch-mean loss; same gradient as flooding."""
+    return torch.sign(loss - gamma).detach() * loss
+
+
+def select_isolated(
+    loss_before: torch.Tensor, loss_after: torch.Tensor, labels: torch.Tensor, cfg: ABLConfig
+) -> tuple[list[int], dict[str, float]]:
+    """Apply the fast-learned outlier rule (module docstring) to per-example losses; (indices, decision stats)."""
+    n = loss_after.shape[0]
+    cand = torch.nonzero((loss_before >= cfg.learned_from) & (loss_after <= cfg.learned_to)).flatten()
+    stats = {"outliers": float(len(cand)), "purity": 0.0, "dominant_label": -1.0}
+    if len(cand) == 0:
+        return [], stats
+    counts = torch.bincount(labels[cand])
+    top = int(counts.argmax())
+    purity = float(counts[top]) / len(cand)
+    stats.update(purity=purity, dominant_label=float(top))
+    if len(cand) < max(cfg.min_isolated, cfg.min_outlier_fraction * n) or purity < cfg.label_purity:
+        return [], stats
+    chosen = cand[labels[cand] == top]
+    chosen = chosen[torch.argsort(loss_after[chosen])][: int(cfg.max_isolation_ratio * n)]
+    return sorted(int(i) for i in chosen), stats
+
+
+def _isolation_metrics(isolated: list[int], mask: torch.Tensor | None, n: int) -> dict[str, float]:
+    """Precision and recall of the isolated set (precision 1.0 when nothing is isolated, recall 1.0 without poison)."""
+    if mask is None:
+        return {}
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    if mask.shape != (n,):
+        raise ValueError(f"ground_truth_poison_mask must have shape ({n},), got {tuple(mask.shape)}")
+    hit = int(mask[torch.tensor(isolated, dtype=torch.long)].sum()) if isolated else 0
+    poison = int(mask.sum())
+    return {
+        "isolated_poisoned": float(hit),
+        "poisoned": float(poison),
+        "isolation_precision": hit / len(isolated) if isolated else 1.0,
+        "isolation_recall": hit / poison if poison else 1.0,
+    }
+
+
+def abl_local_train(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    state: ABLState | None,
+    cfg: ABLConfig | None = None,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 128,
+    seed: int = 0,
+    ground_truth_poison_mask: torch.Tensor | None = None,
+) -> tuple[ABLState, dict[str, float]]:
+    """One round of ABL local training, IN PLACE on ``model``; returns (new state, metrics of plain floats).
+
+    Rounds 1..isolation_rounds: flooding/LGA for ``epochs``; the last one scores every example before and after its
+    epochs and isolates by the fast-learned outlier rule. Later rounds: CE on the non-isolated examples for ``epochs``, then gradient ascent on the isolated ones
+    (``unlearn_epochs`` cap, ``unlearn_lr``). ``images``/``labels`` must be the same local set, in the same order,
+    every round. Deterministic given ``seed`` (pass e.g. a hash of client id and round).
+    """
+    cfg = cfg or ABLConfig()
+    state = ABLState() if state is None else ABLState.from_dict(state.to_dict())
+    check_dataset(images, labels, "local training set")
+    check_positive(epochs=epochs, lr=lr, batch_size=batch_size)
+    n = images.shape[0]
+    if state.phase != "isolation" and state.num_examples != n:
+        raise ValueError(f"ABL state was isolated on {state.num_examples} examples, this round has {n}")
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = sgd(model.parameters(), lr)
+    metrics: dict[str, float] = {}
+
+    if state.phase == "isolation":
+        bounded = flooding_loss if cfg.loss == "flooding" else lga_loss
+
+        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return bounded(F.cross_entropy(m(x), y), cfg.gamma)
+
+        last = state.rounds_seen + 1 >= cfg.isolation_rounds
+        before = per_example_loss(model, images, labels) if last else None
+        for _ in range(epochs):
+            metrics["train_loss"] = run_epoch(model, images, labels, opt, gen, batch_size=batch_size, loss_fn=loss_fn)
+        if before is not None:
+            after = per_example_loss(model, images, labels)
+            state.isolated, state.decision = select_isolated(before, after, labels, cfg)
+            state.num_examples = n
+            state.phase = "unlearning" if state.isolated else "clean"
+    else:
+        keep = torch.ones(n, dtype=torch.bool)
+        iso = torch.tensor(state.isolated, dtype=torch.long)
+        keep[iso] = False
+        for _ in range(epochs):
+            metrics["train_loss"] = run_epoch(
+                model, images[keep], labels[keep], opt, gen, batch_size=batch_size, loss_fn=ce_loss
+            )
+        if state.phase == "unlearning":
+            metrics.update(_unlearn(model, images[iso], labels[iso], cfg, gen, batch_size))
+
+    state.rounds_seen += 1
+    metrics.update(
+        abl_round=float(state.rounds_seen),
+        abl_phase=float(PHASES.index(state.phase)),
+        isolated=float(len(state.isolated)),
+        **{f"abl_{k}": v for k, v in state.decision.items()},
+        **_isolation_metrics(state.isolated, ground_truth_poison_mask, n),
+    )
+    return state, metrics
+
+
+def _unlearn(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ABLConfig, gen: torch.Generator, batch_size: int
+) -> dict[str, float]:
+    """Gradient ascent on the isolated examples (official: SGD lr 5e-4, momentum 0.9), stopped early by accuracy."""
+    opt = sgd(model.parameters(), cfg.unlearn_lr)
+    acc = accuracy(model, x, y)
+    before, done = acc, 0
+    while done < cfg.unlearn_epochs and acc > cfg.unlearn_stop_acc:
+        run_epoch(model, x, y, opt, gen, batch_size=batch_size, loss_fn=ce_loss, sign=-1.0)
+        acc = accuracy(model, x, y)
+        done += 1
+    return {"unlearn_epochs": float(done), "isolated_acc_before": before, "isolated_acc_after": acc}
+
+
+def describe(cfg: ABLConfig) -> dict[str, Any]:
+    """The configuration as plain types (for reports)."""
+    return asdict(cfg)
