@@ -1,0 +1,387 @@
+"""Backdoor Token Unlearning (BTU; Jiang et al., AAAI 2025, arXiv 2501.03272) for BERT-family text classifiers.
+
+BTU observes that backdoor learning moves the word embeddings of trigger tokens much further than those of clean
+tokens, especially when only the embedding layer trains. It runs in two parts:
+
+1. **Exposure** (``btu_expose``): three short embedding-focused trainings on the (possibly poisoned) training set,
+   each ranking vocabulary rows by the L2 change of their word embedding, as the official code
+   (``XDJPH/Backdoor-Token-Unlearning``, ``BTU.py``) does:
+   R1 = bag-of-embeddings model (embedding module -> mean over all ``max_len`` positions, padding included -> linear);
+   R2 = R1 again after deleting R1's top tokens from the texts (surfaces further trigger pieces);
+   R3 = the full classifier with only ``word_embeddings`` trainable. The suspects are the union of each ranking's
+   top ``int(threshold * V)`` tokens (official threshold 0.0005).
+2. **Fine-grained unlearning** (``btu_unlearn``, the official ``function.cut``): with E0 the pretrained and E the
+   trained word embeddings, ``c = ||E - E0||_F / V``; for every suspect row s and dimension j with
+   ``|E[s,j] - E0[s,j]| > c`` set ``E[s,j] = E0[pad,j]`` (the pretrained padding embedding).
+   The released pipeline then tunes one epoch on clean held-out data (optional here, ``clean_sentences``).
+
+Deviations, all documented in docs/text.md: special tokens (not only [CLS]/[SEP]) are left out of the rankings;
+R2 deletes whole words instead of substrings; no best-dev checkpoint is kept in R3 (a federated client holds no
+clean dev set); the per-ranking count uses the real vocabulary size (the official code hard-codes 35,022).
+Nothing here knows about federation or encryption: a client runs ``btu_defend`` on its local model before it
+encrypts its update.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "BTUConfig",
+    "BTUExposure",
+    "BTUReport",
+    "btu_expose",
+    "btu_unlearn",
+    "btu_defend",
+    "rank_by_embedding_change",
+    "remove_tokens",
+    "token_ids_of",
+    "BagOfEmbeddings",
+]
+
+RANKINGS = ("r1", "r2", "r3")
+
+
+@dataclass(frozen=True)
+class BTUConfig:
+    """BTU settings; defaults follow the official ``config.json``/``BTU.py`` except ``max_len`` (CPU budget)."""
+
+    threshold: float = 0.0005  # share of the vocabulary flagged per ranking (official 0.0005)
+    top_k: int | None = None  # explicit count per ranking; overrides threshold
+    rankings: tuple[str, ...] = RANKINGS
+    exposure_epochs: int = 1
+    exposure_lr: float = 2e-5
+    r1_batch_size: int = 256
+    r3_batch_size: int = 64
+    max_len: int = 64  # official 128; R1 mean-pools over all max_len positions
+    train_epochs: int = 1  # normal fine-tuning inside btu_defend (0 = the caller trains, or train_fn does)
+    train_lr: float = 2e-5
+    train_batch_size: int = 64
+    clean_tune_epochs: int = 1  # used only when clean data is given
+    clean_tune_lr: float = 2e-5
+    cut_scale: float = 1.0  # multiplies c; 1.0 = official rule
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.rankings if r not in RANKINGS]
+        if bad or not self.rankings:
+            raise ValueError(f"rankings must be a non-empty subset of {RANKINGS}, got {self.rankings}")
+        if "r2" in self.rankings and "r1" not in self.rankings:
+            raise ValueError("ranking r2 needs r1 (it removes R1's tokens first)")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        for name in ("exposure_lr", "train_lr", "clean_tune_lr", "cut_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("r1_batch_size", "r3_batch_size", "max_len", "train_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def count(self, vocab_size: int) -> int:
+        """Tokens flagged per ranking: ``top_k`` or ``max(1, int(threshold * V))`` (15 for BERT's 30,522)."""
+        return self.top_k if self.top_k is not None else max(1, int(self.threshold * vocab_size))
+
+
+@dataclass
+class BTUExposure:
+    """The three rankings (top ids each), their union and the rank of any token under each ranking."""
+
+    count: int
+    top: dict[str, list[int]]
+    suspects: list[int]
+    order: dict[str, torch.Tensor] = field(repr=False)  # full ranking (ids, most changed first) per ranking
+
+    def rank_of(self, token_id: int) -> dict[str, int]:
+        """0-based rank of ``token_id`` in each ranking (-1 if it was left out, e.g. a special token)."""
+        out = {}
+        for name, order in self.order.items():
+            hit = (order == token_id).nonzero()
+            out[name] = int(hit[0, 0]) if len(hit) else -1
+        return out
+
+
+@dataclass
+class BTUReport:
+    """What BTU flagged and changed; ``trigger_*`` only when the true trigger words were given."""
+
+    count_per_ranking: int
+    rankings: dict[str, list[int]]
+    flagged_ids: list[int]
+    flagged_tokens: list[str]
+    cut_threshold: float
+    dims_replaced: dict[int, int]
+    trigger_ids: list[int] | None = None
+    trigger_flagged: list[bool] | None = None
+    trigger_found: bool | None = None
+    trigger_ranks: dict[int, dict[str, int]] | None = None
+    clean_tuned: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for logs and JSON."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _word_embeddings(model: nn.Module) -> nn.Embedding:
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if not isinstance(emb, nn.Embedding):
+        raise ValueError(f"{type(model).__name__} has no nn.Embedding input word embeddings (BTU needs one)")
+    return emb
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _special_ids(tokenizer: Any) -> set[int]:
+    return {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
+
+
+def _batches(
+    tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], *, batch_size: int, max_len: int,
+    gen: torch.Generator, pad_to_max: bool = False,
+) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    order = torch.randperm(len(sentences), generator=gen).tolist()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        enc = tokenizer(
+            [sentences[i] for i in chunk], padding="max_length" if pad_to_max else True, truncation=True,
+            max_length=max_len, return_tensors="pt",
+        )
+        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        yield inputs, torch.tensor([int(labels[i]) for i in chunk], dtype=torch.long)
+
+
+def _fit(
+    model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], *, epochs: int, lr: float,
+    batch_size: int, max_len: int, seed: int, pad_to_max: bool = False,
+) -> None:
+    """AdamW over the trainable parameters (the official optimiser), shuffled and seeded."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    dev = _device(model)
+    model.train()
+    for _ in range(epochs):
+        for inputs, y in _batches(tokenizer, sentences, labels, batch_size=batch_size, max_len=max_len, gen=gen,
+                                  pad_to_max=pad_to_max):
+            out = model(**{k: v.to(dev) for k, v in inputs.items()})
+            logits = out.logits if hasattr(out, "logits") else out
+            loss = F.cross_entropy(logits, y.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+def token_ids_of(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """Token ids of ``words`` as the tokenizer splits them (no special tokens), in order, without repeats."""
+    ids: list[int] = []
+    for w in words:
+        for i in tokenizer(w, add_special_tokens=False)["input_ids"]:
+            if int(i) not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def remove_tokens(sentences: Sequence[str], tokens: Sequence[str]) -> list[str]:
+    """Delete every whole word equal (case-insensitively) to one of ``tokens``; R2's text cleaning."""
+    drop = {t.lower() for t in tokens if t.strip()}
+    if not drop:
+        return list(sentences)
+    return [" ".join(w for w in re.split(r"\s+", s.strip()) if w.lower() not in drop) for s in sentences]
+
+
+def rank_by_embedding_change(before: torch.Tensor, after: torch.Tensor, skip: set[int]) -> torch.Tensor:
+    """Token ids sorted by ``||after[i] - before[i]||_2``, largest first, ``skip`` left out."""
+    score = (after.detach().float() - before.detach().float()).norm(dim=1)
+    order = torch.argsort(score, descending=True, stable=True)
+    if skip:
+        keep = ~torch.isin(order, torch.tensor(sorted(skip), dtype=order.dtype))
+        order = order[keep]
+    return order
+
+
+class BagOfEmbeddings(nn.Module):
+    """R1's exposure model (official ``PrunedBertModel``): embedding module -> mean over every position -> linear."""
+
+    def __init__(self, embeddings: nn.Module, hidden: int, num_labels: int) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+        self.classifier = nn.Linear(hidden, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        return self.classifier(h.mean(dim=1))  # padding positions included, as in the official code
+
+
+# ---------------------------------------------------------------------------------------------------- exposure
+
+
+def _num_labels(model: nn.Module, labels: Sequence[int]) -> int:
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    return int(n) if n else max(2, max(int(y) for y in labels) + 1)
+
+
+def _r1(model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], cfg: BTUConfig,
+        skip: set[int], seed: int) -> torch.Tensor:
+    base = getattr(model, "base_model", model)
+    if not hasattr(base, "embeddings"):
+        raise ValueError(f"{type(model).__name__} has no .embeddings module for BTU's R1 exposure")
+    emb_module = copy.deepcopy(base.embeddings)
+    for p in emb_module.parameters():
+        p.requires_grad_(True)
+    hidden = _word_embeddings(model).weight.shape[1]
+    torch.manual_seed(seed)
+    bag = BagOfEmbeddings(emb_module, hidden, _num_labels(model, labels)).to(_device(model))
+    before = emb_module.word_embeddings.weight.detach().clone()
+    _fit(bag, tokenizer, sentences, labels, epochs=cfg.exposure_epochs, lr=cfg.exposure_lr,
+         batch_size=cfg.r1_batch_size, max_len=cfg.max_len, seed=seed, pad_to_max=True)
+    return rank_by_embedding_change(before, emb_module.word_embeddings.weight, skip)
+
+
+def _r3(model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], cfg: BTUConfig,
+        skip: set[int], seed: int) -> torch.Tensor:
+    probe = copy.deepcopy(model)
+    for p in probe.parameters():
+        p.requires_grad_(False)
+    emb = _word_embeddings(probe)
+    emb.weight.requires_grad_(True)
+    before = emb.weight.detach().clone()
+    _fit(probe, tokenizer, sentences, labels, epochs=cfg.exposure_epochs, lr=cfg.exposure_lr,
+         batch_size=cfg.r3_batch_size, max_len=cfg.max_len, seed=seed)
+    return rank_by_embedding_change(before, emb.weight, skip)
+
+
+def btu_expose(
+    model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], cfg: BTUConfig | None = None
+) -> BTUExposure:
+    """Rank tokens by embedding change under R1, R2, R3 (on copies; ``model`` is not modified) and flag the union."""
+    cfg = cfg or BTUConfig()
+    if len(sentences) != len(labels) or not sentences:
+        raise ValueError(f"need matching non-empty sentences and labels, got {len(sentences)} and {len(labels)}")
+    vocab = _word_embeddings(model).weight.shape[0]
+    k = cfg.count(vocab)
+    skip = _special_ids(tokenizer)
+    order: dict[str, torch.Tensor] = {}
+    if "r1" in cfg.rankings:
+        order["r1"] = _r1(model, tokenizer, sentences, labels, cfg, skip, cfg.seed)
+    if "r2" in cfg.rankings:
+        words = [tokenizer.decode([int(i)]).strip() for i in order["r1"][:k]]
+        order["r2"] = _r1(model, tokenizer, remove_tokens(sentences, words), labels, cfg, skip, cfg.seed + 1)
+    if "r3" in cfg.rankings:
+        order["r3"] = _r3(model, tokenizer, sentences, labels, cfg, skip, cfg.seed + 2)
+    top = {name: [int(i) for i in o[:k]] for name, o in order.items()}
+    suspects: list[int] = []
+    for name in cfg.rankings:
+        suspects += [i for i in top[name] if i not in suspects]
+    return BTUExposure(k, top, suspects, order)
+
+
+# ---------------------------------------------------------------------------------------------------- unlearning
+
+
+@torch.no_grad()
+def btu_unlearn(
+    model: nn.Module, suspects: Sequence[int], reference: torch.Tensor, *, pad_id: int = 0, cut_scale: float = 1.0
+) -> tuple[float, dict[int, int]]:
+    """Official ``cut``: replace suspect-row dims with |E - E0| > c (c = ||E - E0||_F / V) by E0[pad]; in place.
+
+    Returns ``c`` and the number of dimensions replaced per suspect id. Rows not in ``suspects`` never change.
+    """
+    weight = _word_embeddings(model).weight
+    if reference.shape != weight.shape:
+        raise ValueError(f"reference embeddings {tuple(reference.shape)} do not match the model's {tuple(weight.shape)}")
+    ref = reference.to(weight.device, weight.dtype)
+    c = float((weight - ref).norm() / weight.shape[0]) * cut_scale
+    replaced: dict[int, int] = {}
+    for s in dict.fromkeys(int(i) for i in suspects):
+        if not 0 <= s < weight.shape[0]:
+            raise ValueError(f"suspect id {s} is outside the vocabulary (0..{weight.shape[0] - 1})")
+        dims = (weight[s] - ref[s]).abs() > c
+        weight[s, dims] = ref[pad_id, dims]
+        replaced[s] = int(dims.sum())
+    return c, replaced
+
+
+def btu_defend(
+    model: nn.Module,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    labels: Sequence[int],
+    cfg: BTUConfig | None = None,
+    *,
+    reference: torch.Tensor | None = None,
+    suspects: Sequence[int] | None = None,
+    train_fn: Callable[[nn.Module], object] | None = None,
+    clean_sentences: Sequence[str] | None = None,
+    clean_labels: Sequence[int] | None = None,
+    trigger: Sequence[str] | None = None,
+) -> tuple[nn.Module, BTUReport]:
+    """Client-side BTU: expose (unless ``suspects`` are given), train, cut, optionally clean-tune; edits ``model``.
+
+    ``reference`` = pretrained word embeddings E0 (default: the model's embeddings on entry). Training is
+    ``train_fn(model)`` if given, else ``cfg.train_epochs`` of AdamW fine-tuning on (sentences, labels).
+    ``trigger`` (the true trigger words, simulations only) fills the report's ``trigger_*`` fields.
+    """
+    cfg = cfg or BTUConfig()
+    seconds: dict[str, float] = {}
+    emb = _word_embeddings(model)
+    ref = (reference if reference is not None else emb.weight).detach().clone()
+    t = time.perf_counter()
+    exposure: BTUExposure | None = None
+    if suspects is None:
+        exposure = btu_expose(model, tokenizer, sentences, labels, cfg)
+        suspects = exposure.suspects
+        seconds["expose"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if train_fn is not None:
+        train_fn(model)
+    elif cfg.train_epochs > 0:
+        _fit(model, tokenizer, sentences, labels, epochs=cfg.train_epochs, lr=cfg.train_lr,
+             batch_size=cfg.train_batch_size, max_len=cfg.max_len, seed=cfg.seed + 3)
+    seconds["train"] = time.perf_counter() - t
+    pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
+    c, replaced = btu_unlearn(model, suspects, ref, pad_id=pad_id, cut_scale=cfg.cut_scale)
+    tuned = False
+    if clean_sentences is not None and clean_labels is not None and cfg.clean_tune_epochs > 0 and clean_sentences:
+        t = time.perf_counter()
+        _fit(model, tokenizer, clean_sentences, clean_labels, epochs=cfg.clean_tune_epochs, lr=cfg.clean_tune_lr,
+             batch_size=cfg.train_batch_size, max_len=cfg.max_len, seed=cfg.seed + 4)
+        tuned = True
+        seconds["clean_tune"] = time.perf_counter() - t
+    report = BTUReport(
+        count_per_ranking=exposure.count if exposure else len(suspects),
+        rankings=exposure.top if exposure else {},
+        flagged_ids=list(suspects),
+        flagged_tokens=tokenizer.convert_ids_to_tokens(list(suspects)),
+        cut_threshold=c,
+        dims_replaced=replaced,
+        clean_tuned=tuned,
+        seconds=seconds,
+    )
+    if trigger:
+        ids = token_ids_of(tokenizer, trigger)
+        report.trigger_ids = ids
+        report.trigger_flagged = [i in set(suspects) for i in ids]
+        report.trigger_found = all(report.trigger_flagged)
+        if exposure is not None:
+            report.trigger_ranks = {i: exposure.rank_of(i) for i in ids}
+    return model, report
