@@ -21,7 +21,7 @@ class FinetuneConfig:
     """Fine-tuning schedule: SGD (momentum 0.9, wd 1e-4), lr divided by 10 after ``lr_drop_epoch`` epochs."""
 
     epochs: int = 10
-    lr: float = 0.01
+    lr: float = 0.1
     lr_drop_epoch: int = 5
     batch_size: int = 64
     augment: bool = True  # random crop (pad ~H/8) + horizontal flip of the clean images

@@ -63,14 +63,14 @@ def test_isolates_poison_with_high_precision(digits: tuple[torch.Tensor, torch.T
     state, hist = _run(px, py, mask, rounds=3)
     assert state.phase == "unlearning" and len(state.isolated) >= 0.5 * int(mask.sum())
     assert hist[1]["isolation_precision"] >= 0.8 and hist[1]["isolation_recall"] >= 0.5
-    assert hist[2]["unlearn_epochs"] >= 1 and hist[2]["isolated_acc_after"] < hist[2]["isolated_acc_before"]
+    assert hist[2]["unlearn_steps"] >= 1 and hist[2]["isolated_acc_after"] < hist[2]["isolated_acc_before"]
 
 
 def test_isolates_nothing_on_clean_set(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = _noisy_digits(digits)
     state, hist = _run(x, y, torch.zeros(len(y), dtype=torch.bool), rounds=3)
     assert state.phase == "clean" and state.isolated == []
-    assert hist[-1]["isolated"] == 0.0 and "unlearn_epochs" not in hist[-1]
+    assert hist[-1]["isolated"] == 0.0 and "unlearn_steps" not in hist[-1]
 
 
 def test_state_roundtrip_and_validation() -> None:

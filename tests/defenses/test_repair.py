@@ -92,7 +92,7 @@ def test_attention_map_normalised_and_student_gets_gradient() -> None:
 def test_nad_lowers_asr_and_keeps_accuracy(backdoored: Backdoored) -> None:
     model, (cx, cy) = backdoored["model"], backdoored["clean"]
     before = copy.deepcopy(model)
-    cfg = NADConfig(teacher=FinetuneConfig(epochs=5, lr=0.01, augment=False), epochs=5, augment=False)
+    cfg = NADConfig(teacher=FinetuneConfig(epochs=5, lr=0.01, augment=False), epochs=5, lr=0.01, augment=False)
     repaired, report = nad_repair(model, cx, cy, cfg=cfg, seed=0)
     assert _same(model, before)
     assert accuracy(repaired, *backdoored["test"]) >= backdoored["ca"] - 0.05, report
@@ -103,7 +103,7 @@ def test_nad_lowers_asr_and_keeps_accuracy(backdoored: Backdoored) -> None:
 
 def test_finetune_runs_keeps_accuracy_and_is_deterministic(backdoored: Backdoored) -> None:
     model, (cx, cy) = backdoored["model"], backdoored["clean"]
-    cfg = FinetuneConfig(epochs=5, augment=False)
+    cfg = FinetuneConfig(epochs=5, lr=0.01, augment=False)
     a, report = finetune_repair(model, cx, cy, cfg=cfg, seed=3)
     b, _ = finetune_repair(model, cx, cy, cfg=cfg, seed=3)
     assert _same(a, b)
