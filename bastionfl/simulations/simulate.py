@@ -67,7 +67,10 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
     from bastionfl.client.app import app as client_app
     from bastionfl.server.app import make_server_app
     from bastionfl.server.report import read_metrics
+    from bastionfl.simulations.auth_setup import prepare_simulated_ha
 
+    if cfg.auth == "pseudonym":
+        prepare_simulated_ha(cfg, out_dir)  # enrols the simulated clients once; kept on resume
     errors: list[BaseException] = []
     server_app = make_server_app(cfg, out_dir, resume=resume, observer=observer, stop_after=stop_after,
                                  on_error=errors.append)
