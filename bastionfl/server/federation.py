@@ -110,7 +110,8 @@ def run_federation(
     def factory() -> torch.nn.Module:
         return build_model(cfg.model, data.in_channels, data.num_classes)
 
-    ctx = ServerContext(grid=grid, cfg=cfg, test_x=data.test_x, test_y=data.test_y, model_factory=factory)
+    ctx = ServerContext(grid=grid, cfg=cfg, test_x=data.test_x, test_y=data.test_y, model_factory=factory,
+                        out_dir=out_dir)
     _prepare_attack_and_repair(ctx, cfg)
     history: list[dict[str, Any]] = []
     if resume and (out_dir / CHECKPOINT_NAME).exists():

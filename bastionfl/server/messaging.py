@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -91,3 +92,37 @@ class Messenger:
         if missing:
             log.warning("stage %s: %d node(s) did not answer within %.0f s", stage, len(missing), self.timeout_s)
         return good, failed
+
+    def exchange_streaming(
+        self, stage: str, message_type: str, node_ids: Iterable[int], content_for: Callable[[int], RecordDict],
+        group_id: str, on_reply: Callable[[Message], bool],
+    ) -> list[int]:
+        """Like ``exchange`` but hands each reply to ``on_reply`` as it arrives and keeps none of them.
+
+        ``on_reply`` returns False to reject a reply (counted as failed). Returns the nodes that failed.
+        """
+        nodes = list(node_ids)
+        messages = []
+        for nid in nodes:
+            content = content_for(nid)
+            self.counter.add(stage, nid, down=payload_bytes(content))
+            messages.append(Message(content=content, dst_node_id=nid, message_type=message_type, group_id=group_id))
+        pending = set(self.grid.push_messages(messages)) if messages else set()
+        accepted: set[int] = set()
+        deadline = time.monotonic() + self.timeout_s
+        while pending and time.monotonic() < deadline:
+            for reply in self.grid.pull_messages(list(pending)):
+                pending.discard(reply.metadata.reply_to_message_id)
+                src = reply.metadata.src_node_id
+                if reply.has_error():
+                    log.warning("stage %s: node %s replied with an error: %s", stage, src, reply.error.reason)
+                    continue
+                self.counter.add(stage, src, up=payload_bytes(reply.content))
+                if on_reply(reply):
+                    accepted.add(src)
+                del reply  # the reply's payload is folded in; keep no copy
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            log.warning("stage %s: %d node(s) did not answer within %.0f s", stage, len(pending), self.timeout_s)
+        return sorted(set(nodes) - accepted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import torch
@@ -30,15 +31,35 @@ class SampleNodes:
 
     name = "sample"
 
+    GRACE_S = 2.0  # after the first node appears, how long to wait for the others to register
+
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
-        nodes = sorted(ctx.grid.get_node_ids())
+        nodes = self._connected(ctx)
         if not nodes:
-            raise RoundFailed("no nodes are connected")
+            raise RoundFailed(f"no nodes connected within {ctx.cfg.stage_timeout_s:.0f} s")
+        dropped = ctx.run_state.get("dropped", {}).get(rs.server_round, set())
+        nodes = [n for n in nodes if n not in dropped]  # a node that dropped out sits out this round's retry
+        if not nodes:
+            raise RoundFailed("every connected node dropped out of this round")
         k = max(1, int(round(ctx.cfg.fraction_train * len(nodes))))
         if k < len(nodes):
             rng = np.random.default_rng([ctx.cfg.seed, rs.server_round])  # sampling is public; no CSPRNG needed
             nodes = sorted(int(n) for n in rng.choice(nodes, size=k, replace=False))
         rs.node_ids = nodes
+
+    def _connected(self, ctx: ServerContext) -> list[int]:
+        """Connected node ids, waiting for them to register (the engine may start the ServerApp first)."""
+        deadline = time.monotonic() + ctx.cfg.stage_timeout_s
+        first_seen: float | None = None
+        while True:
+            nodes = sorted(int(n) for n in ctx.grid.get_node_ids())
+            now = time.monotonic()
+            if nodes and first_seen is None:
+                first_seen = now
+            if len(nodes) >= ctx.cfg.num_clients or now >= deadline or (
+                    first_seen is not None and now - first_seen >= self.GRACE_S):
+                return nodes
+            time.sleep(0.1)
 
 
 class TrainPlain:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
@@ -36,6 +37,7 @@ class ServerContext:
     test_x: torch.Tensor
     test_y: torch.Tensor
     model_factory: Any  # Callable[[], nn.Module]
+    out_dir: Path = Path(".")
     run_state: dict[str, Any] = field(default_factory=dict)  # stages keep cross-round state here (key epochs, masks)
     # each wrapper may decorate the round's Messenger (admission adds per-message MACs this way)
     messenger_wrappers: list[Callable[[Messenger, "RoundState"], Messenger]] = field(default_factory=list)
