@@ -1,0 +1,48 @@
+"""xMK-CKKS for BastionFL: multi-key CKKS on stock TenSEAL (``tenseal.sealapi``) with collaborative decryption.
+
+One key epoch: ``CrsSeed.from_session`` → each client ``KeyShare.generate`` and sends ``public_share()`` →
+server ``AggregatedPublicKey.aggregate`` and publishes it → clients ``accept`` it. One round: clients
+``encrypt_vector`` → server ``StreamingAggregator.add`` … ``result()`` → ``decryption_request(round)`` → each client
+``decryption_share(request, own_update)`` → server ``fuse`` (or ``weighted_mean``). Pure library: numpy + tenseal.
+"""
+
+from .aggregation import Aggregate, StreamingAggregator
+from .crs import CrsSeed
+from .decryption import DecryptionRequest, DecryptionShare, fuse, weighted_mean
+from .encryption import EncryptedVector, encrypt_vector
+from .epochs import EpochPolicy
+from .errors import (
+    CryptoError,
+    CryptoFormatError,
+    EpochError,
+    IncompleteShareSetError,
+    ParameterError,
+    VerificationError,
+)
+from .keys import AggregatedPublicKey, KeyShare, PublicKeyShare
+from .params import Params, custom_params, get_profile
+
+__all__ = [
+    "Aggregate",
+    "AggregatedPublicKey",
+    "CrsSeed",
+    "CryptoError",
+    "CryptoFormatError",
+    "DecryptionRequest",
+    "DecryptionShare",
+    "EncryptedVector",
+    "EpochError",
+    "EpochPolicy",
+    "IncompleteShareSetError",
+    "KeyShare",
+    "Params",
+    "ParameterError",
+    "PublicKeyShare",
+    "StreamingAggregator",
+    "VerificationError",
+    "custom_params",
+    "encrypt_vector",
+    "fuse",
+    "get_profile",
+    "weighted_mean",
+]

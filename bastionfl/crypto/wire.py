@@ -1,0 +1,180 @@
+"""Envelope of every object that crosses the network: magic, version, kind, parameter fingerprint, length, SHA-256.
+
+Layout: ``b"BFXM" | version u8 | kind u8 | fingerprint 16B | body length u64 LE | body | SHA-256(all before)``.
+The checksum is verified before any byte reaches SEAL's loader, so corrupted input never gets that far; every
+failure is a ``CryptoFormatError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from enum import IntEnum
+from typing import Callable, TypeVar
+
+from .backend import seal_header_ok
+from .errors import CryptoError, CryptoFormatError
+from .params import Params
+
+MAGIC = b"BFXM"
+VERSION = 1
+_PREFIX = struct.Struct("<4sBB16sQ")
+_DIGEST = 32
+MAX_BODY = 1 << 34  # 16 GiB: refuses absurd length fields before any allocation
+
+T = TypeVar("T")
+
+
+class Kind(IntEnum):
+    """What an envelope holds; a payload of one kind is never accepted as another."""
+
+    CRS_SEED = 1
+    PUBLIC_SHARE = 2
+    AGGREGATED_KEY = 3
+    ENCRYPTED_VECTOR = 4
+    AGGREGATE = 5
+    DECRYPTION_REQUEST = 6
+    DECRYPTION_SHARE = 7
+
+
+def seal(kind: Kind, params: Params, body: bytes) -> bytes:
+    """Wrap a body into an envelope."""
+    head = _PREFIX.pack(MAGIC, VERSION, int(kind), params.fingerprint, len(body))
+    return b"".join((head, body, _digest(head, body)))
+
+
+def _digest(head: bytes, body: bytes | memoryview) -> bytes:
+    h = hashlib.sha256(head)
+    h.update(body)
+    return h.digest()
+
+
+def open_envelope(kind: Kind, params: Params, data: bytes) -> memoryview:
+    """Check an envelope and return its body; raise ``CryptoFormatError`` naming the first problem."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CryptoFormatError(f"expected bytes, got {type(data).__name__}")
+    view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
+    if len(view) < _PREFIX.size + _DIGEST:
+        raise CryptoFormatError(f"{kind.name}: {len(view)} bytes is shorter than an envelope")
+    magic, version, got_kind, fingerprint, length = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise CryptoFormatError(f"{kind.name}: not a BastionFL crypto envelope (bad magic)")
+    if version != VERSION:
+        raise CryptoFormatError(f"{kind.name}: unsupported envelope version {version} (expected {VERSION})")
+    if got_kind != int(kind):
+        raise CryptoFormatError(f"expected a {kind.name} envelope, got kind {got_kind}")
+    if not hmac.compare_digest(fingerprint, params.fingerprint):
+        raise CryptoFormatError(f"{kind.name}: made for other parameters (fingerprint mismatch with {params.name!r})")
+    if length > MAX_BODY or _PREFIX.size + length + _DIGEST != len(view):
+        raise CryptoFormatError(f"{kind.name}: length field {length} does not match the {len(view)} bytes received")
+    end = _PREFIX.size + length
+    if not hmac.compare_digest(_digest(bytes(view[: _PREFIX.size]), view[_PREFIX.size : end]), bytes(view[end:])):
+        raise CryptoFormatError(f"{kind.name}: checksum mismatch (corrupted or truncated bytes)")
+    return view[_PREFIX.size : end]
+
+
+class Writer:
+    """Builds a body from fixed-width integers and length-prefixed byte strings."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, v: int) -> "Writer":
+        self._parts.append(struct.pack("<B", v))
+        return self
+
+    def u32(self, v: int) -> "Writer":
+        self._parts.append(struct.pack("<I", v))
+        return self
+
+    def u64(self, v: int) -> "Writer":
+        self._parts.append(struct.pack("<Q", v))
+        return self
+
+    def f64(self, v: float) -> "Writer":
+        self._parts.append(struct.pack("<d", v))
+        return self
+
+    def raw(self, b: bytes) -> "Writer":
+        self._parts.append(bytes(b))
+        return self
+
+    def blob(self, b: bytes) -> "Writer":
+        self._parts.append(struct.pack("<Q", len(b)))
+        self._parts.append(b)
+        return self
+
+    def blobs(self, items: list[bytes]) -> "Writer":
+        self.u32(len(items))
+        for b in items:
+            self.blob(b)
+        return self
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class Reader:
+    """Reads a body; every short read or leftover byte is a ``CryptoFormatError``."""
+
+    def __init__(self, body: memoryview, what: str) -> None:
+        self._b = body
+        self._pos = 0
+        self._what = what
+
+    def _take(self, n: int) -> memoryview:
+        if n < 0 or self._pos + n > len(self._b):
+            raise CryptoFormatError(f"{self._what}: truncated body")
+        out = self._b[self._pos : self._pos + n]
+        self._pos += n
+        return out
+
+    def u8(self) -> int:
+        return int(self._take(1)[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack("<I", self._take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack("<Q", self._take(8))[0])
+
+    def f64(self) -> float:
+        return float(struct.unpack("<d", self._take(8))[0])
+
+    def raw(self, n: int) -> bytes:
+        return bytes(self._take(n))
+
+    def blob(self, max_len: int) -> bytes:
+        n = self.u64()
+        if n > max_len:
+            raise CryptoFormatError(f"{self._what}: field of {n} bytes exceeds the maximum {max_len}")
+        return bytes(self._take(n))
+
+    def blobs(self, max_count: int, max_len: int) -> list[bytes]:
+        count = self.u32()
+        if count > max_count:
+            raise CryptoFormatError(f"{self._what}: {count} items exceed the maximum {max_count}")
+        return [self.blob(max_len) for _ in range(count)]
+
+    def done(self) -> None:
+        if self._pos != len(self._b):
+            raise CryptoFormatError(f"{self._what}: {len(self._b) - self._pos} unexpected trailing bytes")
+
+
+def check_seal_blob(blob: bytes, what: str) -> bytes:
+    """Refuse a SEAL blob whose header is malformed before SEAL parses it."""
+    why = seal_header_ok(blob)
+    if why is not None:
+        raise CryptoFormatError(f"{what}: {why}")
+    return blob
+
+
+def guarded(what: str, fn: Callable[[], T]) -> T:
+    """Run a SEAL load/validation step, turning any library exception into ``CryptoFormatError``."""
+    try:
+        return fn()
+    except CryptoError:
+        raise
+    except Exception as exc:  # SEAL raises ValueError/RuntimeError/TypeError on invalid data
+        raise CryptoFormatError(f"{what}: rejected by the SEAL loader ({type(exc).__name__}: {exc})") from None
