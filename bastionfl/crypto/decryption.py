@@ -32,14 +32,14 @@ if TYPE_CHECKING:
 
 
 def transcript_digest(
-    epoch_id: bytes, round_number: int, length: int, c1: list[bytes], components: list[list[bytes]]
+    epoch_id: bytes, round_number: int, length: int, c1_digest: bytes, component_digests: list[bytes]
 ) -> bytes:
     """Digest binding a request: epoch, round, length, aggregate C1 and every participant's c1 list in order."""
     h = hashlib.sha256(b"bastionfl/xmkckks/transcript/v1\x00" + epoch_id)
-    h.update(round_number.to_bytes(8, "little") + length.to_bytes(8, "little") + set_digest(c1))
-    h.update(len(components).to_bytes(4, "little"))
-    for comp in components:
-        h.update(set_digest(comp))
+    h.update(round_number.to_bytes(8, "little") + length.to_bytes(8, "little") + c1_digest)
+    h.update(len(component_digests).to_bytes(4, "little"))
+    for d in component_digests:
+        h.update(d)
     return h.digest()
 
 
@@ -66,10 +66,19 @@ class DecryptionRequest:
         aggregate.transcripts[round_number] = req.transcript
         return req
 
+    _digests: tuple[bytes, list[bytes]] | None = field(default=None, repr=False)
+
+    def digests(self) -> tuple[bytes, list[bytes]]:
+        """SHA-256 of the aggregate C1 blobs and of each participant's c1 blobs (computed once)."""
+        if self._digests is None:
+            self._digests = (set_digest(self.c1), [set_digest(comp) for comp in self.components])
+        return self._digests
+
     @property
     def transcript(self) -> bytes:
         """Digest of everything the request asks a client to decrypt."""
-        return transcript_digest(self.epoch_id, self.round_number, self.length, self.c1, self.components)
+        c1_digest, component_digests = self.digests()
+        return transcript_digest(self.epoch_id, self.round_number, self.length, c1_digest, component_digests)
 
     def loaded(self) -> tuple[list[sa.Ciphertext], list[list[sa.Ciphertext]]]:
         """The SEAL ciphertexts of C1 and of each component, validated (loaded once)."""
@@ -186,7 +195,7 @@ def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector
         raise VerificationError(
             f"request lists {len(request.components)} c1 entries, the key epoch has {key.participants} participants"
         )
-    digests = [set_digest(comp) for comp in request.components]
+    digests = request.digests()[1]
     if len(set(digests)) != len(digests):
         raise VerificationError("request lists the same c1 entry twice")
     if own.c1_digest() not in digests:

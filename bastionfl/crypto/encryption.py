@@ -52,6 +52,7 @@ class EncryptedVector:
     length: int
     ciphertexts: list[sa.Ciphertext] = field(repr=False)
     _c1: list[bytes] | None = field(default=None, repr=False)
+    _c1_digest: bytes | None = field(default=None, repr=False)
 
     def c1_blobs(self) -> list[bytes]:
         """SEAL bytes of ``(0, c1)`` per ciphertext: this client's entry in the round's verification list."""
@@ -62,7 +63,9 @@ class EncryptedVector:
 
     def c1_digest(self) -> bytes:
         """Digest of :meth:`c1_blobs` (what a client keeps to recognise its own entry)."""
-        return set_digest(self.c1_blobs())
+        if self._c1_digest is None:
+            self._c1_digest = set_digest(self.c1_blobs())
+        return self._c1_digest
 
     def to_bytes(self) -> bytes:
         """Wire form: epoch id, length, SEAL ciphertexts."""
@@ -98,9 +101,24 @@ def load_ciphertexts(params: Params, blobs: list[bytes], what: str) -> list[sa.C
 
 
 def _cached_encryptor(apk: AggregatedPublicKey) -> sa.Encryptor:
+    """SEAL public-key encryptor under pk~ (at the data level when the parameters allow it, see ``Backend``)."""
     enc = apk.__dict__.get("_encryptor")
     if enc is None:
-        enc = sa.Encryptor(backend(apk.params).ctx_a, apk.public_key)
+        be = backend(apk.params)
+        if be.ctx_direct is None:
+            enc = sa.Encryptor(be.ctx_a, apk.public_key)
+        else:
+            pk = apk.public_key.data()
+            dropped, neg = sa.Ciphertext(), sa.Ciphertext()
+            be.eval_b.negate(pk, neg)
+            be.eval_b.negate(neg, dropped)
+            be.eval_b.mod_switch_to_next_inplace(dropped)  # CKKS: drop the special prime, (b~, a) mod Q
+            data_pk = sa.PublicKey()
+            be.eval_b.negate(dropped, neg)
+            be.eval_b.negate(neg, data_pk.data())
+            if data_pk.parms_id() != be.ctx_direct.key_parms_id():
+                raise RuntimeError("data-level public key landed at an unexpected level")
+            enc = sa.Encryptor(be.ctx_direct, data_pk)
         object.__setattr__(apk, "_encryptor", enc)
     return enc
 

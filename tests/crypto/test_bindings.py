@@ -190,3 +190,24 @@ def test_no_seal_file_is_left_behind(be, ct):
     save(ct)
     scratch = backend_module._scratch
     assert scratch is not None and os.listdir(scratch._dir) == []
+
+
+def test_b13_single_prime_context_key_level_is_data_level(lean):
+    """The lean fast path: a context of the data prime alone has key parms_id == ctx_a's data parms_id."""
+    be = backend(lean)
+    assert be.ctx_direct is not None
+    assert be.ctx_direct.key_parms_id() == be.data_parms_id == be.ctx_direct.first_parms_id()
+
+
+def test_b14_ckks_mod_switch_drops_the_last_prime(tiny):
+    """CKKS mod_switch_to_next divides nothing: it drops the last RNS component (used for the data-level pk)."""
+    be = backend(tiny)
+    z = crs_material(tiny, CrsSeed.from_session("b14", 0)).z
+    dropped, neg = sa.Ciphertext(), sa.Ciphertext()
+    be.eval_b.negate(z, neg)
+    be.eval_b.mod_switch_to_next(neg, dropped)
+    n = tiny.poly_modulus_degree
+    q0 = tiny.primes[0]
+    assert dropped.parms_id() == be.data_parms_id
+    assert [int(dropped[i]) for i in range(n)] == [int(neg[i]) for i in range(n)]  # first prime untouched
+    assert all(int(dropped[i]) < q0 for i in range(n))
