@@ -1,4 +1,4 @@
-"""Backdoor Token Unlearning (BTU; Jiang et al., AAAI 2025, arXiv 2501.03272) for BERT-family text classifiers.
+"""Backdoor Token Unlearning (BTU; AAAI 2025, arXiv 2501.03272) for BERT-family text classifiers.
 
 BTU observes that backdoor learning moves the word embeddings of trigger tokens much further than those of clean
 tokens, especially when only the embedding layer trains. It runs in two parts:
@@ -213,7 +213,7 @@ def rank_by_embedding_change(before: torch.Tensor, after: torch.Tensor, skip: se
     score = (after.detach().float() - before.detach().float()).norm(dim=1)
     order = torch.argsort(score, descending=True, stable=True)
     if skip:
-        keep = ~torch.isin(order, torch.tensor(sorted(skip), dtype=order.dtype))
+        keep = ~torch.isin(order, torch.tensor(sorted(skip), dtype=order.dtype, device=order.device))
         order = order[keep]
     return order
 

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rankings", default="r1,r2,r3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-control", action="store_true", help="skip the clean-tune-only control run")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
 
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dv_y = [data.dev_labels[i] for i in ev]
     dv_p = None if data.dev_poison is None else [data.dev_poison[i] for i in ev]
     asr_set = build_text_asr_set(dv_s, dv_y, atk, dv_p)
+    clean_nontarget = [t for t, lab in zip(dv_s, dv_y) if lab != args.target]
     tn = _subset(len(data.test_sentences), args.tune_subset, args.seed + 2) if args.tune_subset else []
     tune_s = [data.test_sentences[i] for i in tn]
     tune_y = [data.test_labels[i] for i in tn]
@@ -120,8 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def measure(tag: str, m: torch.nn.Module) -> None:
         _, ca = evaluate_text(m, tok, dv_s, dv_y, **kw)
         asr = attack_success_rate(m, tok, asr_set, args.target, **kw)
-        results[tag] = {"ca": ca, "asr": asr, "t": time.perf_counter() - t0}
-        print(f"[{time.perf_counter() - t0:7.1f}s] {tag:<22} CA {100 * ca:5.1f}  ASR {100 * asr:5.1f}", flush=True)
+        # the same non-target sentences without the trigger: the share already called "target" is ASR's floor
+        fpr = attack_success_rate(m, tok, clean_nontarget, args.target, **kw)
+        results[tag] = {"ca": ca, "asr": asr, "clean_to_target": fpr, "t": time.perf_counter() - t0}
+        print(f"[{time.perf_counter() - t0:7.1f}s] {tag:<22} CA {100 * ca:5.1f}  ASR {100 * asr:5.1f}  "
+              f"(untriggered non-target -> target {100 * fpr:5.1f})", flush=True)
 
     reference = word_embeddings(model).weight.detach().clone()
     bcfg = BTUConfig(threshold=args.threshold, top_k=args.top_k, exposure_lr=args.exposure_lr,
@@ -155,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_text(cut, tok, tune_s, tune_y, epochs=1, lr=2e-5, batch_size=args.batch_size, max_len=args.max_len,
                    seed=args.seed + 5)
         measure("BTU + clean tune", cut)
+    if tune_s and not args.no_control:
         tuned = copy.deepcopy(model)
         train_text(tuned, tok, tune_s, tune_y, epochs=1, lr=2e-5, batch_size=args.batch_size,
                    max_len=args.max_len, seed=args.seed + 5)

@@ -103,3 +103,11 @@ def test_bad_arguments() -> None:
         TextAttackConfig(trigger_words=())
     with pytest.raises(ValueError, match="labels"):
         poison_text(SENTS, LABELS[:-1], TextAttackConfig())
+
+
+def test_sanity_script_reports_missing_data(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bastionfl.simulations import btu_sanity
+
+    assert btu_sanity.main(["--data-dir", str(tmp_path), "--attack", "badnets"]) == 2
+    err = capsys.readouterr().err
+    assert "train.tsv: file not found" in err and len(err.strip().splitlines()) == 1
