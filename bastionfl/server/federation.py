@@ -16,8 +16,7 @@ from bastionfl.server.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_c
 from bastionfl.server.report import plot_accuracy, write_metrics
 from bastionfl.server.stages import AggregateFedAvg, EvaluateCentral, SampleNodes, TrainPlain
 from bastionfl.server.workflow import RoundFailed, RoundState, RoundWorkflow, ServerContext
-from bastionfl.tasks.federated_data import load_dataset_cached
-from bastionfl.tasks.models import build_model
+from bastionfl.server.task import build_server_task
 
 __all__ = ["RunObserver", "LogObserver", "FederationError", "build_workflow", "run_federation"]
 
@@ -64,21 +63,6 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
     return RoundWorkflow(stages)
 
 
-def _prepare_attack_and_repair(ctx: ServerContext, cfg: RunConfig) -> None:
-    """The ASR test set (when an attack is configured) and the server's clean set (when repair is)."""
-    if cfg.attack != "none":
-        from bastionfl.tasks.backdoor import build_asr_set, make_trigger
-
-        trigger = make_trigger(cfg.attack, tuple(ctx.test_x.shape[1:]), seed=cfg.seed)
-        ctx.run_state["asr_set"] = build_asr_set(ctx.test_x, ctx.test_y, trigger, target=cfg.target_label)
-    if cfg.repair != "none":
-        if cfg.clean_set_size < 10:
-            raise FederationError(f"repair = {cfg.repair} needs clean_set_size >= 10, got {cfg.clean_set_size}")
-        from bastionfl.tasks.federated_data import DataSpec, server_clean_set
-
-        ctx.run_state["clean_set"] = server_clean_set(DataSpec.from_config(cfg, cfg.num_clients))
-
-
 def _entry(rs: RoundState, elapsed: float) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "round": rs.server_round,
@@ -105,14 +89,9 @@ def run_federation(
     """Run rounds until ``cfg.rounds`` (or ``stop_after``), checkpointing each; returns every round's metrics."""
     observer = observer or LogObserver()
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = load_dataset_cached(cfg.dataset, cfg.data_dir)
-
-    def factory() -> torch.nn.Module:
-        return build_model(cfg.model, data.in_channels, data.num_classes)
-
-    ctx = ServerContext(grid=grid, cfg=cfg, test_x=data.test_x, test_y=data.test_y, model_factory=factory,
-                        out_dir=out_dir)
-    _prepare_attack_and_repair(ctx, cfg)
+    if cfg.repair != "none" and cfg.clean_set_size < 10:
+        raise FederationError(f"repair = {cfg.repair} needs clean_set_size >= 10, got {cfg.clean_set_size}")
+    ctx = ServerContext(grid=grid, cfg=cfg, task=build_server_task(cfg), out_dir=out_dir)
     history: list[dict[str, Any]] = []
     if resume and (out_dir / CHECKPOINT_NAME).exists():
         ck = load_checkpoint(out_dir)
@@ -120,7 +99,7 @@ def run_federation(
         ctx.run_state["checkpointable"] = dict(ck.get("extra", {}).get("run_state", {}))
     else:
         torch.manual_seed(cfg.seed)
-        global_state = {k: v.detach().clone() for k, v in factory().state_dict().items()}
+        global_state = {k: v.detach().clone() for k, v in ctx.new_model().state_dict().items()}
         first = 1
     workflow = build_workflow(cfg)
     last = cfg.rounds if stop_after is None else min(cfg.rounds, stop_after)

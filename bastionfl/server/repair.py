@@ -28,8 +28,10 @@ class RepairStage:
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         if rs.new_state is None:
             raise RoundFailed("repair needs an aggregated model")
-        x, y = ctx.run_state["clean_set"]
-        model = ctx.model_factory()
+        if ctx.task.clean_set is None:
+            raise RoundFailed("repair needs a clean set: set clean_set_size")
+        x, y = ctx.task.clean_set
+        model = ctx.new_model()
         model.load_state_dict(rs.new_state)
         saved = ctx.run_state.setdefault("checkpointable", {}).get("rnp_mask")
         seed = ctx.cfg.seed * 1_000_003 + rs.server_round

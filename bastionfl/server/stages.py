@@ -12,7 +12,6 @@ from flwr.serverapp.strategy import FedAvg
 
 from bastionfl.config import RunConfig
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
-from bastionfl.tasks.training import evaluate
 
 __all__ = ["SampleNodes", "TrainPlain", "AggregateFedAvg", "EvaluateCentral", "task_config_record"]
 
@@ -124,12 +123,6 @@ class EvaluateCentral:
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         state = rs.new_state if rs.new_state is not None else rs.global_state
-        model = ctx.model_factory()
+        model = ctx.new_model()
         model.load_state_dict(state)
-        with torch.no_grad():
-            loss, acc = evaluate(model, ctx.test_x, ctx.test_y)
-            rs.metrics["loss"] = loss
-            rs.metrics["accuracy"] = acc
-            asr_set = ctx.run_state.get("asr_set")
-            if asr_set is not None:
-                rs.metrics["asr"] = evaluate(model, *asr_set)[1]
+        rs.metrics.update(ctx.task.evaluate(model))

@@ -30,13 +30,15 @@ class RoundFailed(RuntimeError):
 
 @dataclass
 class ServerContext:
-    """What lives for the whole run: the grid, the configuration, the evaluation data, per-run state."""
+    """What lives for the whole run: the grid, the configuration, the task, per-run state."""
+
+    def new_model(self) -> Any:
+        """A fresh (untrained) model of the run's task."""
+        return self.task.model_factory()
 
     grid: Grid
     cfg: RunConfig
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    model_factory: Any  # Callable[[], nn.Module]
+    task: Any  # bastionfl.server.task.ServerTask: model factory, evaluation, clean set
     out_dir: Path = Path(".")
     run_state: dict[str, Any] = field(default_factory=dict)  # stages keep cross-round state here (key epochs, masks)
     # each wrapper may decorate the round's Messenger (admission adds per-message MACs this way)
@@ -57,7 +59,7 @@ class RoundState:
     stage_times: dict[str, float] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
 
-    def messenger(self, ctx: ServerContext) -> Messenger:
+    def messenger(self, ctx: "ServerContext") -> Messenger:
         """The round's message channel, decorated by every registered wrapper."""
         messenger = Messenger(ctx.grid, ctx.cfg.stage_timeout_s, self.bytes)
         for wrap in ctx.messenger_wrappers:

@@ -25,7 +25,7 @@ from bastionfl.defenses import (
     rnp_repair,
 )
 from bastionfl.defenses._common import accuracy, run_epoch, sgd
-from bastionfl.simulations.attacks_image import ATTACKS, build_asr_set, make_trigger, poison_dataset
+from bastionfl.tasks.backdoor import ATTACKS, build_asr_set, make_trigger, poison_dataset
 from bastionfl.tasks.models import MODEL_NAMES, build_model
 
 __all__ = ["main"]

@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from bastionfl.defenses._common import accuracy, run_epoch, sgd
-from bastionfl.simulations.attacks_image import build_asr_set, make_trigger, poison_dataset
+from bastionfl.tasks.backdoor import build_asr_set, make_trigger, poison_dataset
 from bastionfl.tasks.models import build_model
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bastionfl.defenses.abl import ABLConfig, ABLState, abl_local_train, flooding_loss, lga_loss, select_isolated
-from bastionfl.simulations.attacks_image import make_trigger, poison_dataset
+from bastionfl.tasks.backdoor import make_trigger, poison_dataset
 from bastionfl.tasks.models import build_model
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bastionfl.simulations.attacks_image import (
+from bastionfl.tasks.backdoor import (
     badnets_trigger,
     blended_trigger,
     build_asr_set,

@@ -1,4 +1,7 @@
-"""Image backdoor attacks as data poisoning: BadNets (grid trigger) and Blended, all-to-one.
+"""Image backdoor triggers and data poisoning (BadNets grid trigger, Blended), all-to-one; ASR test sets.
+
+Trigger definitions live with the task (clients poison, the server measures ASR with the same trigger); the
+simulated attackers that use them are configured in the run configuration (attack, poisoned_clients, threat).
 
 Images are float tensors in [0, 1] of shape (N, C, H, W). A trigger is a per-pixel blend
 ``x' = (1 - a) * x + a * p`` with an alpha map ``a`` and a pattern ``p``:
