@@ -49,11 +49,10 @@ class Backend:
         zero.data().set_zero()
         self._zero_decryptor = sa.Decryptor(self.ctx_b, zero)  # Dec_0(ct) = c0: extracts the first component
         self.data_coeff_count = params.poly_modulus_degree * len(params.data_bits)
-        # With one data prime, a context of the data prime alone has key level == ctx_a's data level, so clients can
-        # encrypt directly at that level (no special prime, no division by P): ~1.7x faster, same ciphertext format.
-        self.ctx_direct = (
-            _context(params, primes[:1], sa.SEC_LEVEL_TYPE.TC128) if len(params.data_bits) == 1 else None
-        )
+        # A context of the data primes alone: its KEY level has ctx_a's data-level parms_id (B3), so clients encrypt
+        # zero there with a data-level copy of pk~ (no special prime, no division by P) and add the message in ctx_a:
+        # the same ciphertext format, ~1.4-1.8x faster than SEAL's encryption through the special prime.
+        self.ctx_direct = _context(params, primes[: len(params.data_bits)], sa.SEC_LEVEL_TYPE.TC128)
 
     def seeded_context(self, seed: list[int]) -> sa.SEALContext:
         """A ctx_b twin whose PRNG is seeded: used ONLY to derive the public CRS polynomial ``a``."""

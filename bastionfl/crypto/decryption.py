@@ -213,7 +213,9 @@ def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector
         be.eval_a.add_many([comp[k] for comp in comp_cts], acc)
         if not second_components_equal(be.eval_a, acc, c1):
             raise VerificationError(f"C1 of ciphertext {k} is not the sum of the listed c1 components: refused")
-        targets.append(be.c1_only(acc, be.eval_a))
+        # acc = (Σ c0 of the listed entries, C1): honest entries have c0 = 0; a non-zero c0 chosen by the server only
+        # shifts the share by a polynomial the server already knows, so extracting (0, C1) again is not needed.
+        targets.append(acc)
     key.used_rounds.add(request.round_number)
     key.used_sets.add(set_id)
     pts = share_plaintexts(key, targets, params.smudging_std)

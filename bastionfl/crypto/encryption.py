@@ -101,24 +101,20 @@ def load_ciphertexts(params: Params, blobs: list[bytes], what: str) -> list[sa.C
 
 
 def _cached_encryptor(apk: AggregatedPublicKey) -> sa.Encryptor:
-    """SEAL public-key encryptor under pk~ (at the data level when the parameters allow it, see ``Backend``)."""
+    """Encryptor of zeros under ``(b~, a) mod Q``: pk~ with its special prime dropped, in the data-primes context."""
     enc = apk.__dict__.get("_encryptor")
     if enc is None:
         be = backend(apk.params)
-        if be.ctx_direct is None:
-            enc = sa.Encryptor(be.ctx_a, apk.public_key)
-        else:
-            pk = apk.public_key.data()
-            dropped, neg = sa.Ciphertext(), sa.Ciphertext()
-            be.eval_b.negate(pk, neg)
-            be.eval_b.negate(neg, dropped)
-            be.eval_b.mod_switch_to_next_inplace(dropped)  # CKKS: drop the special prime, (b~, a) mod Q
-            data_pk = sa.PublicKey()
-            be.eval_b.negate(dropped, neg)
-            be.eval_b.negate(neg, data_pk.data())
-            if data_pk.parms_id() != be.ctx_direct.key_parms_id():
-                raise RuntimeError("data-level public key landed at an unexpected level")
-            enc = sa.Encryptor(be.ctx_direct, data_pk)
+        dropped, neg = sa.Ciphertext(), sa.Ciphertext()
+        be.eval_b.negate(apk.public_key.data(), neg)
+        be.eval_b.negate(neg, dropped)
+        be.eval_b.mod_switch_to_next_inplace(dropped)  # CKKS: drops the special prime's RNS component (B14)
+        data_pk = sa.PublicKey()
+        be.eval_b.negate(dropped, neg)
+        be.eval_b.negate(neg, data_pk.data())
+        if data_pk.parms_id() != be.ctx_direct.key_parms_id():
+            raise RuntimeError("data-level public key landed at an unexpected level")
+        enc = sa.Encryptor(be.ctx_direct, data_pk)
         object.__setattr__(apk, "_encryptor", enc)
     return enc
 
@@ -143,12 +139,15 @@ def encrypt_vector(apk: AggregatedPublicKey, values: np.ndarray) -> EncryptedVec
     packed = padded.view(np.complex128)  # (x[2k], x[2k+1]) -> x[2k] + i·x[2k+1]
     encryptor = _cached_encryptor(apk)
     slots = params.slots
+    key_level = be.ctx_direct.key_parms_id()
     cts = []
     for k in range(n_ct):
         pt = sa.Plaintext()
         be.encoder_a.encode(packed[k * slots : (k + 1) * slots].tolist(), be.data_parms_id, params.scale, pt)
         ct = sa.Ciphertext()
-        encryptor.encrypt(pt, ct)
+        encryptor.encrypt_zero(key_level, ct)  # u·(b~, a) + (e0, e1) mod Q, fresh u, e0, e1 from SEAL's PRNG
+        ct.scale = params.scale
+        be.eval_a.add_plain_inplace(ct, pt)
         cts.append(ct)
     return EncryptedVector(params, apk.epoch_id, int(flat.size), cts)
 

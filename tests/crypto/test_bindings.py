@@ -192,11 +192,29 @@ def test_no_seal_file_is_left_behind(be, ct):
     assert scratch is not None and os.listdir(scratch._dir) == []
 
 
-def test_b13_single_prime_context_key_level_is_data_level(lean):
-    """The lean fast path: a context of the data prime alone has key parms_id == ctx_a's data parms_id."""
-    be = backend(lean)
-    assert be.ctx_direct is not None
-    assert be.ctx_direct.key_parms_id() == be.data_parms_id == be.ctx_direct.first_parms_id()
+def test_b13_data_primes_context_key_level_is_data_level(lean, precise):
+    """The encryption path: a context of the data primes alone has key parms_id == ctx_a's data parms_id."""
+    for p in (lean, precise):
+        be = backend(p)
+        assert be.ctx_direct.key_parms_id() == be.data_parms_id
+
+
+def test_b15_encrypt_zero_accepts_the_key_level_and_scale_is_settable(tiny):
+    """Encryptor.encrypt_zero at the key level works (no special-prime step); Ciphertext.scale is writable."""
+    be = backend(tiny)
+    sk = sa.KeyGenerator(be.ctx_direct).secret_key()
+    pk = sa.PublicKey()
+    sa.KeyGenerator(be.ctx_direct, sk).create_public_key(pk)
+    ct = sa.Ciphertext()
+    sa.Encryptor(be.ctx_direct, pk).encrypt_zero(be.ctx_direct.key_parms_id(), ct)
+    assert ct.parms_id() == be.data_parms_id and ct.scale == 1.0
+    ct.scale = 2.0**30
+    pt = sa.Plaintext()
+    be.encoder_a.encode([0.25] * 8, be.data_parms_id, 2.0**30, pt)
+    be.eval_a.add_plain_inplace(ct, pt)  # ctx_a treats it as an ordinary data-level ciphertext
+    out = sa.Plaintext()
+    sa.Decryptor(be.ctx_direct, sk).decrypt(ct, out)
+    assert abs(be.encoder_a.decode_double(out)[0] - 0.25) < 1e-4
 
 
 def test_b14_ckks_mod_switch_drops_the_last_prime(tiny):
