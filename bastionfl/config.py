@@ -48,9 +48,12 @@ class RunConfig:
     """Every knob of a BastionFL run, with its default (a small, fast federation on embedded data)."""
 
     # task and data
-    dataset: str = _spec("digits", "digits | fashion-mnist | mnist | cifar10", _choice("digits", "fashion-mnist", "mnist", "cifar10"))
+    dataset: str = _spec("digits", "digits | fashion-mnist | mnist | cifar10 (images); sst2 | hsol (text)",
+                         _choice("digits", "fashion-mnist", "mnist", "cifar10", "sst2", "hsol"))
     data_dir: str = _spec("", "folder holding the dataset files (IDX for (fashion-)mnist); empty: standard loader")
-    model: str = _spec("cnn", "cnn | wrn-16-1", _choice("cnn", "wrn-16-1"))
+    model: str = _spec("cnn", "cnn | wrn-16-1 | wrn-16-4 (images); minilm | tiny-bert | a Hugging Face model id (text)")
+    text_layers: int = _spec(2, "text: keep the first N transformer layers (0: all)", _range(0, 48))
+    max_len: int = _spec(48, "text: tokens per sentence", _range(8, 512))
     train_subset: int = _spec(0, "use only the first N training examples after shuffling (0: all)", _range(0))
     # federation
     num_clients: int = _spec(5, "number of simulated clients (SuperNodes)", _range(1, 1000))
@@ -70,13 +73,16 @@ class RunConfig:
     key_epoch_rounds: int = _spec(10, "start a new key epoch every K rounds (and when participants change)", _range(1))
     stage_timeout_s: float = _spec(600.0, "seconds to wait for replies in one stage", _range(0.0, None, lo_open=True))
     # backdoor attacks and defenses
-    attack: str = _spec("none", "data-poisoning backdoor: none | badnets | blended", _choice("none", "badnets", "blended"))
+    attack: str = _spec("none", "data-poisoning backdoor: none | badnets | blended (images); badnets (rare word) | "
+                        "addsent | syntactic | style (text)",
+                        _choice("none", "badnets", "blended", "addsent", "syntactic", "style"))
     poisoned_clients: int = _spec(0, "how many clients hold poisoned data (a seeded choice)", _range(0))
     poison_rate: float = _spec(0.1, "share of a poisoned client's examples that carry the trigger", _range(0.0, 1.0))
     target_label: int = _spec(0, "the attack's target class", _range(0))
     threat: str = _spec("honest", "honest: poisoned clients still run their defense | malicious: they do not",
                         _choice("honest", "malicious"))
-    client_defense: str = _spec("none", "defense in local training: none | abl", _choice("none", "abl"))
+    client_defense: str = _spec("none", "defense in local training: none | abl (images) | btu (text)",
+                                _choice("none", "abl", "btu"))
     repair: str = _spec("none", "server-side repair of the global model: none | rnp | nad | finetune",
                         _choice("none", "rnp", "nad", "finetune"))
     clean_set_size: int = _spec(0, "server's clean set for repair, held out of the clients' training data", _range(0))
@@ -106,6 +112,26 @@ class RunConfig:
 FIELD_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in fields(RunConfig)}
 _FIELDS = {f.name: f for f in fields(RunConfig)}
 _ALIASES = {"num_server_rounds": "rounds"}
+
+
+_IMAGE_MODELS = ("cnn", "wrn-16-1", "wrn-16-4")
+TEXT_DATASETS = ("sst2", "hsol")  # the text task; every other dataset is an image task
+
+
+def _cross_check(cfg: "RunConfig") -> None:
+    """Checks that span fields: the model fits the task, attack and defense fit the modality."""
+    text = cfg.dataset in TEXT_DATASETS
+    if not text and cfg.model not in _IMAGE_MODELS:
+        raise ConfigError(f"config key 'model': image datasets need one of {', '.join(_IMAGE_MODELS)}, got {cfg.model!r}")
+    if text and cfg.model in _IMAGE_MODELS:
+        raise ConfigError(f"config key 'model': dataset {cfg.dataset} needs a text model (minilm, tiny-bert or a "
+                          f"Hugging Face id), got {cfg.model!r}")
+    if not text and cfg.attack in ("addsent", "syntactic", "style"):
+        raise ConfigError(f"config key 'attack': {cfg.attack} is a text attack, dataset is {cfg.dataset}")
+    if text and cfg.attack == "blended":
+        raise ConfigError(f"config key 'attack': blended is an image attack, dataset is {cfg.dataset}")
+    if (cfg.client_defense == "abl" and text) or (cfg.client_defense == "btu" and not text):
+        raise ConfigError(f"config key 'client_defense': {cfg.client_defense} does not apply to {cfg.dataset}")
 
 
 def _coerce(key: str, raw: Any, typ: type) -> Any:
@@ -154,7 +180,9 @@ def apply_overrides(cfg: RunConfig, values: Mapping[str, Any]) -> RunConfig:
         if problem:
             raise ConfigError(f"config key '{key}': {problem}, got {value!r}")
         updates[name] = value
-    return dataclasses.replace(cfg, **updates)
+    out = dataclasses.replace(cfg, **updates)
+    _cross_check(out)
+    return out
 
 
 def parse_set(items: list[str]) -> dict[str, str]:

@@ -94,3 +94,24 @@ def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert str(tmp_path) in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"dataset": "sst2"}, "model"),  # the default cnn is an image model
+        ({"model": "minilm"}, "model"),  # digits needs an image model
+        ({"attack": "addsent"}, "attack"),
+        ({"client_defense": "btu"}, "client_defense"),
+        ({"dataset": "sst2", "model": "minilm", "client_defense": "abl"}, "client_defense"),
+    ],
+)
+def test_cross_field_checks_name_the_key(values: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        apply_overrides(RunConfig(), values)
+
+
+def test_text_configuration_is_accepted() -> None:
+    cfg = apply_overrides(RunConfig(), {"dataset": "sst2", "model": "minilm", "attack": "syntactic",
+                                        "client_defense": "btu"})
+    assert cfg.dataset == "sst2"

@@ -97,11 +97,10 @@ def evaluate(msg: Message, context: Context) -> Message:
 @replies_errors
 def query(msg: Message, context: Context) -> Message:
     """Describe this node: its partition and example count (a cheap liveness and data check)."""
-    from bastionfl.client.local import data_spec
-    from bastionfl.tasks.federated_data import client_partition
+    from bastionfl.client.local import local_num_examples
 
     cfg = config_from_message(msg, context)
     pid, nparts = node_partition(context)
-    x, _ = client_partition(data_spec(cfg, nparts), pid)
-    info = MetricRecord({"partition-id": pid, "num-partitions": nparts, "num-examples": int(len(x))})
+    info = MetricRecord({"partition-id": pid, "num-partitions": nparts,
+                         "num-examples": local_num_examples(cfg, pid, nparts)})
     return Message(content=RecordDict({"info": info}), reply_to=msg)

@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from bastionfl.config import RunConfig
+from bastionfl.config import TEXT_DATASETS
 from bastionfl.tasks.federated_data import DataSpec, client_partition, load_dataset_cached
 from bastionfl.tasks.models import build_model
 from bastionfl.tasks.training import evaluate, seeded_generator, train_sgd
 
 __all__ = ["LocalResult", "data_spec", "build_task_model", "poisoned_partitions", "local_data", "local_train",
-           "local_evaluate"]
+           "local_evaluate", "local_num_examples"]
 
 
 @dataclass
@@ -72,6 +73,10 @@ def local_train(
     node_state: dict[str, str] | None = None,
 ) -> LocalResult:
     """Train the global model on this client's partition for ``cfg.local_epochs``; seeded by (seed, round, client)."""
+    if cfg.dataset in TEXT_DATASETS:
+        from bastionfl.client.text_local import local_train_text
+
+        return local_train_text(cfg, global_state, partition_id, num_partitions, server_round, node_state)
     torch.set_num_threads(cfg.threads_per_client)
     x, y, poison_mask = local_data(cfg, partition_id, num_partitions)
     model = build_task_model(cfg)
@@ -104,9 +109,22 @@ def local_evaluate(
     cfg: RunConfig, global_state: dict[str, torch.Tensor], partition_id: int, num_partitions: int
 ) -> tuple[float, float, int]:
     """Loss, accuracy and example count of the global model on this client's training partition."""
+    if cfg.dataset in TEXT_DATASETS:
+        from bastionfl.client.text_local import local_evaluate_text
+
+        return local_evaluate_text(cfg, global_state, partition_id, num_partitions)
     torch.set_num_threads(cfg.threads_per_client)
     x, y = client_partition(data_spec(cfg, num_partitions), partition_id)
     model = build_task_model(cfg)
     model.load_state_dict(global_state)
     loss, acc = evaluate(model, x, y)
     return loss, acc, int(len(x))
+
+
+def local_num_examples(cfg: RunConfig, partition_id: int, num_partitions: int) -> int:
+    """How many training examples this client holds."""
+    if cfg.dataset in TEXT_DATASETS:
+        from bastionfl.client.text_local import local_num_examples_text
+
+        return local_num_examples_text(cfg, partition_id, num_partitions)
+    return int(len(client_partition(data_spec(cfg, num_partitions), partition_id)[0]))

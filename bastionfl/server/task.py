@@ -11,11 +11,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from bastionfl.config import RunConfig
+from bastionfl.config import TEXT_DATASETS, RunConfig
 
-__all__ = ["ServerTask", "build_server_task", "TEXT_DATASETS"]
-
-TEXT_DATASETS = ("sst2", "hsol")
+__all__ = ["ServerTask", "build_server_task"]
 
 
 @dataclass

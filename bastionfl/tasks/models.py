@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 __all__ = ["SmallCNN", "WideResNet", "build_model", "MODEL_NAMES"]
 
-MODEL_NAMES = ("cnn", "wrn-16-1")
+MODEL_NAMES = ("cnn", "wrn-16-1", "wrn-16-4")
 
 
 class SmallCNN(nn.Module):
@@ -109,4 +109,6 @@ def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
         return SmallCNN(in_channels=in_channels, num_classes=num_classes)
     if name == "wrn-16-1":
         return WideResNet(16, 1, in_channels=in_channels, num_classes=num_classes)
+    if name == "wrn-16-4":  # 2.7 M parameters: the large-model case for secure aggregation
+        return WideResNet(16, 4, in_channels=in_channels, num_classes=num_classes)
     raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")

@@ -111,7 +111,7 @@ def federation(tmp_path: Path) -> tuple[RunConfig, HomeAuthority, Path]:
 def _setup(cfg: RunConfig, calls: list[str]) -> tuple[LoopGrid, ServerContext]:
     contexts = {100 + i: node_context(i, 3) for i in range(3)}
     grid = LoopGrid(_client_app(calls), contexts)
-    ctx = ServerContext(grid=grid, cfg=cfg, test_x=None, test_y=None, model_factory=None)  # type: ignore[arg-type]
+    ctx = ServerContext(grid=grid, cfg=cfg, task=None)
     return grid, ctx
 
 
@@ -295,7 +295,7 @@ def test_deployment_credential_from_node_config(federation, tmp_path: Path) -> N
     context.node_config["auth-cred"] = str(cred)
     context.node_config["partition-id"] = 99  # would name a missing file if the simulation path were used
     grid = LoopGrid(_client_app([]), {555: context})
-    ctx = ServerContext(grid=grid, cfg=cfg, test_x=None, test_y=None, model_factory=None)  # type: ignore[arg-type]
+    ctx = ServerContext(grid=grid, cfg=cfg, task=None)
     rs = _admit(ctx, 1)
     assert rs.node_ids == [555]
     assert len(_train(ctx, rs)[0]) == 1
