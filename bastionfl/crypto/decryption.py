@@ -174,7 +174,10 @@ def share_plaintexts(key: "KeyShare", targets: list[sa.Ciphertext], smudging_std
     out = []
     for t in targets:
         if smudging_std > 0:
-            e = smudging_plaintext(be.encoder_b, key.params.poly_modulus_degree, t.parms_id(), t.scale, smudging_std)
+            e = key.take_smudging() if smudging_std == key.params.smudging_std else None
+            if e is None or e.parms_id() != t.parms_id():
+                e = smudging_plaintext(be.encoder_b, key.params.poly_modulus_degree, t.parms_id(), 1.0, smudging_std)
+            e.scale = t.scale
             be.eval_a.add_plain_inplace(t, e)
         out.append(key._secret_decrypt(t))
     return out

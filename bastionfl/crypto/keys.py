@@ -60,9 +60,10 @@ class PublicKeyShare:
         be = backend(params)
         ct = sa.Ciphertext()
         guarded("public key share", lambda: load(ct, be.ctx_b, blob))
-        if ct.parms_id() != be.key_parms_id or ct.size() != 2 or not ct.is_ntt_form():
-            raise CryptoFormatError("public key share: wrong level, size or form for these parameters")
-        if not _is_zero_c1(be.eval_b, ct, crs_material(params, crs).a0):
+        if ct.parms_id() != be.key_parms_id or ct.size() != 2 or not ct.is_ntt_form() or ct.scale != 1.0:
+            raise CryptoFormatError("public key share: wrong level, size, form or scale for these parameters")
+        a0 = crs_material(params, crs).a0
+        if not guarded("public key share", lambda: _is_zero_c1(be.eval_b, ct, a0)):
             raise CryptoFormatError("public key share: not built on this epoch's CRS polynomial a")
         return cls(params, crs, ct, blob)
 
@@ -159,9 +160,11 @@ class AggregatedPublicKey:
         be = backend(params)
         pk = sa.PublicKey()
         guarded("aggregated public key", lambda: load(pk, be.ctx_a, blob))
-        if pk.parms_id() != be.key_parms_id or pk.data().size() != 2:
-            raise CryptoFormatError("aggregated public key: wrong level or size for these parameters")
-        if not _is_zero_c1(be.eval_b, pk.data(), crs_material(params, crs).a0):
+        data = pk.data()
+        if pk.parms_id() != be.key_parms_id or data.size() != 2 or not data.is_ntt_form() or data.scale != 1.0:
+            raise CryptoFormatError("aggregated public key: wrong level, size, form or scale for these parameters")
+        a0 = crs_material(params, crs).a0
+        if not guarded("aggregated public key", lambda: _is_zero_c1(be.eval_b, data, a0)):
             raise CryptoFormatError("aggregated public key: not built on this epoch's CRS polynomial a")
         return cls(params, crs, digests, pk)
 
@@ -187,6 +190,7 @@ class KeyShare:
         self.used_rounds: set[int] = set()
         self.used_sets: set[bytes] = set()
         self.max_shares = max_shares
+        self._prepared: list[sa.Plaintext] = []
 
     @classmethod
     def generate(cls, params: Params, crs: CrsSeed, max_shares: int | None = None) -> "KeyShare":
@@ -221,6 +225,22 @@ class KeyShare:
             raise EpochError("aggregated key does not include this client's public share")
         self.epoch_id = apk.epoch_id
         self.participants = apk.participants
+
+    def prepare_smudging(self, count: int) -> None:
+        """Sample ``count`` smudging plaintexts ahead of time (e.g. right after uploading): each is used once.
+
+        Moves the noise sampling off the decrypt stage's critical path; nothing about the noise is published.
+        """
+        from .noise import smudging_plaintext
+
+        be = backend(self.params)
+        n, std = self.params.poly_modulus_degree, self.params.smudging_std
+        for _ in range(count):
+            self._prepared.append(smudging_plaintext(be.encoder_b, n, be.data_parms_id, self.params.scale, std))
+
+    def take_smudging(self) -> sa.Plaintext | None:
+        """One prepared smudging plaintext (removed from the pool), or None."""
+        return self._prepared.pop() if self._prepared else None
 
     def _secret_decrypt(self, ct: sa.Ciphertext) -> sa.Plaintext:
         out = sa.Plaintext()

@@ -279,3 +279,21 @@ def test_encrypted_vector_has_fresh_randomness(tiny3):
     assert encrypt_vector(tiny3.apk, x).c1_digest() != encrypt_vector(tiny3.apk, x).c1_digest()
     ev = encrypt_vector(tiny3.apk, x)
     assert EncryptedVector.from_bytes(tiny3.params, ev.to_bytes()).c1_digest() == ev.c1_digest()
+
+
+def test_prepared_smudging_is_used_once_and_gives_correct_shares(tiny):
+    from .conftest import make_epoch
+
+    ep = make_epoch(tiny, 2, run_id="prepared")
+    xs = values(np.random.default_rng(11), 2, 5000)  # two ciphertexts per client
+    evs, aggregate = _round(ep, xs)
+    for k in ep.keys:
+        k.prepare_smudging(len(aggregate.ciphertexts) + 1)
+    req = aggregate.decryption_request(next_round())
+    shares = [k.decryption_share(req, ev) for k, ev in zip(ep.keys, evs)]
+    assert all(len(k._prepared) == 1 for k in ep.keys)  # each prepared flood is consumed, never reused
+    assert np.max(np.abs(fuse(aggregate, shares, 2) - np.sum(xs, axis=0))) <= tiny.expected_max_error(2)
+    p = tiny
+    a = share_plaintexts(ep.keys[0], _targets(p, aggregate.ciphertexts[:1]), p.smudging_std)[0]
+    b = share_plaintexts(ep.keys[0], _targets(p, aggregate.ciphertexts[:1]), p.smudging_std)[0]
+    assert save(a) != save(b)

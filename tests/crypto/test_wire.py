@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bastionfl.crypto import (
@@ -146,7 +146,8 @@ def _fuzz_case(samples, kind, raw, position, payload, reseal):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(raw=None, position=100, payload=b"\x00", reseal=True)  # found by this test: a zeroed scale byte
 @given(
     raw=st.one_of(st.none(), st.binary(max_size=300)),
     position=st.integers(min_value=0, max_value=10**7),
