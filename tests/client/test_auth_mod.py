@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
-from uuid import uuid4
 
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
-from flwr.common.serde import message_from_proto, message_to_proto
 
 from bastionfl.auth import FileCredentialStore, HomeAuthority, load_or_create_kek
 from bastionfl.client.auth_mod import HANDSHAKE_RECORD, TAG_RECORD, auth_mod, content_digest
@@ -24,7 +21,7 @@ from bastionfl.config import RunConfig
 from bastionfl.server.admission import AdmissionStage
 from bastionfl.server.messaging import Messenger
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
-from tests.flower_helpers import node_context
+from tests.flower_helpers import LoopGrid, node_context, wire
 
 SERVER = "fl-server"
 RUN_ID = 1
@@ -46,53 +43,6 @@ def _client_app(calls: list[str]) -> ClientApp:
         return Message(RecordDict({"info": MetricRecord({"ok": 1})}), reply_to=msg)
 
     return app
-
-
-def _wire(msg: Message) -> Message:
-    return message_from_proto(message_to_proto(msg))
-
-
-class _Run:
-    """Flower's Run as the stage reads it."""
-
-    run_id = RUN_ID
-
-
-class LoopGrid:
-    """A Grid that delivers each message to the node's ClientApp in process, through protobuf both ways."""
-
-    def __init__(self, app: ClientApp, contexts: dict[int, Context]) -> None:
-        self.app, self.contexts = app, contexts
-        self.run = _Run()
-        self.sent: list[Message] = []
-        self.tamper_reply: Callable[[Message], Message] | None = None
-        self._replies: list[Message] = []
-
-    def get_node_ids(self) -> list[int]:
-        return sorted(self.contexts)
-
-    def deliver(self, msg: Message) -> Message:
-        """Deliver one message to its node (tests call this to replay or forge)."""
-        return _wire(self.app(_wire(msg), self.contexts[msg.metadata.dst_node_id]))
-
-    def send_and_receive(self, messages: list[Message], *, timeout: float | None = None) -> list[Message]:
-        return self.pull_messages(self.push_messages(messages))
-
-    def push_messages(self, messages: list[Message]) -> list[str]:
-        ids = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid4())  # as Flower's own grids do
-            self.sent.append(_wire(msg))
-            reply = self.deliver(msg)
-            self._replies.append(self.tamper_reply(reply) if self.tamper_reply else reply)
-            ids.append(msg.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: list[str]) -> list[Message]:
-        wanted = set(message_ids)
-        out = [r for r in self._replies if r.metadata.reply_to_message_id in wanted]
-        self._replies = [r for r in self._replies if r.metadata.reply_to_message_id not in wanted]
-        return out
 
 
 @pytest.fixture
@@ -168,13 +118,13 @@ def test_untagged_forged_replayed_and_other_round_messages_are_refused(federatio
     untagged = Message(_train_content(1), dst_node_id=tagged.metadata.dst_node_id, message_type="train")
     assert _refused(grid.deliver(untagged))
 
-    forged_tag = _wire(tagged)
+    forged_tag = wire(tagged)
     rec = forged_tag.content.config_records[TAG_RECORD]
     rec["seq"] = int(rec["seq"]) + 10  # a fresh seq, but the tag was made for the old one
     assert _refused(grid.deliver(forged_tag))
 
     for flip in range(0, 32, 7):
-        forged = _wire(tagged)
+        forged = wire(tagged)
         rec = forged.content.config_records[TAG_RECORD]
         rec["seq"] = int(rec["seq"]) + 20 + flip
         tag = bytearray(rec["tag"])
@@ -182,7 +132,7 @@ def test_untagged_forged_replayed_and_other_round_messages_are_refused(federatio
         rec["tag"] = bytes(tag)
         assert _refused(grid.deliver(forged))
 
-    changed = _wire(tagged)  # same tag, altered content (a different model)
+    changed = wire(tagged)  # same tag, altered content (a different model)
     changed.content["arrays"] = ArrayRecord([np.ones(4, dtype=np.float32)])
     assert _refused(grid.deliver(changed))
 
@@ -193,7 +143,7 @@ def test_untagged_forged_replayed_and_other_round_messages_are_refused(federatio
 
     rs2 = _admit(ctx, 2)  # round 2: new handshake, new session key
     assert rs2.metrics["auth_admitted"] == 3
-    old = _wire(tagged)
+    old = wire(tagged)
     old.content.config_records["config"]["round"] = 2
     old.content.config_records[TAG_RECORD]["seq"] = 5
     assert _refused(grid.deliver(old))  # a round-1 tag under the round-2 session
@@ -336,7 +286,7 @@ def test_content_digest_is_canonical() -> None:
                     "arrays": ArrayRecord([np.arange(3, dtype=np.float32)])})
     b = RecordDict({"arrays": ArrayRecord([np.arange(3, dtype=np.float32)]),
                     "config": ConfigRecord({"z": b"\x00", "y": [1.5, 2.5], "x": 1})})
-    assert content_digest(a) == content_digest(b) == content_digest(_wire(
+    assert content_digest(a) == content_digest(b) == content_digest(wire(
         Message(a, dst_node_id=1, message_type="train")).content)
     tagged = RecordDict(dict(a.items()))
     tagged[TAG_RECORD] = ConfigRecord({"seq": 0, "tag": b"\x01" * 32})
