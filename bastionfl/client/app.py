@@ -14,6 +14,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from bastionfl.config import RunConfig, apply_overrides
+from bastionfl.crypto.errors import CryptoError
 
 __all__ = ["app", "config_from_message", "node_partition"]
 
@@ -51,7 +52,7 @@ def replies_errors(handler: Handler) -> Handler:
     def wrapped(msg: Message, context: Context) -> Message:
         try:
             return handler(msg, context)
-        except ValueError as exc:  # ConfigError, DatasetError, PartitionError and our own checks
+        except (ValueError, CryptoError) as exc:  # bad config or data, refused protocol step: a one-line reason
             return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
     return wrapped
@@ -61,18 +62,45 @@ def _round(msg: Message) -> int:
     return int(msg.content.config_records.get("config", ConfigRecord()).get("round", 0))
 
 
+def _train_locally(cfg: RunConfig, context: Context, global_state: dict, server_round: int) -> Any:
+    """Local training with this node's persisted defense state (ABL/BTU) restored and saved back."""
+    from bastionfl.client.local import local_train
+
+    pid, nparts = node_partition(context)
+    saved = context.state.config_records.get("bastionfl.local", ConfigRecord())
+    result = local_train(cfg, global_state, pid, nparts, server_round, {k: str(v) for k, v in saved.items()})
+    context.state["bastionfl.local"] = ConfigRecord(dict(result.node_state))
+    return result
+
+
+class InjectedDropout(ValueError):
+    """A dropout requested by the ``inject_dropout`` testing aid."""
+
+
+def _maybe_drop(cfg: RunConfig, stage: str, msg: Message, context: Context) -> None:
+    """Fail once at ``stage`` of the round named by ``inject_dropout`` (a dropout for tests and demos)."""
+    if not cfg.inject_dropout:
+        return
+    try:
+        want_stage, want_round, want_pid = cfg.inject_dropout.split(":")
+        target = (want_stage, int(want_round), int(want_pid))
+    except ValueError:
+        raise ValueError(f"config key 'inject_dropout': expected stage:round:partition-id, got "
+                         f"{cfg.inject_dropout!r}") from None
+    marker = f"dropped:{cfg.inject_dropout}"
+    done = context.state.config_records.get("bastionfl.testing", ConfigRecord())
+    if (stage, _round(msg), node_partition(context)[0]) == target and marker not in done:
+        context.state["bastionfl.testing"] = ConfigRecord({**dict(done), marker: True})
+        raise InjectedDropout(f"injected dropout at {stage} of round {target[1]}")
+
+
 @app.train()
 @replies_errors
 def train(msg: Message, context: Context) -> Message:
     """Plaintext local training: reply with the new weights and the example count."""
-    from bastionfl.client.local import local_train
-
     cfg = config_from_message(msg, context)
-    pid, nparts = node_partition(context)
-    saved = context.state.config_records.get("bastionfl.local", ConfigRecord())
-    result = local_train(cfg, msg.content["arrays"].to_torch_state_dict(), pid, nparts, _round(msg),
-                         {k: str(v) for k, v in saved.items()})
-    context.state["bastionfl.local"] = ConfigRecord(dict(result.node_state))
+    _maybe_drop(cfg, "train", msg, context)
+    result = _train_locally(cfg, context, msg.content["arrays"].to_torch_state_dict(), _round(msg))
     metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.train_loss})
     # per-client diagnostics vary by client; Flower's FedAvg wants identical metric keys, so they travel apart
     content = RecordDict({"arrays": ArrayRecord(result.state_dict), "metrics": metrics,
@@ -104,3 +132,38 @@ def query(msg: Message, context: Context) -> Message:
     info = MetricRecord({"partition-id": pid, "num-partitions": nparts,
                          "num-examples": local_num_examples(cfg, pid, nparts)})
     return Message(content=RecordDict({"info": info}), reply_to=msg)
+
+
+@app.query("xmk_keygen")
+@replies_errors
+def xmk_keygen(msg: Message, context: Context) -> Message:
+    """Secure aggregation, key epoch: return this node's public key share (the secret stays here)."""
+    from bastionfl.client.local import local_num_examples
+    from bastionfl.client.secure import handle_keygen
+
+    cfg = config_from_message(msg, context)
+    _maybe_drop(cfg, "keygen", msg, context)
+    pid, nparts = node_partition(context)
+    return handle_keygen(msg, context, cfg, local_num_examples(cfg, pid, nparts))
+
+
+@app.train("xmk")
+@replies_errors
+def xmk_train(msg: Message, context: Context) -> Message:
+    """Secure aggregation, train: local training, then the update encrypted under the aggregated key."""
+    from bastionfl.client.secure import handle_train
+
+    cfg = config_from_message(msg, context)
+    _maybe_drop(cfg, "train", msg, context)
+    return handle_train(msg, context, cfg, lambda state: _train_locally(cfg, context, state, _round(msg)))
+
+
+@app.query("xmk_decrypt")
+@replies_errors
+def xmk_decrypt(msg: Message, context: Context) -> Message:
+    """Secure aggregation, decrypt: verify the aggregate and return one smudged decryption share."""
+    from bastionfl.client.secure import handle_decrypt
+
+    cfg = config_from_message(msg, context)
+    _maybe_drop(cfg, "decrypt", msg, context)
+    return handle_decrypt(msg, context, cfg)

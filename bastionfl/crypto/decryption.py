@@ -183,15 +183,17 @@ def share_plaintexts(key: "KeyShare", targets: list[sa.Ciphertext], smudging_std
     return out
 
 
-def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector) -> DecryptionShare:
+def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector | bytes) -> DecryptionShare:
     """Client side of the decrypt stage; see ``KeyShare.decryption_share``."""
     params = key.params
-    if request.params != params or own.params != params:
+    if request.params != params or (isinstance(own, EncryptedVector) and own.params != params):
         raise EpochError("request of another parameter set")
     if key.epoch_id is None or key.participants is None:
         raise EpochError("no aggregated key accepted for this key share (call accept() first)")
-    if not hmac.compare_digest(request.epoch_id, key.epoch_id) or own.epoch_id != key.epoch_id:
+    own_epoch_ok = not isinstance(own, EncryptedVector) or own.epoch_id == key.epoch_id
+    if not hmac.compare_digest(request.epoch_id, key.epoch_id) or not own_epoch_ok:
         raise EpochError("request or own update of another (old) key epoch: refused")
+    own_digest = own.c1_digest() if isinstance(own, EncryptedVector) else bytes(own)
     if key.max_shares is not None and len(key.used_rounds) >= key.max_shares:
         raise EpochError(f"this key share already produced {key.max_shares} shares: a new key epoch is required")
     if len(request.components) != key.participants:
@@ -201,7 +203,7 @@ def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector
     digests = request.digests()[1]
     if len(set(digests)) != len(digests):
         raise VerificationError("request lists the same c1 entry twice")
-    if own.c1_digest() not in digests:
+    if own_digest not in digests:
         raise VerificationError("request does not contain this client's own c1")
     set_id = hashlib.sha256(b"".join(sorted(digests))).digest()
     if request.round_number in key.used_rounds:

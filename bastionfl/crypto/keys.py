@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -66,6 +67,16 @@ class PublicKeyShare:
         if not guarded("public key share", lambda: _is_zero_c1(be.eval_b, ct, a0)):
             raise CryptoFormatError("public key share: not built on this epoch's CRS polynomial a")
         return cls(params, crs, ct, blob)
+
+
+def _scratch_path_for_secret() -> str:
+    """A fresh 0600 file in the RAM-backed scratch folder: SEAL serialises keys only through files."""
+    from .backend import _scratch_path
+
+    path = _scratch_path()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    return path
 
 
 def _read_crs(r: Reader) -> CrsSeed:
@@ -253,9 +264,60 @@ class KeyShare:
     def __reduce__(self) -> object:
         raise TypeError("KeyShare holds a secret and cannot be pickled or copied")
 
-    def decryption_share(self, request: "DecryptionRequest", own: "EncryptedVector") -> "DecryptionShare":
-        """Check the request (C1 = Σ c1_j, own c1 included, epoch, no replay), then return a smudged share."""
+    def decryption_share(self, request: "DecryptionRequest", own: "EncryptedVector | bytes") -> "DecryptionShare":
+        """Check the request (C1 = Σ c1_j, own c1 included, epoch, no replay), then return a smudged share.
+
+        ``own`` is this client's uploaded ``EncryptedVector`` or just its ``c1_digest()`` (what a client that
+        restarted between upload and decryption still has).
+        """
         from .decryption import make_share
 
         return make_share(self, request, own)
+
+    def export_local(self) -> bytes:
+        """This key share, secret included, for the client's OWN storage between protocol steps.
+
+        For a node whose protocol steps run in separate processes (Flower's ClientApps); the bytes must stay on
+        the client (they are the secret). Carries the epoch binding and the replay record, so a reloaded share
+        still refuses a second decryption for the same round or ciphertext set.
+        """
+        path = _scratch_path_for_secret()
+        try:
+            self.__secret.save(path)
+            with open(path, "rb") as fh:
+                secret_blob = fh.read()
+        finally:
+            os.unlink(path)
+        w = Writer().blob(self.crs.run_id.encode()).u64(self.crs.epoch).blob(secret_blob).blob(self._public._blob)
+        w.raw(self.epoch_id or bytes(16)).u8(1 if self.epoch_id else 0).u32(self.participants or 0)
+        w.u64(self.max_shares if self.max_shares is not None else 2**64 - 1)
+        w.u32(len(self.used_rounds))
+        for r in sorted(self.used_rounds):
+            w.u64(r)
+        w.blobs(sorted(self.used_sets))
+        return seal(Kind.LOCAL_KEY_STATE, self.params, w.getvalue())
+
+    @classmethod
+    def import_local(cls, params: Params, data: bytes) -> "KeyShare":
+        """Inverse of :meth:`export_local` (``CryptoFormatError`` on any defect)."""
+        r = Reader(open_envelope(Kind.LOCAL_KEY_STATE, params, data), "local key state")
+        crs = _read_crs(r)
+        secret_blob = check_seal_blob(r.blob(_key_blob_limit(params)), "local key state")
+        public_blob = check_seal_blob(r.blob(_key_blob_limit(params)), "local key state")
+        epoch_id, bound, participants = r.raw(16), r.u8(), r.u32()
+        max_shares = r.u64()
+        used_rounds = {r.u64() for _ in range(r.u32())}
+        used_sets = set(r.blobs(1 << 20, 32))
+        r.done()
+        be = backend(params)
+        secret = sa.SecretKey()
+        guarded("local key state", lambda: load(secret, be.ctx_b, secret_blob))
+        public = sa.Ciphertext()
+        guarded("local key state", lambda: load(public, be.ctx_b, public_blob))
+        key = cls(params, crs, secret, PublicKeyShare(params, crs, public, public_blob),
+                  None if max_shares == 2**64 - 1 else max_shares)
+        if bound:
+            key.epoch_id, key.participants = epoch_id, participants
+        key.used_rounds, key.used_sets = used_rounds, used_sets
+        return key
 

@@ -36,6 +36,7 @@ class Kind(IntEnum):
     AGGREGATE = 5
     DECRYPTION_REQUEST = 6
     DECRYPTION_SHARE = 7
+    LOCAL_KEY_STATE = 8  # a client's own key share, for its own storage only: never sent
 
 
 def seal(kind: Kind, params: Params, body: bytes) -> bytes:

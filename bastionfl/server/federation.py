@@ -54,7 +54,12 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
         from bastionfl.server.admission import AdmissionStage
 
         stages.append(AdmissionStage())
-    stages += [TrainPlain(), AggregateFedAvg()]
+    if cfg.secure_aggregation == "xmkckks":
+        from bastionfl.server.secure import secure_stages
+
+        stages += secure_stages()
+    else:
+        stages += [TrainPlain(), AggregateFedAvg()]
     if cfg.repair != "none":
         from bastionfl.server.repair import RepairStage
 
@@ -84,14 +89,14 @@ def _entry(rs: RoundState, elapsed: float) -> dict[str, Any]:
 
 def run_federation(
     grid: Grid, cfg: RunConfig, out_dir: Path, *, resume: bool = False, observer: RunObserver | None = None,
-    stop_after: int | None = None,
+    stop_after: int | None = None, run_id: int = 0,
 ) -> list[dict[str, Any]]:
     """Run rounds until ``cfg.rounds`` (or ``stop_after``), checkpointing each; returns every round's metrics."""
     observer = observer or LogObserver()
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.repair != "none" and cfg.clean_set_size < 10:
         raise FederationError(f"repair = {cfg.repair} needs clean_set_size >= 10, got {cfg.clean_set_size}")
-    ctx = ServerContext(grid=grid, cfg=cfg, task=build_server_task(cfg), out_dir=out_dir)
+    ctx = ServerContext(grid=grid, cfg=cfg, task=build_server_task(cfg), out_dir=out_dir, run_id=run_id)
     history: list[dict[str, Any]] = []
     if resume and (out_dir / CHECKPOINT_NAME).exists():
         ck = load_checkpoint(out_dir)
@@ -105,14 +110,20 @@ def run_federation(
     last = cfg.rounds if stop_after is None else min(cfg.rounds, stop_after)
     observer.on_start(first, cfg.rounds)
     for server_round in range(first, last + 1):
+        start = time.perf_counter()
+        carried: RoundState | None = None
         for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
             rs = RoundState(server_round, global_state)
-            start = time.perf_counter()
+            if carried is not None:  # a failed attempt's traffic and events still count
+                rs.bytes, rs.events = carried.bytes, carried.events
+                rs.metrics.update({k: v for k, v in carried.metrics.items() if k == "dropouts"})
             try:
                 workflow.run_round(ctx, rs)
                 break
             except RoundFailed as exc:
                 log.warning("round %d attempt %d failed: %s", server_round, attempt, exc)
+                rs.events.append(f"attempt {attempt} failed: {exc}")
+                carried = rs
                 if attempt == MAX_ROUND_ATTEMPTS:
                     write_metrics(out_dir, cfg.to_dict(), history, status=f"failed at round {server_round}")
                     raise FederationError(f"round {server_round} failed {attempt} times: {exc}") from None

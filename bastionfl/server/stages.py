@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from bastionfl.config import RunConfig
@@ -104,14 +104,16 @@ class AggregateFedAvg:
         collect_client_metrics(rs)
 
 
+def client_metrics_of(reply: Message) -> dict[str, float]:
+    """A reply's per-client diagnostics (timings, ABL isolation, poisoned counts) as plain floats."""
+    record = reply.content.config_records.get("client-metrics", ConfigRecord())
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
+
+
 def collect_client_metrics(rs: RoundState) -> None:
-    """Per-client diagnostics (ABL isolation, poisoned counts) from the replies into the round's metrics."""
-    per_client = {}
-    for reply in rs.replies:
-        record = reply.content.config_records.get("client-metrics")
-        if record:
-            per_client[str(reply.metadata.src_node_id)] = {k: float(v) for k, v in record.items()}
-    if per_client:
+    """Per-client diagnostics of the train replies into the round's metrics."""
+    per_client = {str(r.metadata.src_node_id): client_metrics_of(r) for r in rs.replies}
+    if any(per_client.values()):
         rs.metrics["client_metrics"] = per_client
 
 

@@ -40,6 +40,7 @@ class ServerContext:
     cfg: RunConfig
     task: Any  # bastionfl.server.task.ServerTask: model factory, evaluation, clean set
     out_dir: Path = Path(".")
+    run_id: int = 0
     run_state: dict[str, Any] = field(default_factory=dict)  # stages keep cross-round state here (key epochs, masks)
     # each wrapper may decorate the round's Messenger (admission adds per-message MACs this way)
     messenger_wrappers: list[Callable[[Messenger, "RoundState"], Messenger]] = field(default_factory=list)
