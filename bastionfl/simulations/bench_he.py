@@ -78,14 +78,17 @@ def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
     upload, t_ser = _timed(lambda: evs[0].to_bytes())
     _, t_deser = _timed(lambda: xc.EncryptedVector.from_bytes(params, upload))
 
-    def aggregate() -> tuple[Any, Any]:
+    _, t_c1 = _timed(lambda: [ev.c1_blobs() for ev in evs])  # (0, c1) of each update for the request's list
+
+    def aggregate() -> Any:
         agg = xc.StreamingAggregator(params, apk)
         for ev in evs:
             agg.add(ev)
-        result = agg.result()
-        return result, result.decryption_request(1)
+        return agg.result()
 
-    (aggregate_ct, request), t_agg = _timed(aggregate)
+    aggregate_ct, t_sum = _timed(aggregate)
+    request, t_req = _timed(lambda: aggregate_ct.decryption_request(1))
+    t_agg = t_c1 + t_sum + t_req
     request_bytes = request.to_bytes()
     parsed, t_req_parse = _timed(lambda: xc.DecryptionRequest.from_bytes(params, request_bytes))
     # client 0 samples its smudging floods beforehand (KeyShare.prepare_smudging, e.g. right after its upload);
@@ -118,6 +121,9 @@ def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
         "serialize_s": t_ser,
         "deserialize_s": t_deser,
         "aggregate_s": t_agg,
+        "aggregate_sum_s": t_sum,
+        "aggregate_c1_lists_s": t_c1,
+        "request_build_s": t_req,
         "request_parse_s": t_req_parse,
         "share_s": share_mean,
         "share_core_s": t_core,
@@ -199,6 +205,12 @@ def _tenseal_single(xs: list[np.ndarray]) -> dict[str, Any]:
     }
 
 
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def _paillier(xs: list[np.ndarray], subset: int) -> dict[str, Any]:
     from phe import paillier
 
@@ -233,8 +245,10 @@ def _paillier(xs: list[np.ndarray], subset: int) -> dict[str, Any]:
         "max_abs_error": float(np.max(np.abs(out - np.sum([x[:m] for x in xs], axis=0)))),
         "extrapolated": True,
         "subset": m,
+        "gmpy2": _has_module("gmpy2"),
         "notes": f"measured on the first {m} floats per client and extrapolated linearly to {p}; "
-        "upload counts one ciphertext mod n^2 per float (no packing); fuse_s = decryption by the key holder",
+        "upload counts one ciphertext mod n^2 per float (no packing); fuse_s = decryption by the key holder; "
+        "phe uses gmpy2 when installed (see 'gmpy2'), else Python integers",
     }
 
 
