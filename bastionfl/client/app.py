@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+import torch  # noqa: F401 - Flower's ArrayRecord.to_torch_state_dict needs torch imported
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
