@@ -49,7 +49,9 @@ class LoopbackFederation(AbstractContextManager["LoopbackFederation"]):
         self.flwr_home = workdir / "flwr-home"
         self.env = dict(os.environ, FLWR_HOME=str(self.flwr_home), FLWR_TELEMETRY_ENABLED="0",
                         FLWR_DISABLE_UPDATE_CHECK="1", FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-                        PYTHONUNBUFFERED="1")
+                        PYTHONUNBUFFERED="1",
+                        # the SuperLink and SuperNodes start flower-superexec by name: find ours first
+                        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
     @property
     def address(self) -> str:
