@@ -312,8 +312,17 @@ class KeyShare:
         be = backend(params)
         secret = sa.SecretKey()
         guarded("local key state", lambda: load(secret, be.ctx_b, secret_blob))
+        if secret.parms_id() != be.ctx_b.key_parms_id() or used_rounds and max(used_rounds) >= 2**63:
+            raise CryptoFormatError("local key state: secret key at the wrong level, or a bad replay record")
         public = sa.Ciphertext()
         guarded("local key state", lambda: load(public, be.ctx_b, public_blob))
+        if public.parms_id() != be.key_parms_id or public.size() != 2 or public.scale != 1.0:
+            raise CryptoFormatError("local key state: public share at the wrong level, size or scale")
+        a0 = crs_material(params, crs).a0
+        if not guarded("local key state", lambda: _is_zero_c1(be.eval_b, public, a0)):
+            raise CryptoFormatError("local key state: public share not built on the CRS polynomial a")
+        if bound not in (0, 1) or any(len(d) != 32 for d in used_sets):
+            raise CryptoFormatError("local key state: malformed epoch binding or replay record")
         key = cls(params, crs, secret, PublicKeyShare(params, crs, public, public_blob),
                   None if max_shares == 2**64 - 1 else max_shares)
         if bound:

@@ -19,7 +19,7 @@ from bastionfl.crypto import (
     fuse,
 )
 from bastionfl.crypto.backend import backend, save
-from bastionfl.crypto.decryption import fuse_unchecked, share_plaintexts
+from bastionfl.crypto.decryption import share_plaintexts
 from bastionfl.crypto.encryption import decode_plaintexts, load_ciphertexts
 from bastionfl.crypto.noise import csprng_gaussian, smudging_plaintext
 
@@ -297,3 +297,30 @@ def test_prepared_smudging_is_used_once_and_gives_correct_shares(tiny):
     a = share_plaintexts(ep.keys[0], _targets(p, aggregate.ciphertexts[:1]), p.smudging_std)[0]
     b = share_plaintexts(ep.keys[0], _targets(p, aggregate.ciphertexts[:1]), p.smudging_std)[0]
     assert save(a) != save(b)
+
+
+def test_local_export_keeps_secret_binding_and_replay_record(tiny):
+    """export_local/import_local (client-side storage between processes): same key, same epoch, same refusals."""
+    from bastionfl.crypto import CryptoFormatError, KeyShare
+
+    from .conftest import make_epoch
+
+    ep = make_epoch(tiny, 2, run_id="export")
+    xs = values(np.random.default_rng(12), 2, 300)
+    evs, aggregate = _round(ep, xs)
+    req = aggregate.decryption_request(next_round())
+    restored = KeyShare.import_local(tiny, ep.keys[0].export_local())
+    assert restored.public_share().digest == ep.keys[0].public_share().digest
+    assert restored.epoch_id == ep.keys[0].epoch_id and restored.participants == 2
+    shares = [restored.decryption_share(req, evs[0].c1_digest()), ep.keys[1].decryption_share(req, evs[1])]
+    assert np.max(np.abs(fuse(aggregate, shares, 2) - np.sum(xs, axis=0))) <= tiny.expected_max_error(2)
+    again = KeyShare.import_local(tiny, restored.export_local())
+    with pytest.raises(VerificationError, match="already"):
+        again.decryption_share(req, evs[0])  # the replay record survives the round trip
+    blob = restored.export_local()
+    for bad in (blob[:-1], blob[:40], blob + b"\x00"):
+        with pytest.raises(CryptoFormatError):
+            KeyShare.import_local(tiny, bad)
+    assert "SecretKey" not in repr(again) and "sealapi" not in repr(again)
+    fresh = KeyShare.generate(tiny, ep.crs)  # before accept(): no epoch binding yet
+    assert KeyShare.import_local(tiny, fresh.export_local()).epoch_id is None

@@ -18,6 +18,7 @@ from bastionfl.crypto import (
     DecryptionRequest,
     DecryptionShare,
     EncryptedVector,
+    KeyShare,
     PublicKeyShare,
     StreamingAggregator,
     custom_params,
@@ -46,10 +47,11 @@ def samples(tiny3):
         "encrypted_vector": (evs[2].to_bytes(), lambda d: EncryptedVector.from_bytes(p, d)),
         "request": (req.to_bytes(), lambda d: DecryptionRequest.from_bytes(p, d)),
         "share": (share.to_bytes(), lambda d: DecryptionShare.from_bytes(p, d)),
+        "local_key": (tiny3.keys[2].export_local(), lambda d: KeyShare.import_local(p, d)),
     }
 
 
-KINDS = ["crs", "public_share", "aggregated_key", "encrypted_vector", "request", "share"]
+KINDS = ["crs", "public_share", "aggregated_key", "encrypted_vector", "request", "share", "local_key"]
 
 
 def _reseal(data: bytes, body: bytes) -> bytes:
@@ -62,7 +64,12 @@ def _reseal(data: bytes, body: bytes) -> bytes:
 def test_roundtrip(samples, kind):
     data, parse = samples[kind]
     obj = parse(data)
-    assert obj.to_bytes() == data if kind != "crs" else obj.to_bytes(custom_params(4096, [40], 40, 30, 16)) == data
+    if kind == "crs":
+        assert obj.to_bytes(custom_params(4096, [40], 40, 30, 16)) == data
+    elif kind == "local_key":
+        assert obj.export_local() == data
+    else:
+        assert obj.to_bytes() == data
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -91,6 +98,7 @@ def test_wrong_parameters_refused(samples, kind, lean):
         "encrypted_vector": lambda d: EncryptedVector.from_bytes(lean, d),
         "request": lambda d: DecryptionRequest.from_bytes(lean, d),
         "share": lambda d: DecryptionShare.from_bytes(lean, d),
+        "local_key": lambda d: KeyShare.import_local(lean, d),
     }
     with pytest.raises(CryptoFormatError, match="fingerprint"):
         parsers[kind](data)
