@@ -166,7 +166,7 @@ def test_probe_plaintext_from_string_cannot_enter_ckks_ntt(be):
 
 
 def test_probe_aggregated_key_does_not_load_in_ctx_b(tiny):
-    from tests.crypto.conftest import make_epoch
+    from .conftest import make_epoch
 
     ep = make_epoch(tiny, 2, run_id="probe-pk")
     blob = save(ep.apk.public_key)
