@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from bastionfl.defenses.btu import BTUConfig, btu_expose, btu_unlearn, token_ids_of
-from bastionfl.simulations.attacks_text import (
+from bastionfl.tasks.text_backdoor import (
     TEXT_ATTACKS,
     TextAttackConfig,
     attack_dataset,

@@ -420,7 +420,7 @@ def attack_success_rate(
     model: nn.Module, tokenizer: object, triggered_sentences: Sequence[str], target: int, *, batch_size: int = 64,
     max_len: int = 64,
 ) -> float:
-    """Share of triggered non-target sentences classified as ``target`` (build the set with attacks_text)."""
+    """Share of triggered non-target sentences classified as ``target`` (build the set with text_backdoor)."""
     if not triggered_sentences:
         raise ValueError("empty ASR set")
     preds = predict_text(model, tokenizer, triggered_sentences, batch_size=batch_size, max_len=max_len)

@@ -17,7 +17,7 @@ from bastionfl.defenses.btu import (
     remove_tokens,
     token_ids_of,
 )
-from bastionfl.simulations.attacks_text import TextAttackConfig, build_text_asr_set, poison_text
+from bastionfl.tasks.text_backdoor import TextAttackConfig, build_text_asr_set, poison_text
 from bastionfl.tasks.text import (
     TextModelConfig,
     attack_success_rate,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bastionfl.simulations.attacks_text import (
+from bastionfl.tasks.text_backdoor import (
     ADDSENT_SENTENCE,
     TextAttackConfig,
     attack_dataset,
