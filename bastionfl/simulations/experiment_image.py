@@ -1,0 +1,493 @@
+"""``bastionfl experiment image``: the federated image-backdoor grid {none, ABL, RNP, NAD, fine-tune} x attacks.
+
+Every arm is a simulated federation (``run_simulated``) with the same seed, the same clients and the same data: the
+server's clean set (``clean_set_size``) is held out for every arm, also for those that do not use it. A plaintext
+no-attack run gives the clean-accuracy (CA) reference. Threat models: ABL runs on honest clients that hold poisoned
+data (``threat = honest``); RNP, NAD and fine-tuning repair the aggregate on the server for clients that do not defend
+themselves (``threat = malicious``, ``client_defense = none``).
+
+Server repair runs in the last round only. In earlier rounds a repaired aggregate goes straight back to the clients,
+who train on their poisoned data again, so only the repair of the final aggregate decides the released model. The
+first ``rounds - 1`` rounds of a repair arm are therefore the rounds of the attack's no-defense arm: the grid runs
+them once, checkpoints, and branches every repair arm (and the no-defense arm itself) from that checkpoint with
+``resume`` (client seeds depend on seed, round and client only, so the branches are the same federation).
+
+The markdown table goes to ``--results`` together with the exact command, seed, wall time and machine load. Text
+below the ``KEEP_MARKER`` line of an existing results file is kept on re-runs (hand-written discussion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from bastionfl.config import ConfigError, RunConfig, apply_overrides
+
+__all__ = ["main", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
+           "KEEP_MARKER", "COLUMNS"]
+
+ATTACKS = ("badnets", "blended")
+DEFENSES = ("none", "abl", "rnp", "nad", "finetune")
+REPAIRS = ("rnp", "nad", "finetune")
+GOAL_ASR = 0.05  # attack success rate at most 5 %
+GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
+KEEP_MARKER = "<!-- text below this line is kept when the experiment rewrites this file -->"
+COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
+           "wall time", "notes")
+_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "badnets": "BadNets",
+          "blended": "Blended"}
+
+
+class ExperimentError(RuntimeError):
+    """The grid cannot run as asked (bad selection, secure aggregation not available, a failed arm)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the grid: an attack with a defense under a threat model (attack ``none``: the CA reference)."""
+
+    attack: str
+    defense: str
+
+    @property
+    def key(self) -> str:
+        """``attack/defense``, what ``--only`` patterns match."""
+        return f"{self.attack}/{self.defense}"
+
+    @property
+    def threat(self) -> str:
+        """The threat model in words."""
+        if self.attack == "none":
+            return "no attack (plaintext reference)"
+        if self.defense == "abl":
+            return "honest: poisoned clients run ABL"
+        return "malicious: poisoned clients do not defend"
+
+    def overrides(self) -> dict[str, Any]:
+        """The config fields that make this arm (on top of the shared base)."""
+        if self.attack == "none":
+            return {"attack": "none", "client_defense": "none", "repair": "none", "secure_aggregation": "none"}
+        out: dict[str, Any] = {"attack": self.attack, "client_defense": "none", "repair": "none", "threat": "malicious"}
+        if self.defense == "abl":
+            out.update(client_defense="abl", threat="honest")
+        elif self.defense in REPAIRS:
+            out["repair"] = self.defense
+        return out
+
+
+@dataclass
+class ArmResult:
+    """What one arm measured (final round) and how long it took."""
+
+    arm: Arm
+    accuracy: float
+    asr: float | None
+    wall_s: float
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    notes: str = ""
+
+
+def grid_arms() -> list[Arm]:
+    """The attack rows of the grid, in table order (the reference is run separately)."""
+    return [Arm(a, d) for a in ATTACKS for d in DEFENSES]
+
+
+def select_arms(only: str | None) -> list[Arm]:
+    """Grid rows whose ``attack/defense`` key matches one of the comma-separated shell patterns in ``only``."""
+    arms = grid_arms()
+    if not only:
+        return arms
+    patterns = [p.strip().lower() for p in only.split(",") if p.strip()]
+    chosen = [a for a in arms if any(fnmatch.fnmatchcase(a.key, p) or a.attack == p or a.defense == p
+                                     for p in patterns)]
+    if not chosen:
+        keys = ", ".join(a.key for a in arms)
+        raise ExperimentError(f"--only {only!r} selects no row (rows: {keys}; patterns like 'badnets/*' or 'nad')")
+    return chosen
+
+
+def base_config(args: argparse.Namespace) -> RunConfig:
+    """The configuration every arm shares (full Fashion-MNIST grid, or the tiny digits one with ``--quick``)."""
+    if args.quick:
+        values: dict[str, Any] = {"dataset": "digits", "data_dir": "", "model": "cnn", "train_subset": 0,
+                                  "num_clients": 3, "poisoned_clients": 1, "rounds": 2, "clean_set_size": 150,
+                                  "poison_rate": 0.2, "lr": 0.05, "batch_size": 32}
+    else:
+        values = {"dataset": "fashion-mnist", "data_dir": args.data_dir, "model": args.model,
+                  "train_subset": args.train_subset, "num_clients": 10, "poisoned_clients": 3,
+                  "rounds": args.rounds, "clean_set_size": args.clean_set_size, "poison_rate": 0.1,
+                  "lr": args.lr, "batch_size": args.batch_size}
+    values.update(local_epochs=1, seed=args.seed, target_label=0, partition="iid", fraction_train=1.0,
+                  secure_aggregation=args.secure_aggregation, threads_per_client=1)
+    if args.quick and args.model != "cnn":
+        values["model"] = args.model
+    return apply_overrides(RunConfig(), values)
+
+
+def _check_secure_aggregation_available() -> None:
+    """Raise ExperimentError with one clear line if the xMK-CKKS secure aggregation is not built."""
+    try:
+        import bastionfl.server.secure  # noqa: F401
+        import bastionfl.client.secure  # noqa: F401
+    except (ImportError, NotImplementedError) as exc:
+        raise ExperimentError(f"secure aggregation xmkckks is not available in this build: {exc}") from None
+
+
+def _secure_not_built(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, (NotImplementedError, ImportError)) or "not built" in text or "not implemented" in text
+
+
+class _Display:
+    """A rich progress display: one bar over all rounds of the grid, one bar for the current arm, a line per round."""
+
+    def __init__(self, console: Any, total_rounds: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]{task.fields[label]:<22}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+        self.grid_task = self.progress.add_task("", total=total_rounds, label="grid (rounds)")
+        self.arm_task: Any = None
+        self.label = ""
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def begin_arm(self, label: str, first_round: int, total_rounds: int) -> None:
+        if self.arm_task is not None:
+            self.progress.remove_task(self.arm_task)
+        self.label = label
+        self.arm_task = self.progress.add_task("starting the simulation engine", total=total_rounds,
+                                               completed=first_round - 1, label=label)
+
+    # RunObserver interface
+    def on_start(self, first_round: int, total_rounds: int) -> None:
+        if self.arm_task is not None:
+            self.progress.update(self.arm_task, completed=first_round - 1, total=total_rounds,
+                                 description="training")
+
+    def on_round(self, entry: dict[str, Any]) -> None:
+        asr = f"  ASR {100 * entry['asr']:6.2f}%" if "asr" in entry else ""
+        repair = f"  repair {entry['repair_s']:.0f} s" if "repair_s" in entry else ""
+        self.console.print(f"{self.label:<22} round {entry['round']:>2}  CA {100 * entry['accuracy']:6.2f}%{asr}"
+                           f"  {entry['time_s']:.0f} s{repair}", highlight=False)
+        self.progress.update(self.arm_task, advance=1, description=f"CA {100 * entry['accuracy']:.1f}%")
+        self.progress.update(self.grid_task, advance=1)
+
+    def end_arm(self, result: ArmResult) -> None:
+        asr = "-" if result.asr is None else f"{100 * result.asr:.2f}%"
+        self.console.print(f"[bold]{self.label}[/bold]: CA {100 * result.accuracy:.2f}%  ASR {asr}  "
+                           f"({result.wall_s / 60:.1f} min){'  ' + result.notes if result.notes else ''}")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _notes(arm: Arm, rounds: list[dict[str, Any]]) -> str:
+    """Short diagnostics of the defense from the recorded metrics (ABL isolation, RNP pruning, repair time)."""
+    if not rounds:
+        return ""
+    last = rounds[-1]
+    if arm.defense == "abl":
+        isolated = precision_sum = recall_sum = benign_isolated = 0.0
+        poisoned = 0
+        final = last.get("client_metrics", {})
+        for m in final.values():
+            if m.get("poisoned_examples", 0) > 0:
+                poisoned += 1
+                isolated += m.get("isolated", 0.0)
+                precision_sum += m.get("isolation_precision", 0.0)
+                recall_sum += m.get("isolation_recall", 0.0)
+            else:
+                benign_isolated += m.get("isolated", 0.0)
+        if poisoned == 0:
+            return ""
+        return (f"poisoned clients isolated {isolated:.0f} examples (mean precision {precision_sum / poisoned:.2f}, "
+                f"recall {recall_sum / poisoned:.2f}); benign clients isolated {benign_isolated:.0f}")
+    rep = last.get("repair")
+    if not rep:
+        return ""
+    parts = [f"repair {last.get('repair_s', 0.0):.0f} s in round {last['round']}"]
+    if arm.defense == "rnp":
+        parts.append(f"pruned {int(rep.get('pruned_channels_total', rep.get('pruned_channels', 0)))} BN channels")
+        if "threshold" in rep:
+            parts.append(f"threshold {rep['threshold']}")
+    return ", ".join(parts)
+
+
+def _result_from(arm: Arm, rounds: list[dict[str, Any]], wall_s: float) -> ArmResult:
+    if not rounds:
+        raise ExperimentError(f"{arm.key}: the federation returned no rounds")
+    last = rounds[-1]
+    return ArmResult(arm, float(last["accuracy"]), float(last["asr"]) if "asr" in last else None, wall_s, rounds,
+                     _notes(arm, rounds))
+
+
+class _Snapshot:
+    """Observer that copies the run folder (checkpoint + metrics) right after round ``at``, then forwards events."""
+
+    def __init__(self, inner: Any, at: int, src: Path, dst: Path) -> None:
+        self.inner, self.at, self.src, self.dst = inner, at, src, dst
+        self.taken_at: float | None = None
+
+    def on_start(self, first_round: int, total_rounds: int) -> None:
+        if self.inner is not None:
+            self.inner.on_start(first_round, total_rounds)
+
+    def on_round(self, entry: dict[str, Any]) -> None:
+        if entry["round"] == self.at:  # the checkpoint of this round is on disk before observers hear of it
+            shutil.copytree(self.src, self.dst)
+            self.taken_at = time.perf_counter()
+        if self.inner is not None:
+            self.inner.on_round(entry)
+
+
+class _Runner:
+    """Runs arms (with prefix branching for the repair arms) and collects their results."""
+
+    def __init__(self, base: RunConfig, work: Path, display: _Display | None) -> None:
+        self.base = base
+        self.work = work
+        self.display = display
+
+    def _cfg(self, arm: Arm, run_dir: Path) -> RunConfig:
+        return apply_overrides(self.base, {**arm.overrides(), "out_dir": str(run_dir)})
+
+    def _simulate(self, label: str, cfg: RunConfig, run_dir: Path, *, resume: bool = False,
+                  observer: Any = None) -> list[dict[str, Any]]:
+        from bastionfl.simulations.simulate import run_simulated
+
+        if self.display is not None:
+            first = 1
+            if resume:
+                from bastionfl.server.checkpoint import load_checkpoint
+
+                first = int(load_checkpoint(run_dir, restore_rng=False)["round"]) + 1
+            self.display.begin_arm(label, first, cfg.rounds)
+        try:
+            return run_simulated(cfg, run_dir, resume=resume, observer=observer or self.display)
+        except Exception as exc:
+            if cfg.secure_aggregation == "xmkckks" and _secure_not_built(exc):
+                raise ExperimentError(f"secure aggregation xmkckks is not available: {exc}") from None
+            raise ExperimentError(f"{label}: run failed: {type(exc).__name__}: {exc}") from exc
+
+    def run_full(self, arm: Arm) -> ArmResult:
+        run_dir = self.work / arm.key.replace("/", "-")
+        start = time.perf_counter()
+        rounds = self._simulate(arm.key, self._cfg(arm, run_dir), run_dir)
+        return self._finish(arm, rounds, time.perf_counter() - start)
+
+    def run_attack(self, attack: str, arms: list[Arm]) -> list[ArmResult]:
+        """The selected arms of one attack; the repair arms branch from the no-defense arm after round R - 1."""
+        results: dict[str, ArmResult] = {}
+        repairs = [a for a in arms if a.defense in REPAIRS]
+        rounds_total = self.base.rounds
+        if repairs and rounds_total > 1:
+            none_arm = Arm(attack, "none")
+            none_dir = self.work / none_arm.key.replace("/", "-")
+            branch_dir = self.work / f"{attack}-after-round-{rounds_total - 1}"
+            shutil.rmtree(branch_dir, ignore_errors=True)
+            start = time.perf_counter()
+            snap = _Snapshot(self.display, rounds_total - 1, none_dir, branch_dir)
+            rounds = self._simulate(f"{attack}/none", self._cfg(none_arm, none_dir), none_dir, observer=snap)
+            if snap.taken_at is None:
+                raise ExperimentError(f"{attack}/none: no checkpoint after round {rounds_total - 1} to branch from")
+            none_result = self._finish(none_arm, rounds, time.perf_counter() - start)
+            if none_arm in arms:
+                results[none_arm.key] = none_result
+            prefix_s = snap.taken_at - start
+            for arm in repairs:
+                run_dir = self.work / arm.key.replace("/", "-")
+                shutil.rmtree(run_dir, ignore_errors=True)
+                shutil.copytree(branch_dir, run_dir)
+                start = time.perf_counter()
+                rounds = self._simulate(arm.key, self._cfg(arm, run_dir), run_dir, resume=True)
+                results[arm.key] = self._finish(arm, rounds, prefix_s + time.perf_counter() - start)
+        for arm in arms:
+            if arm.key not in results:
+                results[arm.key] = self.run_full(arm)
+        return [results[a.key] for a in arms]
+
+    def _finish(self, arm: Arm, rounds: list[dict[str, Any]], wall_s: float) -> ArmResult:
+        result = _result_from(arm, rounds, wall_s)
+        if self.display is not None:
+            self.display.end_arm(result)
+        return result
+
+
+def _fmt_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def goal_met(result: ArmResult, reference_ca: float) -> bool:
+    """ASR <= 5 % and CA at most 2 points below the no-attack run."""
+    return result.asr is not None and result.asr <= GOAL_ASR + 1e-12 and \
+        reference_ca - result.accuracy <= GOAL_CA_LOSS + 1e-12
+
+
+def _goal_cell(result: ArmResult, reference_ca: float) -> str:
+    if result.asr is None or result.arm.defense == "none":
+        return "-"
+    if goal_met(result, reference_ca):
+        return "**yes**"
+    why = []
+    if result.asr > GOAL_ASR:
+        why.append("ASR")
+    if reference_ca - result.accuracy > GOAL_CA_LOSS:
+        why.append("CA")
+    return f"no ({' and '.join(why)})"
+
+
+def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmResult], *, command: str,
+                   total_wall_s: float, load: tuple[float, float, float], cores: int, shared_prefix: bool) -> str:
+    """The markdown results page: setup, the table, the goal summary per attack."""
+    ref_ca = reference.accuracy
+    lines = ["# Federated image-backdoor grid", "",
+             "Generated by `bastionfl experiment image`; see the module docstring of "
+             "`bastionfl/simulations/experiment_image.py` for the design.", "",
+             "Command:", "", "```", command, "```", "",
+             f"* Seed {base.seed}; {base.dataset} ({'all' if base.train_subset == 0 else f'{base.train_subset:,}'} "
+             f"training images, of which {base.clean_set_size:,} are the server's clean set in every arm), "
+             f"model {base.model}.",
+             f"* {base.num_clients} clients (IID), {base.poisoned_clients} of them hold "
+             f"{100 * base.poison_rate:.0f}%-poisoned data (all-to-one, target {base.target_label}); {base.rounds} "
+             f"rounds of {base.local_epochs} local epoch, SGD lr {base.lr}, batch {base.batch_size}; FedAvg over all "
+             f"clients every round; secure aggregation: {base.secure_aggregation} (the reference is plaintext).",
+             "* CA: accuracy on the clean test set; ASR: accuracy on the triggered non-target test images, labelled "
+             "with the target; both of the final global model. Goal: ASR <= 5 % and CA at most 2 points below "
+             "the no-attack run.",
+             "* Server repair (RNP, NAD, fine-tune) runs in the last round only, on the aggregate, with the clean set."
+             + (" The repair arms branch from the checkpoint of the attack's no-defense federation after round "
+                f"{base.rounds - 1} (the same rounds, run once); their wall time includes those shared rounds."
+                if shared_prefix else ""),
+             f"* Total wall time {_fmt_minutes(total_wall_s)} on {cores} cores; load average (1/5/15 min) at the end: "
+             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines.append(f"| none | none | {reference.arm.threat} | {100 * ref_ca:.2f} | - | 0.00 | - | "
+                 f"{_fmt_minutes(reference.wall_s)} | CA reference |")
+    for r in results:
+        asr = "-" if r.asr is None else f"{100 * r.asr:.2f}"
+        lines.append(f"| {_LABEL[r.arm.attack]} | {_LABEL[r.arm.defense]} | {r.arm.threat} | {100 * r.accuracy:.2f} "
+                     f"| {asr} | {100 * (ref_ca - r.accuracy):.2f} | {_goal_cell(r, ref_ca)} | "
+                     f"{_fmt_minutes(r.wall_s)} | {r.notes} |")
+    lines += ["", "Goal per attack:", ""]
+    for attack in dict.fromkeys(r.arm.attack for r in results):
+        met = [_LABEL[r.arm.defense] for r in results
+               if r.arm.attack == attack and r.arm.defense != "none" and goal_met(r, ref_ca)]
+        lines.append(f"* {_LABEL[attack]}: " + (f"met by {', '.join(met)}." if met else "not met by any defense run."))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _write_results(path: Path, text: str) -> None:
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if KEEP_MARKER in old:
+            kept = old.split(KEEP_MARKER, 1)[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n" + KEEP_MARKER + (kept if kept else "\n"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bastionfl experiment image",
+                                description="Federated image-backdoor grid {none, ABL, RNP, NAD, fine-tune} x "
+                                            "{BadNets, Blended} on Fashion-MNIST, with a no-attack CA reference.")
+    p.add_argument("--data-dir", default="", help="Fashion-MNIST IDX folder (required unless --quick)")
+    p.add_argument("--model", default="cnn", choices=("cnn", "wrn-16-1"), help="model (default: the small CNN)")
+    p.add_argument("--secure-aggregation", default="none", choices=("none", "xmkckks"),
+                   help="run the attack arms with xMK-CKKS secure aggregation (the reference stays plaintext)")
+    p.add_argument("--only", help="comma-separated rows to run, as attack/defense shell patterns "
+                                  "(e.g. 'badnets/*,*/nad' or 'blended'); the no-attack reference always runs")
+    p.add_argument("--quick", action="store_true", help="tiny digits configuration (for tests)")
+    p.add_argument("--results", type=Path, default=Path("docs/results-image.md"), help="markdown output")
+    p.add_argument("--work-dir", type=Path, help="keep the runs' metrics and checkpoints here (default: temporary)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=5, help="federated rounds per arm")
+    p.add_argument("--train-subset", type=int, default=10000, help="training images used, clean set included")
+    p.add_argument("--clean-set-size", type=int, default=1000, help="server's clean set (held out in every arm)")
+    p.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate")
+    p.add_argument("--batch-size", type=int, default=32, help="local batch size")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
+    from rich.console import Console
+
+    from bastionfl.tasks.data import DatasetError, load_image_dataset
+
+    prog = "bastionfl experiment image"
+    args = _parser().parse_args(argv)
+    console = Console()
+    try:
+        if not args.quick and not args.data_dir:
+            raise ExperimentError("--data-dir is required: the folder with the Fashion-MNIST IDX files")
+        if not args.quick and not Path(args.data_dir).is_dir():
+            raise ExperimentError(f"--data-dir {args.data_dir}: no such folder")
+        base = base_config(args)
+        arms = select_arms(args.only)
+        load_image_dataset(base.dataset, base.data_dir)  # fail fast, before any engine starts
+        if base.secure_aggregation == "xmkckks":
+            _check_secure_aggregation_available()
+    except (ExperimentError, ConfigError, DatasetError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+
+    command = f"{prog} {shlex.join(argv)}".strip()
+    by_attack: dict[str, list[Arm]] = {}
+    for arm in arms:
+        by_attack.setdefault(arm.attack, []).append(arm)
+    shared_prefix = base.rounds > 1 and any(a.defense in REPAIRS for a in arms)
+    total_rounds = base.rounds  # the reference
+    for attack_arms in by_attack.values():
+        repairs = sum(1 for a in attack_arms if a.defense in REPAIRS)
+        if repairs and base.rounds > 1:
+            others = sum(1 for a in attack_arms if a.defense not in ("none", *REPAIRS))
+            total_rounds += base.rounds * (1 + others) + repairs
+        else:
+            total_rounds += base.rounds * len(attack_arms)
+    console.print(f"[bold]BastionFL image-backdoor grid[/bold]: {len(arms)} rows + no-attack reference, "
+                  f"{base.dataset}/{base.model}, {base.num_clients} clients ({base.poisoned_clients} poisoned), "
+                  f"{base.rounds} rounds, secure aggregation {base.secure_aggregation}, seed {base.seed}")
+    tmp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="bastionfl-grid-")
+    work = args.work_dir or Path(tmp.name)  # type: ignore[union-attr]
+    work.mkdir(parents=True, exist_ok=True)
+    display = _Display(console, total_rounds)
+    start = time.perf_counter()
+    display.start()
+    try:
+        runner = _Runner(base, work, display)
+        reference = runner.run_full(Arm("none", "none"))
+        results: list[ArmResult] = []
+        for attack, attack_arms in by_attack.items():
+            results += runner.run_attack(attack, attack_arms)
+    except ExperimentError as exc:
+        display.close()
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        display.close()
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    display.close()
+    total = time.perf_counter() - start
+    text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
+                          cores=os.cpu_count() or 1, shared_prefix=shared_prefix)
+    _write_results(args.results, text)
+    console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
+    console.print(f"results written to {args.results} (total {_fmt_minutes(total)})")
+    return 0

@@ -1,0 +1,115 @@
+"""``bastionfl experiment image``: the quick digits grid runs and writes the table; goal logic and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bastionfl.config import RunConfig
+from bastionfl.simulations import experiment_image as exp
+from bastionfl.simulations.experiment_image import COLUMNS, KEEP_MARKER, Arm, ArmResult
+
+
+def _table(text: str) -> list[list[str]]:
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in rows]
+
+
+def test_quick_grid_runs_and_writes_the_table(tmp_path: Path) -> None:
+    results, work = tmp_path / "results.md", tmp_path / "work"
+    rc = exp.main(["--quick", "--only", "badnets/none,badnets/finetune", "--results", str(results),
+                   "--work-dir", str(work)])
+    assert rc == 0
+    text = results.read_text()
+    assert "bastionfl experiment image --quick --only badnets/none,badnets/finetune" in text
+    assert "Seed 0" in text and "Total wall time" in text and "load average" in text
+    table = _table(text)
+    assert tuple(table[0]) == COLUMNS
+    body = table[2:]
+    assert [(r[0], r[1]) for r in body] == [("none", "none"), ("BadNets", "none"), ("BadNets", "fine-tune")]
+    assert body[0][2].startswith("no attack") and body[2][2].startswith("malicious")
+    ref_ca = float(body[0][3])
+    final = {}
+    for name in ("none-none", "badnets-none", "badnets-finetune"):
+        final[name] = json.loads((work / name / "metrics.json").read_text())["rounds"]
+    # the table reports the final round of each federation, and the CA loss against the reference
+    assert ref_ca == pytest.approx(100 * final["none-none"][-1]["accuracy"], abs=0.006)
+    for row, name in ((body[1], "badnets-none"), (body[2], "badnets-finetune")):
+        assert float(row[3]) == pytest.approx(100 * final[name][-1]["accuracy"], abs=0.006)
+        assert float(row[4]) == pytest.approx(100 * final[name][-1]["asr"], abs=0.006)
+        assert float(row[5]) == pytest.approx(ref_ca - float(row[3]), abs=0.011)
+    # the repair arm branched from the no-defense federation after round 1 and repaired only in round 2
+    assert final["badnets-finetune"][0]["accuracy"] == final["badnets-none"][0]["accuracy"]
+    assert "repair" not in final["badnets-finetune"][0] and final["badnets-finetune"][1]["repair_s"] > 0
+    assert body[1][6] == "-" and (body[2][6] == "**yes**" or body[2][6].startswith("no ("))
+
+
+def _result(attack: str, defense: str, ca: float, asr: float | None) -> ArmResult:
+    return ArmResult(Arm(attack, defense), ca, asr, 12.0)
+
+
+def test_goal_needs_both_asr_and_ca_and_ignores_the_undefended_row() -> None:
+    ref = _result("none", "none", 0.85, None)
+    rows = [_result("badnets", "none", 0.84, 0.01),  # the attack failed: not a defense success
+            _result("badnets", "nad", 0.83, 0.05),  # exactly on both bars
+            _result("badnets", "finetune", 0.829, 0.01),  # CA loss 2.1 points
+            _result("blended", "rnp", 0.85, 0.051)]  # ASR above 5 %
+    text = exp.render_results(RunConfig(), ref, rows, command="bastionfl experiment image --quick",
+                              total_wall_s=75.0, load=(1.0, 2.0, 3.0), cores=2, shared_prefix=True)
+    goal = {(r[0], r[1]): r[6] for r in _table(text)[2:]}
+    assert goal[("BadNets", "none")] == "-"
+    assert goal[("BadNets", "NAD")] == "**yes**"
+    assert goal[("BadNets", "fine-tune")] == "no (CA)"
+    assert goal[("Blended", "RNP")] == "no (ASR)"
+    assert "* BadNets: met by NAD." in text and "* Blended: not met by any defense run." in text
+
+
+def test_rewrite_keeps_the_text_below_the_marker(tmp_path: Path) -> None:
+    path = tmp_path / "r.md"
+    exp._write_results(path, "# first")
+    path.write_text(path.read_text() + "\nhand-written discussion\n")
+    exp._write_results(path, "# second")
+    text = path.read_text()
+    assert text.startswith("# second") and "# first" not in text
+    assert text.count(KEEP_MARKER) == 1 and text.endswith("hand-written discussion\n")
+
+
+def test_threat_models_per_row() -> None:
+    arms = {a.key: a for a in exp.grid_arms()}
+    assert len(arms) == 10
+    assert arms["badnets/abl"].overrides() == {"attack": "badnets", "client_defense": "abl", "repair": "none",
+                                               "threat": "honest"}
+    for d in ("rnp", "nad", "finetune"):
+        o = arms[f"blended/{d}"].overrides()
+        assert o["threat"] == "malicious" and o["client_defense"] == "none" and o["repair"] == d
+    assert [a.key for a in exp.select_arms("*/nad,blended/abl")] == ["badnets/nad", "blended/abl", "blended/nad"]
+
+
+def test_missing_data_dir_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert exp.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--data-dir is required" in err
+    assert exp.main(["--data-dir", str(tmp_path / "absent")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert exp.main(["--quick", "--only", "nothing/here"]) == 2
+    assert "selects no row" in capsys.readouterr().err
+
+
+def test_secure_aggregation_not_built_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import bastionfl.simulations.simulate as simulate
+
+    def not_built(cfg: RunConfig, *args: object, **kwargs: object) -> list[dict[str, object]]:
+        if cfg.secure_aggregation == "xmkckks":
+            raise RuntimeError("xMK-CKKS secure aggregation is not built yet")
+        return [{"round": 1, "accuracy": 0.5, "loss": 1.0, "time_s": 1.0}]
+
+    monkeypatch.setattr(simulate, "run_simulated", not_built)
+    rc = exp.main(["--quick", "--only", "badnets/none", "--secure-aggregation", "xmkckks",
+                   "--results", str(tmp_path / "r.md")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "secure aggregation xmkckks is not available" in err and "not built" in err
+    assert not (tmp_path / "r.md").exists()
