@@ -79,7 +79,8 @@ def _entry(rs: RoundState, elapsed: float) -> dict[str, Any]:
         "clients": len(rs.node_ids),
         "stages": {k: round(v, 4) for k, v in rs.stage_times.items()},
         "stage_bytes": rs.bytes.by_stage,
-        "client_bytes": {str(n): {"up": rs.bytes.up.get(n, 0), "down": rs.bytes.down.get(n, 0)} for n in rs.node_ids},
+        "client_bytes": {str(n): {"up": rs.bytes.up.get(n, 0), "down": rs.bytes.down.get(n, 0),
+                                  "stages": rs.bytes.by_node_stage.get(n, {})} for n in sorted(rs.bytes.by_node_stage)},
     }
     entry.update({k: v for k, v in rs.metrics.items() if k not in ("accuracy", "loss")})
     if rs.events:

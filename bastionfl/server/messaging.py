@@ -40,13 +40,15 @@ class ByteCounter:
     down: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     up: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_node_stage: dict[int, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def add(self, stage: str, node: int, *, down: int = 0, up: int = 0) -> None:
         self.down[node] += down
         self.up[node] += up
-        s = self.by_stage.setdefault(stage, {"up": 0, "down": 0})
-        s["down"] += down
-        s["up"] += up
+        for s in (self.by_stage.setdefault(stage, {"up": 0, "down": 0}),
+                  self.by_node_stage.setdefault(node, {}).setdefault(stage, {"up": 0, "down": 0})):
+            s["down"] += down
+            s["up"] += up
 
     @property
     def total_up(self) -> int:
