@@ -19,8 +19,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bastionfl.tasks.text import TextData
 
 __all__ = [
     "TEXT_ATTACKS",
@@ -33,6 +38,8 @@ __all__ = [
     "trigger_words",
     "poison_text",
     "build_text_asr_set",
+    "paraphrase_root",
+    "load_paraphrases",
 ]
 
 TEXT_ATTACKS = ("badnets", "addsent", "syntactic", "style")
@@ -167,3 +174,31 @@ def build_text_asr_set(
             continue
         out.append(_triggered(s, cfg, rng, p))
     return out
+
+
+def paraphrase_root(data_dir: str | Path, attack: str) -> Path:
+    """The folder holding the attack's paraphrase folder (``sst2-syntactic``/``sst2-style``): data_dir or its parent."""
+    from bastionfl.tasks.text import DatasetError
+
+    if attack not in _PARAPHRASE:
+        raise ValueError(f"{attack} has no paraphrase folder (only {', '.join(_PARAPHRASE)} do)")
+    folder = _PARAPHRASE[attack]
+    for root in (Path(data_dir), Path(data_dir).parent):
+        if (root / folder).is_dir():
+            return root
+    raise DatasetError(f"{Path(data_dir) / folder}: not found (the {attack} attack needs {folder}/ in the data "
+                       f"folder or beside the dataset folder)")
+
+
+def load_paraphrases(clean: "TextData", data_dir: str | Path, attack: str) -> tuple[list[str], list[str]]:
+    """Train and dev paraphrases of a sentence-level attack, row-aligned with the clean SST-2 splits ``clean``."""
+    from bastionfl.tasks.text import DatasetError, load_text_dataset
+
+    if clean.name != "sst2":
+        raise DatasetError(f"the {attack} attack has paraphrases for sst2 only, dataset is {clean.name}")
+    para = load_text_dataset(_PARAPHRASE[attack], paraphrase_root(data_dir, attack))
+    if para.train_sentences != clean.train_sentences or para.dev_sentences != clean.dev_sentences:
+        raise DatasetError(f"{_PARAPHRASE[attack]}: sentences do not match sst2's train/dev rows (expected the same "
+                           f"rows with a third column)")
+    assert para.train_poison is not None and para.dev_poison is not None
+    return para.train_poison, para.dev_poison
