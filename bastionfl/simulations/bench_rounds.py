@@ -20,6 +20,17 @@ from bastionfl.config import ConfigError, RunConfig, apply_overrides, parse_set
 __all__ = ["main", "summarise"]
 
 
+def _client_seconds(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean per-client seconds of each timed client step (training, HE encryption, key generation, share)."""
+    samples: dict[str, list[float]] = {}
+    for r in rounds:
+        for per_node in r.get("client_metrics", {}).values():
+            for key, value in per_node.items():
+                if key.endswith("_s"):
+                    samples.setdefault(key, []).append(value)
+    return {k: statistics.mean(v) for k, v in sorted(samples.items())}
+
+
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Round-time and byte figures of one run; steady state excludes round 1 (engine start-up, key epoch)."""
     steady = rounds[1:] or rounds
@@ -32,8 +43,7 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "stage_s_steady": {s: statistics.mean(r["stages"].get(s, 0.0) for r in steady) for s in stage_names},
         "bytes_up_per_round": statistics.mean(r["bytes_up"] for r in rounds),
         "bytes_down_per_round": statistics.mean(r["bytes_down"] for r in rounds),
-        "client_seconds": {k: statistics.mean(r.get("client_s", {}).get(k, 0.0) for r in steady)
-                           for k in sorted({k for r in rounds for k in r.get("client_s", {})})},
+        "client_seconds": _client_seconds(steady),
     }
 
 
