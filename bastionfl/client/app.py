@@ -7,6 +7,7 @@ local copy of it; only where its data lives may differ per node (``--node-config
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Callable
 
 import torch  # noqa: F401 - Flower's ArrayRecord.to_torch_state_dict needs torch imported
@@ -101,7 +102,9 @@ def train(msg: Message, context: Context) -> Message:
     """Plaintext local training: reply with the new weights and the example count."""
     cfg = config_from_message(msg, context)
     _maybe_drop(cfg, "train", msg, context)
+    start = time.perf_counter()
     result = _train_locally(cfg, context, msg.content["arrays"].to_torch_state_dict(), _round(msg))
+    result.metrics["train_s"] = time.perf_counter() - start
     metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.train_loss})
     # per-client diagnostics vary by client; Flower's FedAvg wants identical metric keys, so they travel apart
     content = RecordDict({"arrays": ArrayRecord(result.state_dict), "metrics": metrics,
