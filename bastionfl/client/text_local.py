@@ -143,6 +143,7 @@ def local_train_text(
     model, tpl = _fresh_model(cfg, local.num_classes, global_state)
     node_state = dict(node_state or {})
     seed = derive_seed(cfg.seed, server_round, partition_id)
+    torch.manual_seed(seed)  # dropout draws from the global generator: seed it, or the result depends on the process
     malicious = local.poison_mask is not None and cfg.threat == "malicious"
     metrics: dict[str, float] = {}
     losses: list[float] = []

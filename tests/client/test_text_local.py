@@ -126,3 +126,11 @@ def test_server_model_starts_from_the_clients_template(cfg: RunConfig, global_st
     assert list(tpl.model.state_dict()) == list(global_state)
     assert all(torch.equal(tpl.model.state_dict()[k], v) for k, v in global_state.items())
     assert torch.equal(tpl.reference, global_state["bert.embeddings.word_embeddings.weight"])
+
+
+def test_local_training_is_reproducible_in_one_process(cfg: RunConfig, global_state: dict[str, torch.Tensor]) -> None:
+    clean = dataclasses.replace(cfg, client_defense="none")
+    a = local_train_text(clean, global_state, 0, N, 3, {})
+    torch.rand(7)  # another client's work in the same process moves the global generator
+    b = local_train_text(clean, global_state, 0, N, 3, {})
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in global_state)
