@@ -1,0 +1,324 @@
+"""``bastionfl experiment text``: the federated text-backdoor grid {none, BTU} x {BadNets, AddSent, Syntactic, Style}.
+
+Every arm is a simulated federation (``run_simulated``) on SST-2 with the same seed, clients and data; a no-attack
+run gives the clean-accuracy (CA) reference. With BTU every client runs it, the poisoned ones included
+(``threat = honest``: a data-poisoned client does not know it is poisoned); without it nobody defends. The default
+configuration fits about 30 minutes on 2 CPU cores: MiniLM cut to its first 2 layers, a seeded subset of 1,500
+SST-2 training sentences, 2 rounds of 2 local epochs (AdamW 3e-4, batch 16). Secure aggregation is not offered here:
+xMK-CKKS over a 13.5-million-parameter text model is far outside this budget, and BTU's outcome does not depend on
+it (BTU edits the local model before the update would be encrypted).
+
+The markdown table goes to ``--results`` with the exact command, seed and wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from bastionfl.config import ConfigError, RunConfig, apply_overrides
+
+__all__ = ["main", "Arm", "ArmResult", "grid_arms", "base_config", "render_results", "GOAL_ASR", "GOAL_CA_LOSS"]
+
+ATTACKS = ("badnets", "addsent", "syntactic", "style")
+DEFENSES = ("none", "btu")
+GOAL_ASR = 0.10  # rare-word BadNets: ASR at most 10 %
+GOAL_CA_LOSS = 0.02  # ... with clean accuracy at most 2 points below the no-attack run
+_LABEL = {"none": "none", "btu": "BTU", "badnets": "BadNets (`cf`)", "addsent": "AddSent", "syntactic": "Syntactic",
+          "style": "Style"}
+
+
+class ExperimentError(RuntimeError):
+    """The grid cannot run as asked (missing data, a failed arm)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the grid: an attack with a defense (attack ``none``: the CA reference)."""
+
+    attack: str
+    defense: str
+
+    @property
+    def key(self) -> str:
+        """``attack/defense``."""
+        return f"{self.attack}/{self.defense}"
+
+    def overrides(self) -> dict[str, Any]:
+        """The config fields that make this arm (on top of the shared base)."""
+        if self.attack == "none":
+            return {"attack": "none", "client_defense": "none"}
+        return {"attack": self.attack, "client_defense": self.defense, "threat": "honest"}
+
+
+@dataclass
+class ArmResult:
+    """What one arm measured (final global model) and how long it took."""
+
+    arm: Arm
+    accuracy: float
+    asr: float | None
+    asr_floor: float | None
+    wall_s: float
+    flagged: float | None = None  # mean suspects per client
+    trigger_found: str = "-"  # "k/n" poisoned clients that flagged the whole trigger, or a reason
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def grid_arms() -> list[Arm]:
+    """The attack rows, in table order (the reference runs separately)."""
+    return [Arm(a, d) for a in ATTACKS for d in DEFENSES]
+
+
+def base_config(args: argparse.Namespace) -> RunConfig:
+    """The configuration every arm shares (the CPU-sized default, or a tiny one with ``--quick``)."""
+    values: dict[str, Any] = {
+        "dataset": "sst2", "data_dir": args.data_dir, "model": args.model, "text_layers": args.layers,
+        "max_len": 48, "train_subset": args.train_subset, "num_clients": 5, "poisoned_clients": 2,
+        "poison_rate": 0.1, "target_label": 1, "rounds": args.rounds, "local_epochs": args.local_epochs, "lr": args.lr,
+        "batch_size": args.batch_size, "partition": "iid", "fraction_train": 1.0, "seed": args.seed,
+        "threads_per_client": 1, "secure_aggregation": "none",
+    }
+    if args.quick:
+        values.update(model="tiny-bert", text_layers=1, max_len=32, train_subset=300, num_clients=3,
+                      poisoned_clients=1, rounds=1, local_epochs=1, lr=1e-3, batch_size=32)
+    return apply_overrides(RunConfig(), values)
+
+
+class _Display:
+    """A rich progress display: one bar over all rounds of the grid, one for the current arm, a line per round."""
+
+    def __init__(self, console: Any, total_rounds: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]{task.fields[label]:<18}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+        self.grid_task = self.progress.add_task("", total=total_rounds, label="grid (rounds)")
+        self.arm_task: Any = None
+        self.label = ""
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def begin_arm(self, label: str, total_rounds: int) -> None:
+        if self.arm_task is not None:
+            self.progress.remove_task(self.arm_task)
+        self.label = label
+        self.arm_task = self.progress.add_task("starting the simulation engine", total=total_rounds, label=label)
+
+    def on_start(self, first_round: int, total_rounds: int) -> None:
+        self.progress.update(self.arm_task, completed=first_round - 1, total=total_rounds, description="training")
+
+    def on_round(self, entry: dict[str, Any]) -> None:
+        asr = f"  ASR {100 * entry['asr']:6.2f}% (floor {100 * entry['asr_floor']:5.2f}%)" if "asr" in entry else ""
+        self.console.print(f"{self.label:<18} round {entry['round']:>2}  CA {100 * entry['accuracy']:6.2f}%{asr}"
+                           f"  {entry['time_s']:.0f} s", highlight=False)
+        self.progress.update(self.arm_task, advance=1, description=f"CA {100 * entry['accuracy']:.1f}%")
+        self.progress.update(self.grid_task, advance=1)
+
+    def end_arm(self, r: ArmResult) -> None:
+        asr = "-" if r.asr is None else f"{100 * r.asr:.2f}%"
+        self.console.print(f"[bold]{self.label}[/bold]: CA {100 * r.accuracy:.2f}%  ASR {asr}  trigger found "
+                           f"{r.trigger_found}  ({r.wall_s / 60:.1f} min)")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _btu_summary(arm: Arm, rounds: list[dict[str, Any]]) -> tuple[float | None, str]:
+    """Mean suspects per client and how many poisoned clients flagged their whole trigger (exposure round)."""
+    if arm.defense != "btu":
+        return None, "-"
+    first = rounds[0].get("client_metrics", {})
+    flagged = [m["btu_flagged"] for m in first.values() if "btu_flagged" in m]
+    if arm.attack in ("syntactic", "style"):
+        found = "n/a (no trigger token)"
+    else:
+        poisoned = [m for m in first.values() if m.get("poisoned_examples", 0) > 0]
+        hits = sum(int(m.get("btu_trigger_found", 0.0)) for m in poisoned)
+        tokens = [f"{m.get('btu_trigger_tokens_flagged', 0):.0f}/{m.get('btu_trigger_tokens', 0):.0f}"
+                  for m in poisoned]
+        found = f"{hits}/{len(poisoned)}" + (f" (tokens flagged {', '.join(tokens)})" if arm.attack == "addsent"
+                                             else "")
+    return (sum(flagged) / len(flagged) if flagged else None), found
+
+
+def run_arm(base: RunConfig, arm: Arm, work: Path, display: _Display | None) -> ArmResult:
+    """One simulated federation for ``arm``; raises ExperimentError on failure."""
+    from bastionfl.simulations.simulate import run_simulated
+
+    run_dir = work / arm.key.replace("/", "-")
+    cfg = apply_overrides(base, {**arm.overrides(), "out_dir": str(run_dir)})
+    if display is not None:
+        display.begin_arm(arm.key, cfg.rounds)
+    start = time.perf_counter()
+    try:
+        rounds = run_simulated(cfg, run_dir, observer=display)
+    except Exception as exc:
+        raise ExperimentError(f"{arm.key}: run failed: {type(exc).__name__}: {exc}") from exc
+    wall = time.perf_counter() - start
+    if not rounds:
+        raise ExperimentError(f"{arm.key}: the federation returned no rounds")
+    last = rounds[-1]
+    flagged, found = _btu_summary(arm, rounds)
+    result = ArmResult(arm, float(last["accuracy"]), last.get("asr"), last.get("asr_floor"), wall, flagged, found,
+                       rounds)
+    if display is not None:
+        display.end_arm(result)
+    return result
+
+
+def _fmt_time(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def goal_met(r: ArmResult, reference_ca: float) -> bool:
+    """ASR <= 10 % and CA at most 2 points below the no-attack run."""
+    return r.asr is not None and r.asr <= GOAL_ASR + 1e-12 and reference_ca - r.accuracy <= GOAL_CA_LOSS + 1e-12
+
+
+def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmResult], *, command: str,
+                   total_wall_s: float, load: tuple[float, float, float], cores: int, pending: Sequence[Arm] = ()
+                   ) -> str:
+    """The markdown results page: setup, the table, and the goal column for BadNets (``pending``: arms not run yet)."""
+    ref = reference.accuracy
+    subset = "all" if base.train_subset == 0 else f"a seeded subset of {base.train_subset:,}"
+    layers = "all layers" if base.text_layers == 0 else f"cut to its first {base.text_layers} transformer layers"
+    lines = [
+        "# Federated text-backdoor grid (SST-2, BTU)", "",
+        "Generated by `bastionfl experiment text` (`bastionfl/simulations/experiment_text.py`).", "",
+        "Command:", "", "```", command, "```", "",
+        f"* Seed {base.seed}. Model {base.model} {layers} (CPU budget), max_len {base.max_len}; SST-2, {subset} "
+        f"training sentences, {base.num_clients} IID clients of which {base.poisoned_clients} hold "
+        f"{100 * base.poison_rate:.0f}%-poisoned data (`mix`: {100 * base.poison_rate:.0f}% of each class carries the "
+        f"trigger and is relabelled {base.target_label}); {base.rounds} rounds x {base.local_epochs} local epoch(s), "
+        f"AdamW lr {base.lr}, batch {base.batch_size}; plaintext FedAvg over all clients.",
+        "* CA: accuracy on the 872 SST-2 dev sentences. ASR: share of the triggered negative dev sentences "
+        "classified positive; floor: the same sentences without the trigger (the model's own error, a lower bound "
+        "for ASR). All of the final global model.",
+        "* BTU: every client (poisoned ones included) exposes suspects in round 1 (R1, R2, R3, top 15 each), keeps "
+        "them in its node state, and cuts those embedding rows after local training in every round. *Flagged*: mean "
+        "suspects per client; *trigger found*: poisoned clients whose suspects contain every trigger token.",
+        f"* Goal (BadNets): ASR <= {100 * GOAL_ASR:.0f} % with CA at most {100 * GOAL_CA_LOSS:.0f} points below the "
+        "no-attack run.",
+        *([f"* **Partial**: {len(results)} of {len(results) + len(pending)} rows so far; still to run: "
+            f"{', '.join(a.key for a in pending)}."] if pending else []),
+        f"* Total wall time {_fmt_time(total_wall_s)} on {cores} shared cores (1 torch thread per client); load "
+        f"average (1/5/15 min) at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.", "",
+        "| attack | defense | CA % | CA loss (points) | ASR % | ASR floor % | flagged | trigger found | goal | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| none | none | {_pct(ref)} | 0.00 | - | - | - | - | - | {_fmt_time(reference.wall_s)} |",
+    ]
+    for r in results:
+        goal = "-"
+        if r.arm.attack == "badnets":
+            goal = "**yes**" if goal_met(r, ref) else "no"
+        flagged = "-" if r.flagged is None else f"{r.flagged:.1f}"
+        lines.append(f"| {_LABEL[r.arm.attack]} | {_LABEL[r.arm.defense]} | {_pct(r.accuracy)} | "
+                     f"{100 * (ref - r.accuracy):.2f} | {_pct(r.asr)} | {_pct(r.asr_floor)} | {flagged} | "
+                     f"{r.trigger_found} | {goal} | {_fmt_time(r.wall_s)} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bastionfl experiment text",
+                                description="Federated text-backdoor grid {none, BTU} x {BadNets, AddSent, Syntactic, "
+                                            "Style} on SST-2, with a no-attack CA reference.")
+    p.add_argument("--data-dir", required=True,
+                   help="folder holding sst2/ (and sst2-syntactic/, sst2-style/ for those attacks)")
+    p.add_argument("--results", type=Path, default=Path("docs/results-text.md"), help="markdown output")
+    p.add_argument("--work-dir", type=Path, help="keep the runs' metrics and checkpoints here (default: temporary)")
+    p.add_argument("--only", help="comma-separated attacks to run (default: all four); the reference always runs")
+    p.add_argument("--quick", action="store_true", help="tiny configuration (random tiny BERT, 1 round; for tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="minilm", help="minilm | tiny-bert | a Hugging Face model id")
+    p.add_argument("--layers", type=int, default=2, help="keep the first N transformer layers (0: all)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--local-epochs", type=int, default=2)
+    p.add_argument("--train-subset", type=int, default=1500, help="training sentences shared by the clients")
+    p.add_argument("--lr", type=float, default=3e-4, help="local AdamW learning rate")
+    p.add_argument("--batch-size", type=int, default=16)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
+    from rich.console import Console
+
+    from bastionfl.tasks.text import DatasetError, load_text_dataset
+    from bastionfl.tasks.text_backdoor import load_paraphrases
+
+    prog = "bastionfl experiment text"
+    args = _parser().parse_args(argv)
+    console = Console()
+    try:
+        base = base_config(args)
+        attacks = ATTACKS if not args.only else tuple(a.strip() for a in args.only.split(",") if a.strip())
+        unknown = [a for a in attacks if a not in ATTACKS]
+        if unknown or not attacks:
+            raise ExperimentError(f"--only {args.only!r}: expected attacks among {', '.join(ATTACKS)}")
+        data = load_text_dataset("sst2", base.data_dir)  # fail fast, before any engine starts
+        for attack in attacks:
+            if attack in ("syntactic", "style"):
+                load_paraphrases(data, base.data_dir, attack)
+    except (ExperimentError, ConfigError, DatasetError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+
+    arms = [a for a in grid_arms() if a.attack in attacks]
+    command = f"{prog} {shlex.join(argv)}".strip()
+    console.print(f"[bold]BastionFL text-backdoor grid[/bold]: {len(arms)} rows + no-attack reference, "
+                  f"{base.model} ({base.text_layers or 'all'} layers), {base.num_clients} clients "
+                  f"({base.poisoned_clients} poisoned), {base.rounds} rounds, seed {base.seed}")
+    tmp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="bastionfl-text-grid-")
+    work = args.work_dir or Path(tmp.name)  # type: ignore[union-attr]
+    work.mkdir(parents=True, exist_ok=True)
+    display = _Display(console, base.rounds * (len(arms) + 1))
+    start = time.perf_counter()
+    display.start()
+    results: list[ArmResult] = []
+    try:
+        reference = run_arm(base, Arm("none", "none"), work, display)
+        for i, arm in enumerate(arms):
+            results.append(run_arm(base, arm, work, display))
+            if i + 1 < len(arms):  # a partial page after every row, so a cut-short grid still leaves its figures
+                _write(args.results, render_results(base, reference, results, command=command,
+                                                    total_wall_s=time.perf_counter() - start, load=os.getloadavg(),
+                                                    cores=os.cpu_count() or 1, pending=arms[i + 1:]))
+    except ExperimentError as exc:
+        display.close()
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        display.close()
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    display.close()
+    total = time.perf_counter() - start
+    text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
+                          cores=os.cpu_count() or 1)
+    _write(args.results, text)
+    console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
+    console.print(f"results written to {args.results} (total {_fmt_time(total)})")
+    return 0
