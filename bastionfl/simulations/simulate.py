@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bastionfl.config import ConfigError, RunConfig, apply_overrides, load_config, parse_set
+from bastionfl.config import TEXT_DATASETS, ConfigError, RunConfig, apply_overrides, load_config, parse_set
 
 __all__ = ["main", "run_simulated"]
 
@@ -153,7 +153,12 @@ def main(argv: list[str]) -> int:
             out_dir = args.out or Path(cfg.out_dir or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
         if args.stop_after is not None and args.stop_after < 1:
             raise ConfigError(f"--stop-after must be >= 1, got {args.stop_after}")
-        load_image_dataset(cfg.dataset, cfg.data_dir)  # fail fast, before the engine starts
+        if cfg.dataset in TEXT_DATASETS:  # fail fast, before the engine starts
+            from bastionfl.tasks.text import load_text_dataset
+
+            load_text_dataset(cfg.dataset, cfg.data_dir)
+        else:
+            load_image_dataset(cfg.dataset, cfg.data_dir)
     except (ConfigError, DatasetError) as exc:
         print(f"bastionfl simulate: {exc}", file=sys.stderr)
         return 2
