@@ -413,8 +413,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path("docs/results-image.md"), help="markdown output")
     p.add_argument("--work-dir", type=Path, help="keep the runs' metrics and checkpoints here (default: temporary)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=5, help="federated rounds per arm")
-    p.add_argument("--train-subset", type=int, default=10000, help="training images used, clean set included")
+    p.add_argument("--rounds", type=int, default=6, help="federated rounds per arm")
+    p.add_argument("--train-subset", type=int, default=20000, help="training images used, clean set included")
     p.add_argument("--clean-set-size", type=int, default=1000, help="server's clean set (held out in every arm)")
     p.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate")
     p.add_argument("--batch-size", type=int, default=32, help="local batch size")
@@ -444,7 +444,11 @@ def main(argv: list[str]) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
 
-    command = f"{prog} {shlex.join(argv)}".strip()
+    shown = list(argv)  # the run folder is a local path; keep it out of the results page
+    for i, a in enumerate(shown[:-1]):
+        if a == "--work-dir":
+            shown[i + 1] = "<run folder>"
+    command = f"{prog} {shlex.join(shown)}".strip()
     by_attack: dict[str, list[Arm]] = {}
     for arm in arms:
         by_attack.setdefault(arm.attack, []).append(arm)
@@ -468,10 +472,10 @@ def main(argv: list[str]) -> int:
     display.start()
     try:
         runner = _Runner(base, work, display)
-        reference = runner.run_full(Arm("none", "none"))
         results: list[ArmResult] = []
-        for attack, attack_arms in by_attack.items():
+        for attack, attack_arms in by_attack.items():  # attacks first: a backdoor that does not take shows early
             results += runner.run_attack(attack, attack_arms)
+        reference = runner.run_full(Arm("none", "none"))
     except ExperimentError as exc:
         display.close()
         print(f"{prog}: {exc}", file=sys.stderr)
