@@ -58,7 +58,8 @@ def test_encryption_is_under_the_aggregated_key(tiny3):
     ev = encrypt_vector(tiny3.apk, x)
     targets = lambda: _targets(p, ev.ciphertexts)  # noqa: E731
     all_secrets = [share_plaintexts(k, targets(), 0.0) for k in tiny3.keys]  # Σ_i s_i·c1 = s~·c1
-    assert np.max(np.abs(_decode_c0_plus(p, ev.ciphertexts, all_secrets, x.size) - x)) < 1e-4  # scale 2^30: fresh-encryption noise only
+    # scale 2^30 and unseeded encryption noise: typically 3e-5..1.1e-4 (seen); 1e-3 keeps 7 orders below the 1e3 below
+    assert np.max(np.abs(_decode_c0_plus(p, ev.ciphertexts, all_secrets, x.size) - x)) < 1e-3
     for single in all_secrets:
         assert np.max(np.abs(_decode_c0_plus(p, ev.ciphertexts, [single], x.size) - x)) > 1e3
 
