@@ -48,7 +48,7 @@ _LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": 
 
 
 class ExperimentError(RuntimeError):
-    """The grid cannot run as asked (bad selection, secure aggregation not available, a failed arm)."""
+    """The grid cannot run as asked (bad selection, missing data, a failed arm)."""
 
 
 @dataclass(frozen=True)
@@ -131,20 +131,6 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     if args.quick and args.model != "cnn":
         values["model"] = args.model
     return apply_overrides(RunConfig(), values)
-
-
-def _check_secure_aggregation_available() -> None:
-    """Raise ExperimentError with one clear line if the xMK-CKKS secure aggregation is not built."""
-    try:
-        import bastionfl.server.secure  # noqa: F401
-        import bastionfl.client.secure  # noqa: F401
-    except (ImportError, NotImplementedError) as exc:
-        raise ExperimentError(f"secure aggregation xmkckks is not available in this build: {exc}") from None
-
-
-def _secure_not_built(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, (NotImplementedError, ImportError)) or "not built" in text or "not implemented" in text
 
 
 class _Display:
@@ -277,8 +263,6 @@ class _Runner:
         try:
             return run_simulated(cfg, run_dir, resume=resume, observer=observer or self.display)
         except Exception as exc:
-            if cfg.secure_aggregation == "xmkckks" and _secure_not_built(exc):
-                raise ExperimentError(f"secure aggregation xmkckks is not available: {exc}") from None
             raise ExperimentError(f"{label}: run failed: {type(exc).__name__}: {exc}") from exc
 
     def run_full(self, arm: Arm) -> ArmResult:
@@ -438,8 +422,6 @@ def main(argv: list[str]) -> int:
         base = base_config(args)
         arms = select_arms(args.only)
         load_image_dataset(base.dataset, base.data_dir)  # fail fast, before any engine starts
-        if base.secure_aggregation == "xmkckks":
-            _check_secure_aggregation_available()
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
