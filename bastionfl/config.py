@@ -86,6 +86,11 @@ class RunConfig:
     repair: str = _spec("none", "server-side repair of the global model: none | rnp | nad | finetune",
                         _choice("none", "rnp", "nad", "finetune"))
     clean_set_size: int = _spec(0, "server's clean set for repair, held out of the clients' training data", _range(0))
+    btu_cut_to: str = _spec("pad", "BTU's replacement for a flagged token's moved dims: pad (the paper) | own (the "
+                            "token's own pretrained values; keeps its meaning, and lets the backdoor back in)",
+                            _choice("pad", "own"))
+    btu_hold: bool = _spec(False, "BTU in later rounds: cut the received model first and keep the cut rows fixed "
+                                  "while training (the rest of the model adapts to them)")
     # pseudonym admission (Home Authority)
     auth: str = _spec("none", "admission of clients: none | pseudonym (5G-style one-time pseudonyms via a Home Authority)",
                       _choice("none", "pseudonym"))

@@ -156,10 +156,12 @@ def local_train_text(
         from bastionfl.defenses.btu import BTUConfig, btu_defend
 
         cached = _btu_state(node_state)
-        btu_cfg = BTUConfig(max_len=cfg.max_len, train_epochs=0, seed=derive_seed(cfg.seed, partition_id, 0xB70))
+        btu_cfg = BTUConfig(max_len=cfg.max_len, train_epochs=0, seed=derive_seed(cfg.seed, partition_id, 0xB70),
+                            cut_to=cfg.btu_cut_to)
         model, report = btu_defend(model, tpl.tokenizer, local.sentences, local.labels, btu_cfg,
                                    reference=tpl.reference, suspects=cached, train_fn=train,
-                                   trigger=local.trigger or None)
+                                   trigger=local.trigger or None,
+                                   hold_cut=cfg.btu_hold)
         if cached is None:
             node_state[BTU_STATE_KEY] = json.dumps({"round": server_round, "suspects": report.flagged_ids,
                                                     "tokens": report.flagged_tokens})

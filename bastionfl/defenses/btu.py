@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 RANKINGS = ("r1", "r2", "r3")
+CUT_TO = ("pad", "own")  # official: the pretrained [PAD] values; variant: the token's own pretrained values
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,15 @@ class BTUConfig:
     clean_tune_epochs: int = 1  # used only when clean data is given
     clean_tune_lr: float = 2e-5
     cut_scale: float = 1.0  # multiplies c; 1.0 = official rule
+    cut_to: str = "pad"  # "pad" = official; "own" = back to the token's own pretrained values
     seed: int = 0
 
     def __post_init__(self) -> None:
         bad = [r for r in self.rankings if r not in RANKINGS]
         if bad or not self.rankings:
             raise ValueError(f"rankings must be a non-empty subset of {RANKINGS}, got {self.rankings}")
+        if self.cut_to not in CUT_TO:
+            raise ValueError(f"cut_to must be one of {CUT_TO}, got {self.cut_to!r}")
         if "r2" in self.rankings and "r1" not in self.rankings:
             raise ValueError("ranking r2 needs r1 (it removes R1's tokens first)")
         if not 0 < self.threshold < 1:
@@ -300,25 +305,54 @@ def btu_expose(
 
 @torch.no_grad()
 def btu_unlearn(
-    model: nn.Module, suspects: Sequence[int], reference: torch.Tensor, *, pad_id: int = 0, cut_scale: float = 1.0
+    model: nn.Module, suspects: Sequence[int], reference: torch.Tensor, *, pad_id: int = 0, cut_scale: float = 1.0,
+    cut_to: str = "pad",
 ) -> tuple[float, dict[int, int]]:
     """Official ``cut``: replace suspect-row dims with |E - E0| > c (c = ||E - E0||_F / V) by E0[pad]; in place.
 
-    Returns ``c`` and the number of dimensions replaced per suspect id. Rows not in ``suspects`` never change.
+    ``cut_to = "own"`` restores those dims to the token's own pretrained values E0[s] instead (a variant that keeps
+    a flagged word's pretrained meaning). Returns ``c`` and the number of dimensions replaced per suspect id. Rows not in ``suspects`` never change.
     """
     weight = _word_embeddings(model).weight
     if reference.shape != weight.shape:
         raise ValueError(f"reference embeddings {tuple(reference.shape)} do not match the model's {tuple(weight.shape)}")
     ref = reference.to(weight.device, weight.dtype)
+    if cut_to not in CUT_TO:
+        raise ValueError(f"cut_to must be one of {CUT_TO}, got {cut_to!r}")
     c = float((weight - ref).norm() / weight.shape[0]) * cut_scale
     replaced: dict[int, int] = {}
     for s in dict.fromkeys(int(i) for i in suspects):
         if not 0 <= s < weight.shape[0]:
             raise ValueError(f"suspect id {s} is outside the vocabulary (0..{weight.shape[0] - 1})")
         dims = (weight[s] - ref[s]).abs() > c
-        weight[s, dims] = ref[pad_id, dims]
+        weight[s, dims] = ref[pad_id if cut_to == "pad" else s, dims]
         replaced[s] = int(dims.sum())
     return c, replaced
+
+
+@contextmanager
+def hold_rows(model: nn.Module, ids: Sequence[int]) -> Iterator[None]:
+    """Keep the word-embedding rows ``ids`` fixed while the block trains the rest of the model.
+
+    Their gradients are zeroed (so the optimiser's moments stay zero) and their values are restored on exit
+    (weight decay still touches every parameter).
+    """
+    weight = _word_embeddings(model).weight
+    rows = torch.tensor(sorted({int(i) for i in ids}), dtype=torch.long, device=weight.device)
+    saved = weight.detach()[rows].clone()
+
+    def zero_rows(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[rows] = 0
+        return grad
+
+    handle = weight.register_hook(zero_rows)
+    try:
+        yield
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            weight[rows] = saved
 
 
 def btu_defend(
@@ -334,6 +368,7 @@ def btu_defend(
     clean_sentences: Sequence[str] | None = None,
     clean_labels: Sequence[int] | None = None,
     trigger: Sequence[str] | None = None,
+    hold_cut: bool = False,
 ) -> tuple[nn.Module, BTUReport]:
     """Client-side BTU: expose (unless ``suspects`` are given), train, cut, optionally clean-tune; edits ``model``.
 
@@ -351,15 +386,20 @@ def btu_defend(
         exposure = btu_expose(model, tokenizer, sentences, labels, cfg)
         suspects = exposure.suspects
         seconds["expose"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if train_fn is not None:
-        train_fn(model)
-    elif cfg.train_epochs > 0:
-        _fit(model, tokenizer, sentences, labels, epochs=cfg.train_epochs, lr=cfg.train_lr,
-             batch_size=cfg.train_batch_size, max_len=cfg.max_len, seed=cfg.seed + 3)
-    seconds["train"] = time.perf_counter() - t
     pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
-    c, replaced = btu_unlearn(model, suspects, ref, pad_id=pad_id, cut_scale=cfg.cut_scale)
+    held = hold_cut and exposure is None
+    if held:  # a later round: cut the received model first, then train the rest of it around the cut rows
+        with torch.no_grad():
+            btu_unlearn(model, suspects, ref, pad_id=pad_id, cut_scale=cfg.cut_scale, cut_to=cfg.cut_to)
+    t = time.perf_counter()
+    with hold_rows(model, suspects) if held else nullcontext():
+        if train_fn is not None:
+            train_fn(model)
+        elif cfg.train_epochs > 0:
+            _fit(model, tokenizer, sentences, labels, epochs=cfg.train_epochs, lr=cfg.train_lr,
+                 batch_size=cfg.train_batch_size, max_len=cfg.max_len, seed=cfg.seed + 3)
+    seconds["train"] = time.perf_counter() - t
+    c, replaced = btu_unlearn(model, suspects, ref, pad_id=pad_id, cut_scale=cfg.cut_scale, cut_to=cfg.cut_to)
     tuned = False
     if clean_sentences is not None and clean_labels is not None and cfg.clean_tune_epochs > 0 and clean_sentences:
         t = time.perf_counter()

@@ -4,7 +4,8 @@ The global model starts from the pretrained weights (cut to ``text_layers``) wit
 ``cfg.seed``, exactly as every client builds its template, so BTU's reference embeddings (the pretrained ones)
 are the round-1 global embeddings. CA is measured on the dev split (SST-2 test labels are not used; the Syntactic
 and Style paraphrases exist for train and dev only). ASR = share of the triggered non-target dev sentences predicted
-as the target; ``asr_floor`` = the same share on those sentences without the trigger (the model's own error).
+as the target; ``asr_floor`` = the same share on those sentences without the trigger (the model's own error;
+reported without an attack too, as the clean model's rate of calling a non-target sentence the target).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def text_server_task(cfg: RunConfig) -> ServerTask:
         if not triggered or len(triggered) != len(untriggered):
             raise DatasetError(f"{cfg.dataset} dev: {len(triggered)} triggered vs {len(untriggered)} untriggered "
                                f"non-target sentences (target {cfg.target_label}); expected the same non-empty set")
+    else:  # no attack: the floor alone, i.e. how often the clean model calls a non-target sentence the target
+        untriggered = [s for s, y in zip(data.dev_sentences, data.dev_labels) if int(y) != cfg.target_label]
 
     def factory() -> nn.Module:
         return copy.deepcopy(template)
@@ -65,6 +68,7 @@ def text_server_task(cfg: RunConfig) -> ServerTask:
             out = {"loss": loss, "accuracy": acc}
             if triggered:
                 out["asr"] = attack_success_rate(model, tokenizer, triggered, cfg.target_label, max_len=cfg.max_len)
+            if untriggered:
                 out["asr_floor"] = attack_success_rate(model, tokenizer, untriggered, cfg.target_label,
                                                        max_len=cfg.max_len)
         return out

@@ -13,6 +13,7 @@ from bastionfl.defenses.btu import (
     btu_defend,
     btu_expose,
     btu_unlearn,
+    hold_rows,
     rank_by_embedding_change,
     remove_tokens,
     token_ids_of,
@@ -143,6 +144,50 @@ def test_btu_defend_lowers_asr_on_a_backdoored_tiny_model(setup: dict[str, objec
     assert report.trigger_found
     assert attack_success_rate(defended, tok, setup["asr"], 1, max_len=16) < 0.3  # type: ignore[arg-type]
     assert evaluate_text(defended, tok, test_s, test_y, max_len=16)[1] > 0.9
+
+
+def test_held_rows_do_not_train_and_others_do(setup: dict[str, object]) -> None:
+    tok, p = setup["tok"], setup["p"]
+    model, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    held = token_ids_of(tok, ["cf", "film"])
+    before = word_embeddings(model).weight.detach().clone()
+    with hold_rows(model, held):
+        train_text(model, tok, p.sentences, p.labels, epochs=1, lr=5e-3, batch_size=16, max_len=16,  # type: ignore[attr-defined]
+                   weight_decay=0.1)
+    after = word_embeddings(model).weight.detach()
+    assert torch.equal(after[held], before[held])  # exactly, weight decay included
+    free = token_ids_of(tok, ["the", "plot"])
+    assert (after[free] - before[free]).abs().max() > 1e-3
+    assert not word_embeddings(model).weight._backward_hooks  # the hook is gone after the block
+
+
+def test_hold_cut_cuts_the_received_model_then_trains_around_the_cut(setup: dict[str, object]) -> None:
+    """A later round (suspects known): the suspect rows are cut before training and stay cut through it."""
+    tok, p = setup["tok"], setup["p"]
+    model, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    reference = word_embeddings(model).weight.detach().clone()
+    suspects = token_ids_of(tok, ["cf"])
+    with torch.no_grad():
+        word_embeddings(model).weight[suspects] += 0.5  # the received model carries a moved trigger row
+    seen: list[torch.Tensor] = []
+
+    def train(m: torch.nn.Module) -> None:
+        seen.append(word_embeddings(m).weight.detach()[suspects].clone())
+        train_text(m, tok, p.sentences, p.labels, epochs=1, lr=5e-3, batch_size=16, max_len=16)  # type: ignore[attr-defined]
+
+    cfg = BTUConfig(train_epochs=0)
+    _, report = btu_defend(model, tok, p.sentences, p.labels, cfg, reference=reference, suspects=suspects,
+                           train_fn=train, hold_cut=True)
+    pad = reference[int(tok.pad_token_id)]  # type: ignore[attr-defined]
+    assert torch.equal(seen[0][0], pad)  # cut before training (every dim moved by 0.5 > c)
+    assert torch.equal(word_embeddings(model).weight.detach()[suspects][0], pad)  # and still cut afterwards
+    # without hold_cut the row trains first and is cut only afterwards
+    model2, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    with torch.no_grad():
+        word_embeddings(model2).weight[suspects] += 0.5
+    seen.clear()
+    btu_defend(model2, tok, p.sentences, p.labels, cfg, reference=reference, suspects=suspects, train_fn=train)
+    assert not torch.equal(seen[0][0], pad)
 
 
 def test_helpers_and_config_checks() -> None:

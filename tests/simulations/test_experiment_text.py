@@ -1,0 +1,82 @@
+"""``bastionfl experiment text``: row selection, the results page and its goal column, clear errors, a quick grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bastionfl.config import RunConfig
+from bastionfl.simulations import experiment_text as exp
+from bastionfl.simulations.experiment_text import Arm, ArmResult, ExperimentError, goal_met, render_results
+from tests.conftest import shared_data_dir
+
+DATA = shared_data_dir()
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+
+
+def test_only_selects_attacks_or_single_rows() -> None:
+    assert len(exp.select_arms(None)) == 8
+    assert [a.key for a in exp.select_arms("badnets")] == ["badnets/none", "badnets/btu"]
+    assert [a.key for a in exp.select_arms("style/btu, addsent/btu")] == ["addsent/btu", "style/btu"]
+    assert [a.key for a in exp.select_arms("badnets,badnets/btu")] == ["badnets/none", "badnets/btu"]
+    for bad in ("badnet", "badnets/abl", "badnets,x"):
+        with pytest.raises(ExperimentError, match="neither an attack"):
+            exp.select_arms(bad)
+    with pytest.raises(ExperimentError, match="selects no row"):
+        exp.select_arms(" , ")
+
+
+def test_goal_needs_both_the_asr_bound_and_the_ca_bound() -> None:
+    arm = Arm("badnets", "btu")
+    assert goal_met(ArmResult(arm, 0.89, 0.10, 0.08, 1.0), reference_ca=0.91)
+    assert not goal_met(ArmResult(arm, 0.89, 0.1001, 0.08, 1.0), reference_ca=0.91)  # ASR just above 10 %
+    assert not goal_met(ArmResult(arm, 0.8899, 0.05, 0.04, 1.0), reference_ca=0.91)  # CA loss just above 2 points
+    assert not goal_met(ArmResult(arm, 0.95, None, None, 1.0), reference_ca=0.91)
+
+
+def test_results_page_reports_rows_losses_goal_and_pending_rows() -> None:
+    base = RunConfig(dataset="sst2", model="minilm", text_layers=0, train_subset=3000, rounds=3)
+    ref = ArmResult(Arm("none", "none"), 0.8555, None, None, 330.0)
+    rows = [ArmResult(Arm("badnets", "none"), 0.8509, 0.965, 0.1706, 312.0),
+            ArmResult(Arm("badnets", "btu"), 0.8401, 0.09, 0.08, 354.0, flagged=41.0, trigger_found="2/2")]
+    text = render_results(base, ref, rows, command="bastionfl experiment text --only badnets", total_wall_s=996.0,
+                          load=(1.0, 2.0, 3.0), cores=2, pending=[Arm("style", "btu")])
+    assert "bastionfl experiment text --only badnets" in text and "Seed 0" in text
+    assert "all layers" in text and "3,000" in text and "still to run: style/btu" in text
+    table = _rows(text)[2:]
+    assert table[0][:6] == ["none", "none", "85.55", "0.00", "-", "-"]  # no floor measured for this reference
+    assert table[1][3] == "0.46" and table[1][8] == "no"  # ASR 96.5 %: no
+    assert table[2][3] == "1.54" and table[2][6] == "41.0" and table[2][7] == "2/2" and table[2][8] == "**yes**"
+
+
+def test_bad_arguments_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert exp.main(["--data-dir", str(tmp_path), "--only", "nothing"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "neither an attack" in err
+    assert exp.main(["--data-dir", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.tsv" in err and "Traceback" not in err
+    assert exp.main(["--data-dir", str(tmp_path), "--layers", "-1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.skipif(DATA is None or not (DATA / "sst2").is_dir(),
+                    reason="needs the shared data folder with sst2/ (../shared/data or BASTIONFL_DATA_DIR)")
+def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
+    results, work = tmp_path / "results.md", tmp_path / "work"
+    rc = exp.main(["--quick", "--data-dir", str(DATA), "--only", "badnets/btu", "--results", str(results),
+                   "--work-dir", str(work)])
+    assert rc == 0
+    table = _rows(results.read_text())[2:]
+    assert [(r[0], r[1]) for r in table] == [("none", "none"), ("BadNets (`cf`)", "BTU")]
+    reference = json.loads((work / "none-none" / "metrics.json").read_text())["rounds"][-1]
+    assert "asr" not in reference and float(table[0][5]) == pytest.approx(100 * reference["asr_floor"], abs=0.006)
+    final = json.loads((work / "badnets-btu" / "metrics.json").read_text())["rounds"][-1]
+    assert float(table[1][2]) == pytest.approx(100 * final["accuracy"], abs=0.006)
+    assert float(table[1][4]) == pytest.approx(100 * final["asr"], abs=0.006)
+    assert table[1][7].startswith(("0/1", "1/1"))  # the one poisoned client reports whether it flagged `cf`
