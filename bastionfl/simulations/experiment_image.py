@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
+from bastionfl.simulations.grid import KEEP_MARKER, ExperimentError, GridDisplay, fmt_minutes, write_results
 
 __all__ = ["main", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
            "KEEP_MARKER", "COLUMNS"]
@@ -40,15 +41,10 @@ DEFENSES = ("none", "abl", "rnp", "nad", "finetune")
 REPAIRS = ("rnp", "nad", "finetune")
 GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
-KEEP_MARKER = "<!-- text below this line is kept when the experiment rewrites this file -->"
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
            "wall time", "notes")
 _LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "badnets": "BadNets",
           "blended": "Blended"}
-
-
-class ExperimentError(RuntimeError):
-    """The grid cannot run as asked (bad selection, missing data, a failed arm)."""
 
 
 @dataclass(frozen=True)
@@ -133,50 +129,15 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     return apply_overrides(RunConfig(), values)
 
 
-class _Display:
-    """A rich progress display: one bar over all rounds of the grid, one bar for the current arm, a line per round."""
+def _round_extra(entry: dict[str, Any]) -> str:
+    asr = f"  ASR {100 * entry['asr']:6.2f}%" if "asr" in entry else ""
+    return asr + (f"  repair {entry['repair_s']:.0f} s" if "repair_s" in entry else "")
 
-    def __init__(self, console: Any, total_rounds: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = console
-        self.progress = Progress(TextColumn("[bold]{task.fields[label]:<22}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
-        self.grid_task = self.progress.add_task("", total=total_rounds, label="grid (rounds)")
-        self.arm_task: Any = None
-        self.label = ""
-
-    def start(self) -> None:
-        self.progress.start()
-
-    def begin_arm(self, label: str, first_round: int, total_rounds: int) -> None:
-        if self.arm_task is not None:
-            self.progress.remove_task(self.arm_task)
-        self.label = label
-        self.arm_task = self.progress.add_task("starting the simulation engine", total=total_rounds,
-                                               completed=first_round - 1, label=label)
-
-    # RunObserver interface
-    def on_start(self, first_round: int, total_rounds: int) -> None:
-        if self.arm_task is not None:
-            self.progress.update(self.arm_task, completed=first_round - 1, total=total_rounds,
-                                 description="training")
-
-    def on_round(self, entry: dict[str, Any]) -> None:
-        asr = f"  ASR {100 * entry['asr']:6.2f}%" if "asr" in entry else ""
-        repair = f"  repair {entry['repair_s']:.0f} s" if "repair_s" in entry else ""
-        self.console.print(f"{self.label:<22} round {entry['round']:>2}  CA {100 * entry['accuracy']:6.2f}%{asr}"
-                           f"  {entry['time_s']:.0f} s{repair}", highlight=False)
-        self.progress.update(self.arm_task, advance=1, description=f"CA {100 * entry['accuracy']:.1f}%")
-        self.progress.update(self.grid_task, advance=1)
-
-    def end_arm(self, result: ArmResult) -> None:
-        asr = "-" if result.asr is None else f"{100 * result.asr:.2f}%"
-        self.console.print(f"[bold]{self.label}[/bold]: CA {100 * result.accuracy:.2f}%  ASR {asr}  "
-                           f"({result.wall_s / 60:.1f} min){'  ' + result.notes if result.notes else ''}")
-
-    def close(self) -> None:
-        self.progress.stop()
+def _summary(result: ArmResult) -> str:
+    asr = "-" if result.asr is None else f"{100 * result.asr:.2f}%"
+    return (f"CA {100 * result.accuracy:.2f}%  ASR {asr}  ({result.wall_s / 60:.1f} min)"
+            f"{'  ' + result.notes if result.notes else ''}")
 
 
 def _notes(arm: Arm, rounds: list[dict[str, Any]]) -> str:
@@ -241,7 +202,7 @@ class _Snapshot:
 class _Runner:
     """Runs arms (with prefix branching for the repair arms) and collects their results."""
 
-    def __init__(self, base: RunConfig, work: Path, display: _Display | None) -> None:
+    def __init__(self, base: RunConfig, work: Path, display: GridDisplay | None) -> None:
         self.base = base
         self.work = work
         self.display = display
@@ -259,7 +220,7 @@ class _Runner:
                 from bastionfl.server.checkpoint import load_checkpoint
 
                 first = int(load_checkpoint(run_dir, restore_rng=False)["round"]) + 1
-            self.display.begin_arm(label, first, cfg.rounds)
+            self.display.begin_arm(label, cfg.rounds, first)
         try:
             return run_simulated(cfg, run_dir, resume=resume, observer=observer or self.display)
         except Exception as exc:
@@ -305,12 +266,8 @@ class _Runner:
     def _finish(self, arm: Arm, rounds: list[dict[str, Any]], wall_s: float) -> ArmResult:
         result = _result_from(arm, rounds, wall_s)
         if self.display is not None:
-            self.display.end_arm(result)
+            self.display.end_arm(_summary(result))
         return result
-
-
-def _fmt_minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def goal_met(result: ArmResult, reference_ca: float) -> bool:
@@ -354,16 +311,16 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
              + (" The repair arms branch from the checkpoint of the attack's no-defense federation after round "
                 f"{base.rounds - 1} (the same rounds, run once); their wall time includes those shared rounds."
                 if shared_prefix else ""),
-             f"* Total wall time {_fmt_minutes(total_wall_s)} on {cores} cores; load average (1/5/15 min) at the end: "
+             f"* Total wall time {fmt_minutes(total_wall_s)} on {cores} cores; load average (1/5/15 min) at the end: "
              f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines.append(f"| none | none | {reference.arm.threat} | {100 * ref_ca:.2f} | - | 0.00 | - | "
-                 f"{_fmt_minutes(reference.wall_s)} | CA reference |")
+                 f"{fmt_minutes(reference.wall_s)} | CA reference |")
     for r in results:
         asr = "-" if r.asr is None else f"{100 * r.asr:.2f}"
         lines.append(f"| {_LABEL[r.arm.attack]} | {_LABEL[r.arm.defense]} | {r.arm.threat} | {100 * r.accuracy:.2f} "
                      f"| {asr} | {100 * (ref_ca - r.accuracy):.2f} | {_goal_cell(r, ref_ca)} | "
-                     f"{_fmt_minutes(r.wall_s)} | {r.notes} |")
+                     f"{fmt_minutes(r.wall_s)} | {r.notes} |")
     lines += ["", "Goal per attack:", ""]
     for attack in dict.fromkeys(r.arm.attack for r in results):
         met = [_LABEL[r.arm.defense] for r in results
@@ -371,16 +328,6 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         lines.append(f"* {_LABEL[attack]}: " + (f"met by {', '.join(met)}." if met else "not met by any defense run."))
     lines.append("")
     return "\n".join(lines)
-
-
-def _write_results(path: Path, text: str) -> None:
-    kept = ""
-    if path.exists():
-        old = path.read_text()
-        if KEEP_MARKER in old:
-            kept = old.split(KEEP_MARKER, 1)[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n" + KEEP_MARKER + (kept if kept else "\n"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -449,7 +396,7 @@ def main(argv: list[str]) -> int:
     tmp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="bastionfl-grid-")
     work = args.work_dir or Path(tmp.name)  # type: ignore[union-attr]
     work.mkdir(parents=True, exist_ok=True)
-    display = _Display(console, total_rounds)
+    display = GridDisplay(console, total_rounds, round_extra=_round_extra)
     start = time.perf_counter()
     display.start()
     try:
@@ -473,7 +420,7 @@ def main(argv: list[str]) -> int:
     total = time.perf_counter() - start
     text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
                           cores=os.cpu_count() or 1, shared_prefix=shared_prefix)
-    _write_results(args.results, text)
+    write_results(args.results, text)
     console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
-    console.print(f"results written to {args.results} (total {_fmt_minutes(total)})")
+    console.print(f"results written to {args.results} (total {fmt_minutes(total)})")
     return 0

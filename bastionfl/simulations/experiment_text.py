@@ -10,7 +10,8 @@ model's own error hides what a defense does; see docs/results-text.md). Secure a
 xMK-CKKS over a 22-million-parameter text model is far outside this budget, and BTU's outcome does not depend on
 it (BTU edits the local model before the update would be encrypted).
 
-The markdown table goes to ``--results`` with the exact command, seed and wall times.
+The markdown table goes to ``--results`` with the exact command, seed and wall times; the text below the
+``KEEP_MARKER`` line of an existing page (the discussion) is kept when the grid rewrites it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
+from bastionfl.simulations.grid import ExperimentError, GridDisplay, fmt_minutes, pct, write_results
 
 __all__ = ["main", "Arm", "ArmResult", "grid_arms", "base_config", "render_results", "GOAL_ASR", "GOAL_CA_LOSS", "select_arms"]
 
@@ -35,10 +37,6 @@ GOAL_ASR = 0.10  # rare-word BadNets: ASR at most 10 %
 GOAL_CA_LOSS = 0.02  # ... with clean accuracy at most 2 points below the no-attack run
 _LABEL = {"none": "none", "btu": "BTU", "badnets": "BadNets (`cf`)", "addsent": "AddSent", "syntactic": "Syntactic",
           "style": "Style"}
-
-
-class ExperimentError(RuntimeError):
-    """The grid cannot run as asked (missing data, a failed arm)."""
 
 
 @dataclass(frozen=True)
@@ -113,45 +111,13 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     return apply_overrides(RunConfig(), values)
 
 
-class _Display:
-    """A rich progress display: one bar over all rounds of the grid, one for the current arm, a line per round."""
+def _round_extra(entry: dict[str, Any]) -> str:
+    return f"  ASR {100 * entry['asr']:6.2f}% (floor {100 * entry['asr_floor']:5.2f}%)" if "asr" in entry else ""
 
-    def __init__(self, console: Any, total_rounds: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = console
-        self.progress = Progress(TextColumn("[bold]{task.fields[label]:<18}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
-        self.grid_task = self.progress.add_task("", total=total_rounds, label="grid (rounds)")
-        self.arm_task: Any = None
-        self.label = ""
-
-    def start(self) -> None:
-        self.progress.start()
-
-    def begin_arm(self, label: str, total_rounds: int) -> None:
-        if self.arm_task is not None:
-            self.progress.remove_task(self.arm_task)
-        self.label = label
-        self.arm_task = self.progress.add_task("starting the simulation engine", total=total_rounds, label=label)
-
-    def on_start(self, first_round: int, total_rounds: int) -> None:
-        self.progress.update(self.arm_task, completed=first_round - 1, total=total_rounds, description="training")
-
-    def on_round(self, entry: dict[str, Any]) -> None:
-        asr = f"  ASR {100 * entry['asr']:6.2f}% (floor {100 * entry['asr_floor']:5.2f}%)" if "asr" in entry else ""
-        self.console.print(f"{self.label:<18} round {entry['round']:>2}  CA {100 * entry['accuracy']:6.2f}%{asr}"
-                           f"  {entry['time_s']:.0f} s", highlight=False)
-        self.progress.update(self.arm_task, advance=1, description=f"CA {100 * entry['accuracy']:.1f}%")
-        self.progress.update(self.grid_task, advance=1)
-
-    def end_arm(self, r: ArmResult) -> None:
-        asr = "-" if r.asr is None else f"{100 * r.asr:.2f}%"
-        self.console.print(f"[bold]{self.label}[/bold]: CA {100 * r.accuracy:.2f}%  ASR {asr}  trigger found "
-                           f"{r.trigger_found}  ({r.wall_s / 60:.1f} min)")
-
-    def close(self) -> None:
-        self.progress.stop()
+def _summary(r: ArmResult) -> str:
+    asr = "-" if r.asr is None else f"{100 * r.asr:.2f}%"
+    return f"CA {100 * r.accuracy:.2f}%  ASR {asr}  trigger found {r.trigger_found}  ({r.wall_s / 60:.1f} min)"
 
 
 def _btu_summary(arm: Arm, rounds: list[dict[str, Any]]) -> tuple[float | None, str]:
@@ -172,7 +138,7 @@ def _btu_summary(arm: Arm, rounds: list[dict[str, Any]]) -> tuple[float | None, 
     return (sum(flagged) / len(flagged) if flagged else None), found
 
 
-def run_arm(base: RunConfig, arm: Arm, work: Path, display: _Display | None) -> ArmResult:
+def run_arm(base: RunConfig, arm: Arm, work: Path, display: GridDisplay | None) -> ArmResult:
     """One simulated federation for ``arm``; raises ExperimentError on failure."""
     from bastionfl.simulations.simulate import run_simulated
 
@@ -193,16 +159,8 @@ def run_arm(base: RunConfig, arm: Arm, work: Path, display: _Display | None) -> 
     result = ArmResult(arm, float(last["accuracy"]), last.get("asr"), last.get("asr_floor"), wall, flagged, found,
                        rounds)
     if display is not None:
-        display.end_arm(result)
+        display.end_arm(_summary(result))
     return result
-
-
-def _fmt_time(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
 
 
 def goal_met(r: ArmResult, reference_ca: float) -> bool:
@@ -241,28 +199,23 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         "no-attack run.",
         *([f"* **Partial**: {len(results)} of {len(results) + len(pending)} rows so far; still to run: "
             f"{', '.join(a.key for a in pending)}."] if pending else []),
-        f"* Total wall time {_fmt_time(total_wall_s)} on {cores} shared cores (1 torch thread per client); load "
+        f"* Total wall time {fmt_minutes(total_wall_s)} on {cores} shared cores (1 torch thread per client); load "
         f"average (1/5/15 min) at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.", "",
         "| attack | defense | CA % | CA loss (points) | ASR % | ASR floor % | flagged | trigger found | goal | wall |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| none | none | {_pct(ref)} | 0.00 | - | {_pct(reference.asr_floor)} | - | - | - | "
-        f"{_fmt_time(reference.wall_s)} |",
+        f"| none | none | {pct(ref)} | 0.00 | - | {pct(reference.asr_floor)} | - | - | - | "
+        f"{fmt_minutes(reference.wall_s)} |",
     ]
     for r in results:
         goal = "-"
         if r.arm.attack == "badnets":
             goal = "**yes**" if goal_met(r, ref) else "no"
         flagged = "-" if r.flagged is None else f"{r.flagged:.1f}"
-        lines.append(f"| {_LABEL[r.arm.attack]} | {_LABEL[r.arm.defense]} | {_pct(r.accuracy)} | "
-                     f"{100 * (ref - r.accuracy):.2f} | {_pct(r.asr)} | {_pct(r.asr_floor)} | {flagged} | "
-                     f"{r.trigger_found} | {goal} | {_fmt_time(r.wall_s)} |")
+        lines.append(f"| {_LABEL[r.arm.attack]} | {_LABEL[r.arm.defense]} | {pct(r.accuracy)} | "
+                     f"{100 * (ref - r.accuracy):.2f} | {pct(r.asr)} | {pct(r.asr_floor)} | {flagged} | "
+                     f"{r.trigger_found} | {goal} | {fmt_minutes(r.wall_s)} |")
     lines.append("")
     return "\n".join(lines)
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -321,7 +274,7 @@ def main(argv: list[str]) -> int:
     tmp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="bastionfl-text-grid-")
     work = args.work_dir or Path(tmp.name)  # type: ignore[union-attr]
     work.mkdir(parents=True, exist_ok=True)
-    display = _Display(console, base.rounds * (len(arms) + 1))
+    display = GridDisplay(console, base.rounds * (len(arms) + 1), label_width=18, round_extra=_round_extra)
     start = time.perf_counter()
     display.start()
     results: list[ArmResult] = []
@@ -330,7 +283,7 @@ def main(argv: list[str]) -> int:
         for i, arm in enumerate(arms):
             results.append(run_arm(base, arm, work, display))
             if i + 1 < len(arms):  # a partial page after every row, so a cut-short grid still leaves its figures
-                _write(args.results, render_results(base, reference, results, command=command,
+                write_results(args.results, render_results(base, reference, results, command=command,
                                                     total_wall_s=time.perf_counter() - start, load=os.getloadavg(),
                                                     cores=os.cpu_count() or 1, pending=arms[i + 1:]))
     except ExperimentError as exc:
@@ -348,7 +301,7 @@ def main(argv: list[str]) -> int:
     total = time.perf_counter() - start
     text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
                           cores=os.cpu_count() or 1)
-    _write(args.results, text)
+    write_results(args.results, text)
     console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
-    console.print(f"results written to {args.results} (total {_fmt_time(total)})")
+    console.print(f"results written to {args.results} (total {fmt_minutes(total)})")
     return 0

@@ -9,7 +9,7 @@ import pytest
 
 from bastionfl.config import RunConfig
 from bastionfl.simulations import experiment_image as exp
-from bastionfl.simulations.experiment_image import COLUMNS, KEEP_MARKER, Arm, ArmResult
+from bastionfl.simulations.experiment_image import COLUMNS, Arm, ArmResult
 
 
 def _table(text: str) -> list[list[str]]:
@@ -64,16 +64,6 @@ def test_goal_needs_both_asr_and_ca_and_ignores_the_undefended_row() -> None:
     assert goal[("BadNets", "fine-tune")] == "no (CA)"
     assert goal[("Blended", "RNP")] == "no (ASR)"
     assert "* BadNets: met by NAD." in text and "* Blended: not met by any defense run." in text
-
-
-def test_rewrite_keeps_the_text_below_the_marker(tmp_path: Path) -> None:
-    path = tmp_path / "r.md"
-    exp._write_results(path, "# first")
-    path.write_text(path.read_text() + "\nhand-written discussion\n")
-    exp._write_results(path, "# second")
-    text = path.read_text()
-    assert text.startswith("# second") and "# first" not in text
-    assert text.count(KEEP_MARKER) == 1 and text.endswith("hand-written discussion\n")
 
 
 def test_threat_models_per_row() -> None:
