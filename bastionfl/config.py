@@ -65,7 +65,7 @@ class RunConfig:
     # local training
     local_epochs: int = _spec(1, "local epochs per round", _range(1, 1000))
     batch_size: int = _spec(32, "local batch size", _range(1, 100000))
-    lr: float = _spec(0.05, "local SGD learning rate", _range(0.0, 10.0, lo_open=True))
+    lr: float = _spec(0.05, "local learning rate: SGD for images; AdamW (about 1e-4, at most 0.01) for text", _range(0.0, 10.0, lo_open=True))
     momentum: float = _spec(0.9, "local SGD momentum", _range(0.0, 1.0))
     # secure aggregation
     secure_aggregation: str = _spec("none", "none | xmkckks", _choice("none", "xmkckks"))
@@ -135,6 +135,9 @@ def _cross_check(cfg: "RunConfig") -> None:
         raise ConfigError(f"config key 'attack': {cfg.attack} is a text attack, dataset is {cfg.dataset}")
     if text and cfg.attack == "blended":
         raise ConfigError(f"config key 'attack': blended is an image attack, dataset is {cfg.dataset}")
+    if text and cfg.lr > 0.01:
+        raise ConfigError(f"config key 'lr': text models train with AdamW, where lr {cfg.lr} diverges; use about "
+                          "1e-4 (the image default 0.05 is an SGD rate)")
     if (cfg.client_defense == "abl" and text) or (cfg.client_defense == "btu" and not text):
         raise ConfigError(f"config key 'client_defense': {cfg.client_defense} does not apply to {cfg.dataset}")
 

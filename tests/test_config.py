@@ -103,7 +103,8 @@ def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
         ({"model": "minilm"}, "model"),  # digits needs an image model
         ({"attack": "addsent"}, "attack"),
         ({"client_defense": "btu"}, "client_defense"),
-        ({"dataset": "sst2", "model": "minilm", "client_defense": "abl"}, "client_defense"),
+        ({"dataset": "sst2", "model": "minilm", "client_defense": "abl", "lr": 1e-4}, "client_defense"),
+        ({"dataset": "sst2", "model": "minilm"}, "lr"),  # the SGD default 0.05 would make AdamW diverge
     ],
 )
 def test_cross_field_checks_name_the_key(values: dict[str, str], key: str) -> None:
@@ -113,5 +114,5 @@ def test_cross_field_checks_name_the_key(values: dict[str, str], key: str) -> No
 
 def test_text_configuration_is_accepted() -> None:
     cfg = apply_overrides(RunConfig(), {"dataset": "sst2", "model": "minilm", "attack": "syntactic",
-                                        "client_defense": "btu"})
+                                        "client_defense": "btu", "lr": 1e-4})
     assert cfg.dataset == "sst2"
