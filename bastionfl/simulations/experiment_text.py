@@ -17,6 +17,7 @@ The markdown table goes to ``--results`` with the exact command, seed and wall t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -29,7 +30,8 @@ from typing import Any, Sequence
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
 from bastionfl.simulations.grid import ExperimentError, GridDisplay, fmt_minutes, pct, write_results
 
-__all__ = ["main", "Arm", "ArmResult", "grid_arms", "base_config", "render_results", "GOAL_ASR", "GOAL_CA_LOSS", "select_arms"]
+__all__ = ["main", "Arm", "ArmResult", "grid_arms", "base_config", "render_results", "GOAL_ASR", "GOAL_CA_LOSS", "select_arms",
+           "load_reference"]
 
 ATTACKS = ("badnets", "addsent", "syntactic", "style")
 DEFENSES = ("none", "btu")
@@ -111,6 +113,32 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     return apply_overrides(RunConfig(), values)
 
 
+_REFERENCE_FREE = ("out_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold")
+
+
+def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:
+    """The no-attack row from an earlier run folder of the same configuration (``--reference``: saves re-running it).
+
+    Refuses a folder whose stored configuration differs from this grid's in anything that changes the model.
+    """
+    path = Path(run_dir) / "metrics.json"
+    try:
+        data = json.loads(path.read_text())
+        stored, rounds = data["config"], data["rounds"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExperimentError(f"--reference {run_dir}: cannot read a run's metrics.json ({type(exc).__name__})") from None
+    want = {**base.to_dict(), **Arm("none", "none").overrides()}
+    differs = [k for k in want if k not in _REFERENCE_FREE and stored.get(k) != want[k]]
+    if differs:
+        raise ExperimentError(f"--reference {run_dir}: not a no-attack run of this configuration (differs in "
+                              f"{', '.join(differs)})")
+    if data.get("status") != "completed" or len(rounds) != base.rounds:
+        raise ExperimentError(f"--reference {run_dir}: the run did not complete its {base.rounds} rounds")
+    last = rounds[-1]
+    wall = sum(float(r.get("time_s", 0.0)) for r in rounds)
+    return ArmResult(Arm("none", "none"), float(last["accuracy"]), None, last.get("asr_floor"), wall, rounds=rounds)
+
+
 def _round_extra(entry: dict[str, Any]) -> str:
     return f"  ASR {100 * entry['asr']:6.2f}% (floor {100 * entry['asr_floor']:5.2f}%)" if "asr" in entry else ""
 
@@ -169,8 +197,8 @@ def goal_met(r: ArmResult, reference_ca: float) -> bool:
 
 
 def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmResult], *, command: str,
-                   total_wall_s: float, load: tuple[float, float, float], cores: int, pending: Sequence[Arm] = ()
-                   ) -> str:
+                   total_wall_s: float, load: tuple[float, float, float], cores: int, pending: Sequence[Arm] = (),
+                   reference_reused: bool = False) -> str:
     """The markdown results page: setup, the table, and the goal column for BadNets (``pending``: arms not run yet)."""
     ref = reference.accuracy
     subset = "all" if base.train_subset == 0 else f"a seeded subset of {base.train_subset:,}"
@@ -197,6 +225,8 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         "trigger token.",
         f"* Goal (BadNets): ASR <= {100 * GOAL_ASR:.0f} % with CA at most {100 * GOAL_CA_LOSS:.0f} points below the "
         "no-attack run.",
+        *(["* The no-attack reference was read from an earlier run of the same configuration (`--reference`); "
+            "its wall time is the sum of its rounds, not part of the total below."] if reference_reused else []),
         *([f"* **Partial**: {len(results)} of {len(results) + len(pending)} rows so far; still to run: "
             f"{', '.join(a.key for a in pending)}."] if pending else []),
         f"* Total wall time {fmt_minutes(total_wall_s)} on {cores} shared cores (1 torch thread per client); load "
@@ -238,6 +268,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="training sentences shared by the clients (0: all 6,920)")
     p.add_argument("--lr", type=float, default=1e-4, help="local AdamW learning rate")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--reference", type=Path,
+                   help="reuse the no-attack run in this folder (from an earlier grid's --work-dir, same settings) "
+                        "instead of running it again")
     p.add_argument("--btu-cut-to", choices=("pad", "own"), default="pad",
                    help="BTU replacement values: pad (the paper) or the token's own pretrained values (a variant)")
     p.add_argument("--btu-hold", action="store_true",
@@ -263,6 +296,7 @@ def main(argv: list[str]) -> int:
         for attack in attacks:
             if attack in ("syntactic", "style"):
                 load_paraphrases(data, base.data_dir, attack)
+        reused = load_reference(args.reference, base) if args.reference else None
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
@@ -274,18 +308,23 @@ def main(argv: list[str]) -> int:
     tmp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="bastionfl-text-grid-")
     work = args.work_dir or Path(tmp.name)  # type: ignore[union-attr]
     work.mkdir(parents=True, exist_ok=True)
-    display = GridDisplay(console, base.rounds * (len(arms) + 1), label_width=18, round_extra=_round_extra)
+    display = GridDisplay(console, base.rounds * (len(arms) + (reused is None)), label_width=18,
+                          round_extra=_round_extra)
     start = time.perf_counter()
     display.start()
     results: list[ArmResult] = []
     try:
-        reference = run_arm(base, Arm("none", "none"), work, display)
+        if reused is None:
+            reference = run_arm(base, Arm("none", "none"), work, display)
+        else:
+            reference = reused
         for i, arm in enumerate(arms):
             results.append(run_arm(base, arm, work, display))
             if i + 1 < len(arms):  # a partial page after every row, so a cut-short grid still leaves its figures
                 write_results(args.results, render_results(base, reference, results, command=command,
                                                     total_wall_s=time.perf_counter() - start, load=os.getloadavg(),
-                                                    cores=os.cpu_count() or 1, pending=arms[i + 1:]))
+                                                    cores=os.cpu_count() or 1, pending=arms[i + 1:],
+                                                    reference_reused=reused is not None))
     except ExperimentError as exc:
         display.close()
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -300,7 +339,7 @@ def main(argv: list[str]) -> int:
     display.close()
     total = time.perf_counter() - start
     text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
-                          cores=os.cpu_count() or 1)
+                          cores=os.cpu_count() or 1, reference_reused=reused is not None)
     write_results(args.results, text)
     console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
     console.print(f"results written to {args.results} (total {fmt_minutes(total)})")

@@ -65,6 +65,29 @@ def test_bad_arguments_are_one_clear_line(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) -> None:
+    base = exp.base_config(exp._parser().parse_args(["--data-dir", "data"]))
+    run = tmp_path / "none-none"
+    run.mkdir()
+    rounds = [{"round": r, "accuracy": 0.8 + r / 100, "asr_floor": 0.2 - r / 100, "time_s": 100.0} for r in (1, 2, 3)]
+    config = {**base.to_dict(), "attack": "none", "client_defense": "none", "out_dir": "elsewhere",
+              "data_dir": "other/data"}
+    (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds}))
+    ref = exp.load_reference(run, base)
+    assert ref.asr is None and (ref.accuracy, ref.asr_floor, ref.wall_s) == pytest.approx((0.83, 0.17, 300.0))
+    with pytest.raises(ExperimentError, match="differs in seed, lr"):
+        exp.load_reference(run, exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--seed", "1",
+                                                                         "--lr", "2e-4"])))
+    (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds[:2]}))
+    with pytest.raises(ExperimentError, match="did not complete"):
+        exp.load_reference(run, base)
+    (run / "metrics.json").write_text("{not json")
+    with pytest.raises(ExperimentError, match="cannot read"):
+        exp.load_reference(run, base)
+    with pytest.raises(ExperimentError, match="cannot read"):
+        exp.load_reference(tmp_path / "absent", base)
+
+
 @pytest.mark.skipif(DATA is None or not (DATA / "sst2").is_dir(),
                     reason="needs the shared data folder with sst2/ (../shared/data or BASTIONFL_DATA_DIR)")
 def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
@@ -80,3 +103,10 @@ def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
     assert float(table[1][2]) == pytest.approx(100 * final["accuracy"], abs=0.006)
     assert float(table[1][4]) == pytest.approx(100 * final["asr"], abs=0.006)
     assert table[1][7].startswith(("0/1", "1/1"))  # the one poisoned client reports whether it flagged `cf`
+    # a second grid reuses that reference instead of running it again
+    again = tmp_path / "again.md"
+    rc = exp.main(["--quick", "--data-dir", str(DATA), "--only", "badnets/none", "--results", str(again),
+                   "--reference", str(work / "none-none"), "--work-dir", str(tmp_path / "work2")])
+    assert rc == 0
+    assert _rows(again.read_text())[2][:9] == table[0][:9] and "(`--reference`)" in again.read_text()
+    assert not (tmp_path / "work2" / "none-none").exists()
