@@ -311,7 +311,8 @@ def btu_unlearn(
     """Official ``cut``: replace suspect-row dims with |E - E0| > c (c = ||E - E0||_F / V) by E0[pad]; in place.
 
     ``cut_to = "own"`` restores those dims to the token's own pretrained values E0[s] instead (a variant that keeps
-    a flagged word's pretrained meaning). Returns ``c`` and the number of dimensions replaced per suspect id. Rows not in ``suspects`` never change.
+    a flagged word's pretrained meaning). Returns ``c`` and the number of dimensions replaced per suspect id.
+    Rows not in ``suspects`` never change.
     """
     weight = _word_embeddings(model).weight
     if reference.shape != weight.shape:
@@ -375,6 +376,8 @@ def btu_defend(
     ``reference`` = pretrained word embeddings E0 (default: the model's embeddings on entry). Training is
     ``train_fn(model)`` if given, else ``cfg.train_epochs`` of AdamW fine-tuning on (sentences, labels).
     ``trigger`` (the true trigger words, simulations only) fills the report's ``trigger_*`` fields.
+    ``hold_cut`` (with ``suspects`` given, i.e. a later federated round): cut the received model first and keep the
+    cut rows fixed while training, so the rest of the model adapts to them.
     """
     cfg = cfg or BTUConfig()
     seconds: dict[str, float] = {}

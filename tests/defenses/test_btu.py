@@ -120,6 +120,19 @@ def test_unlearning_changes_only_flagged_rows_and_large_dims() -> None:
         assert torch.equal(w[row][big], ref[0][big]) and torch.equal(w[row][~big], trained[row][~big])
         assert replaced[row] == int(big.sum())
     assert replaced[5] == 4
+    # the variant restores the moved dims to the token's own pretrained values instead of [PAD]'s
+    with torch.no_grad():
+        emb.weight.copy_(trained)
+    btu_unlearn(model, [5, 7], ref, pad_id=0, cut_to="own")
+    w = emb.weight.detach()
+    assert torch.equal(w[others], trained[others])
+    for row in (5, 7):
+        big = (trained[row] - ref[row]).abs() > c
+        assert torch.equal(w[row][big], ref[row][big]) and torch.equal(w[row][~big], trained[row][~big])
+    with pytest.raises(ValueError, match="cut_to"):
+        btu_unlearn(model, [5], ref, cut_to="zero")
+    with pytest.raises(ValueError, match="cut_to"):
+        BTUConfig(cut_to="zero")
     with pytest.raises(ValueError, match="outside the vocabulary"):
         btu_unlearn(model, [50], ref)
     with pytest.raises(ValueError, match="do not match"):
