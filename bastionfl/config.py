@@ -83,12 +83,16 @@ class RunConfig:
                         _choice("honest", "malicious"))
     client_defense: str = _spec("none", "defense in local training: none | abl (images) | btu (text)",
                                 _choice("none", "abl", "btu"))
-    repair: str = _spec("none", "server-side repair of the global model: none | rnp | nad | finetune",
-                        _choice("none", "rnp", "nad", "finetune"))
-    clean_set_size: int = _spec(0, "server's clean set for repair, held out of the clients' training data", _range(0))
+    repair: str = _spec("none", "server-side repair of the global model: none | rnp | nad | finetune (text: finetune "
+                        "only, BTU's clean tune: one AdamW epoch at lr)", _choice("none", "rnp", "nad", "finetune"))
+    clean_set_size: int = _spec(0, "server's clean set for repair, held out of the clients' training data (text: "
+                                "drawn from the test split)", _range(0))
+    repair_last_rounds: int = _spec(0, "run the server repair only in the last K rounds (0: every round)", _range(0))
     btu_cut_to: str = _spec("pad", "BTU's replacement for a flagged token's moved dims: pad (the paper) | own (the "
                             "token's own pretrained values; keeps its meaning, and lets the backdoor back in)",
                             _choice("pad", "own"))
+    btu_purity: float = _spec(0.0, "BTU variant: cut only suspects whose sentences in the client's data carry one "
+                              "label at least this share of the time, e.g. 0.95 (0: off, the paper)", _range(0.0, 1.0))
     btu_hold: bool = _spec(False, "BTU in later rounds: cut the received model first and keep the cut rows fixed "
                                   "while training (the rest of the model adapts to them)")
     # pseudonym admission (Home Authority)
@@ -138,6 +142,12 @@ def _cross_check(cfg: "RunConfig") -> None:
     if text and cfg.lr > 0.01:
         raise ConfigError(f"config key 'lr': text models train with AdamW, where lr {cfg.lr} diverges; use about "
                           "1e-4 (the image default 0.05 is an SGD rate)")
+    if text and cfg.repair in ("rnp", "nad"):
+        raise ConfigError(f"config key 'repair': {cfg.repair} repairs image models; text runs take none or finetune "
+                          "(BTU's clean tune)")
+    if cfg.repair_last_rounds > cfg.rounds:
+        raise ConfigError(f"config key 'repair_last_rounds': {cfg.repair_last_rounds} is more than the "
+                          f"{cfg.rounds} rounds")
     if (cfg.client_defense == "abl" and text) or (cfg.client_defense == "btu" and not text):
         raise ConfigError(f"config key 'client_defense': {cfg.client_defense} does not apply to {cfg.dataset}")
 

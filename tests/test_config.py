@@ -105,6 +105,10 @@ def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
         ({"client_defense": "btu"}, "client_defense"),
         ({"dataset": "sst2", "model": "minilm", "client_defense": "abl", "lr": 1e-4}, "client_defense"),
         ({"dataset": "sst2", "model": "minilm"}, "lr"),  # the SGD default 0.05 would make AdamW diverge
+        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "nad"}, "repair"),  # image repairs only
+        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "rnp"}, "repair"),
+        ({"rounds": 3, "repair_last_rounds": 4}, "repair_last_rounds"),
+        ({"btu_purity": 1.5}, "btu_purity"),
     ],
 )
 def test_cross_field_checks_name_the_key(values: dict[str, str], key: str) -> None:
@@ -116,3 +120,9 @@ def test_text_configuration_is_accepted() -> None:
     cfg = apply_overrides(RunConfig(), {"dataset": "sst2", "model": "minilm", "attack": "syntactic",
                                         "client_defense": "btu", "lr": 1e-4})
     assert cfg.dataset == "sst2"
+
+
+def test_text_clean_tune_and_last_round_repair_are_accepted() -> None:
+    cfg = apply_overrides(RunConfig(), {"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "finetune",
+                                        "clean_set_size": 500, "repair_last_rounds": 1, "btu_purity": 0.95})
+    assert (cfg.repair, cfg.clean_set_size, cfg.repair_last_rounds, cfg.btu_purity) == ("finetune", 500, 1, 0.95)

@@ -157,7 +157,7 @@ def local_train_text(
 
         cached = _btu_state(node_state)
         btu_cfg = BTUConfig(max_len=cfg.max_len, train_epochs=0, seed=derive_seed(cfg.seed, partition_id, 0xB70),
-                            cut_to=cfg.btu_cut_to)
+                            cut_to=cfg.btu_cut_to, purity=cfg.btu_purity)
         model, report = btu_defend(model, tpl.tokenizer, local.sentences, local.labels, btu_cfg,
                                    reference=tpl.reference, suspects=cached, train_fn=train,
                                    trigger=local.trigger or None,
@@ -168,6 +168,8 @@ def local_train_text(
         metrics.update(btu_flagged=float(len(report.flagged_ids)), btu_exposed=float(cached is None),
                        btu_dims_replaced=float(sum(report.dims_replaced.values())),
                        btu_expose_s=float(report.seconds.get("expose", 0.0)))
+        if cached is None and cfg.btu_purity > 0:
+            metrics["btu_spared"] = float(len(report.spared))
         if report.trigger_found is not None:
             metrics["btu_trigger_found"] = float(report.trigger_found)
             metrics["btu_trigger_tokens"] = float(len(report.trigger_ids or []))

@@ -13,11 +13,13 @@ tokens, especially when only the embedding layer trains. It runs in two parts:
 2. **Fine-grained unlearning** (``btu_unlearn``, the official ``function.cut``): with E0 the pretrained and E the
    trained word embeddings, ``c = ||E - E0||_F / V``; for every suspect row s and dimension j with
    ``|E[s,j] - E0[s,j]| > c`` set ``E[s,j] = E0[pad,j]`` (the pretrained padding embedding).
-   The released pipeline then tunes one epoch on clean held-out data (optional here, ``clean_sentences``).
+   The released pipeline then tunes one epoch on clean held-out data (``btu_clean_tune``: optional on a client,
+   ``clean_sentences``; in a federation the server runs it on the aggregate with its own clean set).
 
 Deviations, all documented in docs/text.md: special tokens (not only [CLS]/[SEP]) are left out of the rankings;
 R2 deletes whole words instead of substrings; no best-dev checkpoint is kept in R3 (a federated client holds no
 clean dev set); the per-ranking count uses the real vocabulary size (the official code hard-codes 35,022).
+Variants, off by default: ``cut_to = "own"`` and ``purity`` (spare suspects that are not label-pure in the data).
 Nothing here knows about federation or encryption: a client runs ``btu_defend`` on its local model before it
 encrypts its update.
 """
@@ -43,6 +45,9 @@ __all__ = [
     "btu_expose",
     "btu_unlearn",
     "btu_defend",
+    "btu_clean_tune",
+    "label_purity",
+    "keep_label_pure",
     "rank_by_embedding_change",
     "remove_tokens",
     "token_ids_of",
@@ -72,6 +77,7 @@ class BTUConfig:
     clean_tune_lr: float = 2e-5
     cut_scale: float = 1.0  # multiplies c; 1.0 = official rule
     cut_to: str = "pad"  # "pad" = official; "own" = back to the token's own pretrained values
+    purity: float = 0.0  # variant (0 = off, official): cut only suspects whose sentences carry one label >= this share
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,6 +88,8 @@ class BTUConfig:
             raise ValueError(f"cut_to must be one of {CUT_TO}, got {self.cut_to!r}")
         if "r2" in self.rankings and "r1" not in self.rankings:
             raise ValueError("ranking r2 needs r1 (it removes R1's tokens first)")
+        if not 0 <= self.purity <= 1:
+            raise ValueError(f"purity must be in [0, 1] (0 = off), got {self.purity}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.top_k is not None and self.top_k < 1:
@@ -131,6 +139,7 @@ class BTUReport:
     trigger_found: bool | None = None
     trigger_ranks: dict[int, dict[str, int]] | None = None
     clean_tuned: bool = False
+    spared: dict[int, tuple[int, float]] = field(default_factory=dict)  # purity variant: id -> (sentences, purity)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,6 +309,45 @@ def btu_expose(
     return BTUExposure(k, top, suspects, order)
 
 
+def label_purity(
+    tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], ids: Sequence[int], *, max_len: int = 64
+) -> dict[int, tuple[int, float]]:
+    """For each token id: (sentences containing it, largest share of one label among them); (0, 0.0) if absent.
+
+    Counted on the tokens the model sees (truncated to ``max_len``), once per sentence.
+    """
+    if len(sentences) != len(labels):
+        raise ValueError(f"{len(sentences)} sentences but {len(labels)} labels")
+    wanted = {int(i) for i in ids}
+    counts: dict[int, dict[int, int]] = {i: {} for i in wanted}
+    enc = tokenizer(list(sentences), add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"]
+    for row, y in zip(enc, labels):
+        for i in wanted.intersection(int(t) for t in row):
+            counts[i][int(y)] = counts[i].get(int(y), 0) + 1
+    out: dict[int, tuple[int, float]] = {}
+    for i in ids:
+        by_label = counts[int(i)]
+        n = sum(by_label.values())
+        out[int(i)] = (n, max(by_label.values()) / n if n else 0.0)
+    return out
+
+
+def keep_label_pure(
+    tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], suspects: Sequence[int], purity: float, *,
+    max_len: int = 64,
+) -> tuple[list[int], dict[int, tuple[int, float]]]:
+    """Purity variant (not in the paper): keep suspects whose sentences carry one label at least ``purity`` of the time.
+
+    A dirty-label or clean-label trigger appears only in sentences of the target label, so its purity is 1; the
+    frequent and sentiment-bearing tokens every client also flags are mixed (``,``, ``the``) or only mostly one
+    label (``bad``), and are spared. Returns (kept suspects, spared id -> (sentences, purity)).
+    """
+    stats = label_purity(tokenizer, sentences, labels, suspects, max_len=max_len)
+    kept = [int(i) for i in suspects if stats[int(i)][0] > 0 and stats[int(i)][1] >= purity]
+    spared = {int(i): stats[int(i)] for i in suspects if int(i) not in kept}
+    return kept, spared
+
+
 # ---------------------------------------------------------------------------------------------------- unlearning
 
 
@@ -356,6 +404,30 @@ def hold_rows(model: nn.Module, ids: Sequence[int]) -> Iterator[None]:
             weight[rows] = saved
 
 
+def btu_clean_tune(
+    model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], *, epochs: int = 1,
+    lr: float = 2e-5, batch_size: int = 64, max_len: int = 64, seed: int = 0,
+) -> dict[str, Any]:
+    """BTU's last step: full fine-tuning on clean held-out sentences after the cut (edits ``model``); returns a report.
+
+    The cut resets every suspect row, the natural sentiment tokens a client flagged included; the clean tune
+    re-learns those from clean text, while a trigger token (absent from clean text) gets no gradient and stays cut.
+    """
+    if len(sentences) != len(labels):
+        raise ValueError(f"{len(sentences)} clean sentences but {len(labels)} labels")
+    if not sentences:
+        raise ValueError("the clean tune needs at least one clean sentence")
+    if epochs < 1 or not lr > 0:
+        raise ValueError(f"clean tune needs epochs >= 1 and lr > 0, got epochs={epochs}, lr={lr}")
+    t = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):  # dropout draws: seeded here, the caller's generator untouched
+        torch.manual_seed(seed)
+        _fit(model, tokenizer, sentences, labels, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len,
+             seed=seed)
+    return {"defense": "btu_clean_tune", "clean_set_size": len(sentences), "epochs": epochs, "lr": lr,
+            "seconds": time.perf_counter() - t}
+
+
 def btu_defend(
     model: nn.Module,
     tokenizer: Any,
@@ -385,9 +457,13 @@ def btu_defend(
     ref = (reference if reference is not None else emb.weight).detach().clone()
     t = time.perf_counter()
     exposure: BTUExposure | None = None
+    spared: dict[int, tuple[int, float]] = {}
     if suspects is None:
         exposure = btu_expose(model, tokenizer, sentences, labels, cfg)
         suspects = exposure.suspects
+        if cfg.purity > 0:
+            suspects, spared = keep_label_pure(tokenizer, sentences, labels, suspects, cfg.purity,
+                                               max_len=cfg.max_len)
         seconds["expose"] = time.perf_counter() - t
     pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
     held = hold_cut and exposure is None
@@ -405,11 +481,11 @@ def btu_defend(
     c, replaced = btu_unlearn(model, suspects, ref, pad_id=pad_id, cut_scale=cfg.cut_scale, cut_to=cfg.cut_to)
     tuned = False
     if clean_sentences is not None and clean_labels is not None and cfg.clean_tune_epochs > 0 and clean_sentences:
-        t = time.perf_counter()
-        _fit(model, tokenizer, clean_sentences, clean_labels, epochs=cfg.clean_tune_epochs, lr=cfg.clean_tune_lr,
-             batch_size=cfg.train_batch_size, max_len=cfg.max_len, seed=cfg.seed + 4)
+        tune = btu_clean_tune(model, tokenizer, clean_sentences, clean_labels, epochs=cfg.clean_tune_epochs,
+                              lr=cfg.clean_tune_lr, batch_size=cfg.train_batch_size, max_len=cfg.max_len,
+                              seed=cfg.seed + 4)
         tuned = True
-        seconds["clean_tune"] = time.perf_counter() - t
+        seconds["clean_tune"] = float(tune["seconds"])
     report = BTUReport(
         count_per_ranking=exposure.count if exposure else len(suspects),
         rankings=exposure.top if exposure else {},
@@ -418,6 +494,7 @@ def btu_defend(
         cut_threshold=c,
         dims_replaced=replaced,
         clean_tuned=tuned,
+        spared=spared,
         seconds=seconds,
     )
     if trigger:

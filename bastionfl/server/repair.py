@@ -1,5 +1,7 @@
 """Server-side repair of the aggregated global model with a small clean set: RNP, NAD or plain fine-tuning.
 
+Text models take the task's own repair instead (``ServerTask.repair``: BTU's clean tune).
+
 Runs after aggregation (after fusion under secure aggregation: the server repairs only the aggregate it may
 see). RNP's keep-masks are merged across rounds and re-applied to every new global model, so a channel pruned
 once stays pruned even though clients keep training it.
@@ -21,7 +23,11 @@ log = logging.getLogger("bastionfl.server")
 
 
 class RepairStage:
-    """Repair ``rs.new_state`` in place with the configured defense; report what it did in the round's metrics."""
+    """Repair ``rs.new_state`` in place with the configured defense; report what it did in the round's metrics.
+
+    With ``repair_last_rounds = K > 0`` only the last K rounds repair; earlier rounds only re-apply RNP's saved
+    masks (so a pruned channel stays pruned).
+    """
 
     name = "repair"
 
@@ -30,14 +36,26 @@ class RepairStage:
             raise RoundFailed("repair needs an aggregated model")
         if ctx.task.clean_set is None:
             raise RoundFailed("repair needs a clean set: set clean_set_size")
-        x, y = ctx.task.clean_set
+        saved = ctx.run_state.setdefault("checkpointable", {}).get("rnp_mask")
+        k = ctx.cfg.repair_last_rounds
+        if k > 0 and rs.server_round <= ctx.cfg.rounds - k:
+            if saved:
+                from bastionfl.defenses.rnp import apply_rnp_mask
+
+                model = ctx.new_model()
+                model.load_state_dict(rs.new_state)
+                apply_rnp_mask(model, {n: torch.tensor(v, dtype=torch.bool) for n, v in saved.items()})
+                rs.new_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
+            return
         model = ctx.new_model()
         model.load_state_dict(rs.new_state)
-        saved = ctx.run_state.setdefault("checkpointable", {}).get("rnp_mask")
         seed = ctx.cfg.seed * 1_000_003 + rs.server_round
         start = time.perf_counter()
         report: dict[str, Any]
-        if ctx.cfg.repair == "rnp":
+        x, y = ctx.task.clean_set
+        if ctx.task.repair is not None:
+            repaired, report = ctx.task.repair(model, seed)
+        elif ctx.cfg.repair == "rnp":
             from bastionfl.defenses.rnp import apply_rnp_mask, rnp_repair
 
             if saved:

@@ -16,13 +16,21 @@ from bastionfl.config import TEXT_DATASETS, RunConfig
 __all__ = ["ServerTask", "build_server_task"]
 
 
+RepairFn = Callable[[nn.Module, int], tuple[nn.Module, dict[str, Any]]]
+
+
 @dataclass
 class ServerTask:
-    """A model factory, ``evaluate(model) -> {"loss", "accuracy"[, "asr"]}`` and the server's clean set (or None)."""
+    """A model factory, ``evaluate(model) -> {"loss", "accuracy"[, "asr"]}`` and the server's clean set (or None).
+
+    ``repair`` (optional): the task's own repair, ``repair(model, seed) -> (repaired copy, report)``, used by the
+    repair stage instead of the image defenses (the text task's clean tune).
+    """
 
     model_factory: Callable[[], nn.Module]
     evaluate: Callable[[nn.Module], dict[str, float]]
     clean_set: Any = None
+    repair: RepairFn | None = None
 
 
 def _image_task(cfg: RunConfig) -> ServerTask:

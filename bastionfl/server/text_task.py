@@ -6,6 +6,8 @@ are the round-1 global embeddings. CA is measured on the dev split (SST-2 test l
 and Style paraphrases exist for train and dev only). ASR = share of the triggered non-target dev sentences predicted
 as the target; ``asr_floor`` = the same share on those sentences without the trigger (the model's own error;
 reported without an attack too, as the clean model's rate of calling a non-target sentence the target).
+With ``repair = finetune`` the server runs BTU's clean tune (one AdamW epoch at the run's lr, as the paper tunes at
+its training lr) on ``clean_set_size`` sentences of the test split, after aggregation.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from torch import nn
 
 from bastionfl.config import RunConfig
 from bastionfl.server.task import ServerTask
-from bastionfl.tasks.text import (DatasetError, TextModelConfig, attack_success_rate, evaluate_text,
+from bastionfl.tasks.text import (DatasetError, TextData, TextModelConfig, attack_success_rate, evaluate_text,
                                   load_text_dataset, load_text_model)
 
-__all__ = ["text_server_task", "server_model_config"]
+__all__ = ["text_server_task", "server_model_config", "server_clean_sentences"]
 
 _MODEL_NAMES = {"minilm": "minilm", "tiny-bert": "tiny"}  # the config's names -> load_text_model's names
 
@@ -32,16 +34,35 @@ def server_model_config(cfg: RunConfig, num_labels: int) -> TextModelConfig:
                            num_layers=cfg.text_layers or None, seed=cfg.seed)
 
 
+def server_clean_sentences(data: TextData, cfg: RunConfig) -> tuple[list[str], list[int]]:
+    """The server's clean set: a seeded subset of ``clean_set_size`` sentences of the test split.
+
+    The test split is disjoint from the clients' (train) and from CA/ASR (dev); a dataset whose test split is its
+    dev split has no clean set to give without tuning on the evaluation sentences, and is refused.
+    """
+    n = cfg.clean_set_size
+    if data.test_sentences == data.dev_sentences:
+        raise DatasetError(f"{cfg.dataset}: the test split is the dev split, so a server clean set would tune on the "
+                           "sentences CA and ASR are measured on; no clean tune for this dataset")
+    if n > len(data.test_sentences):
+        raise DatasetError(f"clean_set_size {n} is more than the {len(data.test_sentences)} sentences of the "
+                           f"{cfg.dataset} test split")
+    gen = torch.Generator().manual_seed(cfg.seed * 7_919 + 17)
+    pick = torch.randperm(len(data.test_sentences), generator=gen)[:n].tolist()
+    return [data.test_sentences[i] for i in pick], [int(data.test_labels[i]) for i in pick]
+
+
 def text_server_task(cfg: RunConfig) -> ServerTask:
-    """Model factory, ``evaluate(model) -> {"loss", "accuracy"[, "asr", "asr_floor"]}``; no clean set (no repair)."""
-    if cfg.repair != "none" or cfg.clean_set_size:
-        raise ValueError(f"server repair ({cfg.repair}, clean_set_size {cfg.clean_set_size}) is not available for the "
-                         f"text task; use client_defense = btu")
+    """Model factory, ``evaluate(model) -> {"loss", "accuracy"[, "asr", "asr_floor"]}``, and with
+    ``repair = finetune`` the clean set and BTU's clean tune as the task's repair."""
+    if cfg.repair not in ("none", "finetune"):
+        raise ValueError(f"server repair {cfg.repair} is not available for the text task (none or finetune)")
     if not cfg.data_dir:
         raise DatasetError(f"data_dir is empty: {cfg.dataset} needs the folder holding {cfg.dataset}/")
     data = load_text_dataset(cfg.dataset, Path(cfg.data_dir))
     model_cfg = server_model_config(cfg, data.num_classes)
     template, tokenizer = load_text_model(model_cfg)
+    clean = server_clean_sentences(data, cfg) if cfg.repair == "finetune" else None
 
     triggered: list[str] = []
     untriggered: list[str] = []
@@ -73,4 +94,13 @@ def text_server_task(cfg: RunConfig) -> ServerTask:
                                                        max_len=cfg.max_len)
         return out
 
-    return ServerTask(factory, run_eval, None)
+    def clean_tune(model: nn.Module, seed: int) -> tuple[nn.Module, dict[str, object]]:
+        from bastionfl.defenses.btu import btu_clean_tune
+
+        assert clean is not None
+        tuned = copy.deepcopy(model)
+        report = btu_clean_tune(tuned, tokenizer, clean[0], clean[1], epochs=1, lr=cfg.lr,
+                                batch_size=cfg.batch_size, max_len=cfg.max_len, seed=seed)
+        return tuned, report
+
+    return ServerTask(factory, run_eval, clean, clean_tune if clean is not None else None)

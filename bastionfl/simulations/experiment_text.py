@@ -105,15 +105,19 @@ def base_config(args: argparse.Namespace) -> RunConfig:
         "poison_rate": 0.1, "target_label": 1, "rounds": args.rounds, "local_epochs": args.local_epochs, "lr": args.lr,
         "batch_size": args.batch_size, "partition": "iid", "fraction_train": 1.0, "seed": args.seed,
         "threads_per_client": 1, "secure_aggregation": "none", "btu_cut_to": args.btu_cut_to,
-        "btu_hold": args.btu_hold,
+        "btu_hold": args.btu_hold, "btu_purity": args.btu_purity,
     }
+    if args.clean_tune < 0 or 0 < args.clean_tune < 10:
+        raise ExperimentError(f"--clean-tune {args.clean_tune}: give 0 (none) or at least 10 sentences")
+    if args.clean_tune:  # BTU's clean tune on the server, once, after the last aggregation; every arm gets it
+        values.update(repair="finetune", clean_set_size=args.clean_tune, repair_last_rounds=1)
     if args.quick:
         values.update(model="tiny-bert", text_layers=1, max_len=32, train_subset=300, num_clients=3,
                       poisoned_clients=1, rounds=1, local_epochs=1, lr=1e-3, batch_size=32)
     return apply_overrides(RunConfig(), values)
 
 
-_REFERENCE_FREE = ("out_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold")
+_REFERENCE_FREE = ("out_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold", "btu_purity")
 
 
 def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:
@@ -220,10 +224,16 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         "them in its node state, and cuts those embedding rows after local training in every round"
         + (" (variant: the cut restores the token's own pretrained values instead of the [PAD] values)"
            if base.btu_cut_to == "own" else "")
+        + (f" (variant: only suspects whose sentences at the client carry one label at least "
+           f"{100 * base.btu_purity:.0f}% of the time are cut, the rest spared)" if base.btu_purity > 0 else "")
         + (" (variant: from round 2 it also cuts the received model first and keeps the cut rows fixed while "
            "training)" if base.btu_hold else "")
         + ". *Flagged*: mean suspects per client; *trigger found*: poisoned clients whose suspects contain every "
         "trigger token.",
+        *([f"* Clean tune (BTU's last step, on the server): after the last aggregation the server fine-tunes the "
+            f"global model for one epoch (AdamW lr {base.lr}) on {base.clean_set_size:,} sentences of the SST-2 test "
+            "split (disjoint from the clients' data and from dev); every row gets it, the reference included."]
+          if base.repair == "finetune" else []),
         f"* Goal (BadNets): ASR <= {100 * GOAL_ASR:.0f} % with CA at most {100 * GOAL_CA_LOSS:.0f} points below the "
         "no-attack run.",
         *(["* The no-attack reference was read from an earlier run of the same configuration (`--reference`); "
@@ -274,6 +284,13 @@ def _parser() -> argparse.ArgumentParser:
                         "instead of running it again")
     p.add_argument("--btu-cut-to", choices=("pad", "own"), default="pad",
                    help="BTU replacement values: pad (the paper) or the token's own pretrained values (a variant)")
+    p.add_argument("--clean-tune", type=int, default=0, metavar="N",
+                   help="server runs BTU's clean tune (one epoch at --lr) on N held-out SST-2 test sentences after "
+                        "the last aggregation, in every arm, the reference included (0: none; the test split has "
+                        "1,821)")
+    p.add_argument("--btu-purity", type=float, default=0.0, metavar="Q",
+                   help="BTU variant: cut only suspects whose sentences at the client carry one label at least Q of "
+                        "the time (e.g. 0.95; 0: off, the paper)")
     p.add_argument("--btu-hold", action="store_true",
                    help="BTU variant: in later rounds cut first and keep the cut rows fixed while training")
     return p
@@ -283,6 +300,7 @@ def main(argv: list[str]) -> int:
     """Entry point: exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
     from rich.console import Console
 
+    from bastionfl.server.text_task import server_clean_sentences
     from bastionfl.tasks.text import DatasetError, load_text_dataset
     from bastionfl.tasks.text_backdoor import load_paraphrases
 
@@ -297,6 +315,8 @@ def main(argv: list[str]) -> int:
         for attack in attacks:
             if attack in ("syntactic", "style"):
                 load_paraphrases(data, base.data_dir, attack)
+        if base.repair == "finetune":
+            server_clean_sentences(data, base)  # refuses a clean set larger than the test split, before any run
         reused = load_reference(args.reference, base) if args.reference else None
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

@@ -134,3 +134,16 @@ def test_local_training_is_reproducible_in_one_process(cfg: RunConfig, global_st
     torch.rand(7)  # another client's work in the same process moves the global generator
     b = local_train_text(clean, global_state, 0, N, 3, {})
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in global_state)
+
+
+def test_purity_variant_caches_only_the_label_pure_suspects(cfg: RunConfig,
+                                                            global_state: dict[str, torch.Tensor]) -> None:
+    pid = next(iter(poisoned_partitions(cfg, N)))
+    plain = local_train_text(cfg, global_state, pid, N, 1, {})
+    pure = local_train_text(dataclasses.replace(cfg, btu_purity=0.95), global_state, pid, N, 1, {})
+    kept = json.loads(pure.node_state[BTU_STATE_KEY])["suspects"]
+    every = json.loads(plain.node_state[BTU_STATE_KEY])["suspects"]
+    assert set(kept) < set(every)  # the same exposure (seeded), fewer cut
+    assert pure.metrics["btu_flagged"] + pure.metrics["btu_spared"] == plain.metrics["btu_flagged"]
+    assert "btu_spared" not in plain.metrics
+    assert pure.metrics["btu_trigger_found"] == plain.metrics["btu_trigger_found"]  # cf is label-pure

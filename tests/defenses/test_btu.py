@@ -10,10 +10,13 @@ import torch
 
 from bastionfl.defenses.btu import (
     BTUConfig,
+    btu_clean_tune,
     btu_defend,
     btu_expose,
     btu_unlearn,
     hold_rows,
+    keep_label_pure,
+    label_purity,
     rank_by_embedding_change,
     remove_tokens,
     token_ids_of,
@@ -208,6 +211,67 @@ def test_helpers_and_config_checks() -> None:
     order = rank_by_embedding_change(torch.zeros(4, 2), torch.tensor([[0, 1.0], [0, 3], [0, 2], [0, 9]]), {3})
     assert order.tolist() == [1, 2, 0]
     assert BTUConfig().count(30522) == 15 and BTUConfig(top_k=4).count(10) == 4 and BTUConfig().count(100) == 1
-    for bad in ({"rankings": ("r2",)}, {"rankings": ("r4",)}, {"threshold": 0.0}, {"top_k": 0}, {"exposure_lr": 0}):
+    for bad in ({"rankings": ("r2",)}, {"rankings": ("r4",)}, {"threshold": 0.0}, {"top_k": 0}, {"exposure_lr": 0},
+                {"purity": -0.1}, {"purity": 1.5}):
         with pytest.raises(ValueError):
             BTUConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_label_purity_counts_sentences_once_and_per_label() -> None:
+    sents = ["cf cf good", "cf bad", "the good", "the bad", "the the"]
+    labels = [1, 1, 1, 0, 0]
+    tok = build_word_tokenizer(sents)
+    cf, the, good, absent = token_ids_of(tok, ["cf", "the", "good"]) + [tok.pad_token_id]  # type: ignore[attr-defined]
+    stats = label_purity(tok, sents, labels, [cf, the, good, absent])
+    assert stats[cf] == (2, 1.0)  # two sentences (the repeat in one sentence counts once), both label 1
+    assert stats[the] == (3, 2 / 3) and stats[good] == (2, 1.0) and stats[absent] == (0, 0.0)
+    # truncation: only the tokens the model sees count
+    assert label_purity(tok, ["the cf"], [1], [cf], max_len=1)[cf] == (0, 0.0)
+    with pytest.raises(ValueError):
+        label_purity(tok, sents, labels[:-1], [cf])
+
+
+def test_purity_variant_keeps_the_trigger_and_spares_mixed_tokens(setup: dict[str, object]) -> None:
+    tok, p = setup["tok"], setup["p"]
+    ids = token_ids_of(tok, ["cf", "the", "film", "good3"])  # type: ignore[arg-type]
+    kept, spared = keep_label_pure(tok, p.sentences, p.labels, ids, 0.95)  # type: ignore[attr-defined]
+    cf, the, film, good3 = ids
+    assert cf in kept  # every sentence carrying the dirty-label trigger is labelled the target
+    assert the in spared and film in spared and spared[the][1] < 0.95  # function words are label-mixed
+    assert good3 in kept  # a word of one class only is label-pure as well: the variant cannot tell it apart
+    # through btu_defend: the report lists the spared suspects, and the cut touches only the kept ones
+    cfg = BTUConfig(top_k=5, exposure_lr=1e-3, max_len=16, r1_batch_size=32, r3_batch_size=32, train_epochs=0,
+                    purity=0.95)
+    fresh, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    _, report = btu_defend(fresh, tok, p.sentences, p.labels, cfg, trigger=["cf"])  # type: ignore[attr-defined]
+    assert report.trigger_found is True and report.spared
+    assert not set(report.spared) & set(report.flagged_ids)
+    assert set(report.dims_replaced) == set(report.flagged_ids)
+    assert all(purity < 0.95 or n == 0 for n, purity in report.spared.values())
+
+
+def test_clean_tune_relearns_present_tokens_and_leaves_the_cut_trigger(setup: dict[str, object]) -> None:
+    tok, p, (clean_s, clean_y) = setup["tok"], setup["p"], setup["test"]
+    model, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    emb = word_embeddings(model)
+    before = emb.weight.detach().clone()
+    lr, batch = 5e-3, 16
+    report = btu_clean_tune(model, tok, clean_s, clean_y, lr=lr, batch_size=batch, max_len=16, seed=3)  # type: ignore[arg-type]
+    after = emb.weight.detach()
+    assert report["clean_set_size"] == len(clean_s) and report["seconds"] > 0  # type: ignore[arg-type]
+    cf, the = token_ids_of(tok, ["cf", "the"])  # type: ignore[arg-type]
+    assert not any("cf" in s.split() for s in clean_s)  # type: ignore[union-attr]
+    steps = -(-len(clean_s) // batch)  # type: ignore[arg-type]
+    # no gradient reaches the absent trigger row: it only decays (AdamW's decoupled weight decay, 0.01)
+    assert torch.allclose(after[cf], before[cf] * (1 - lr * 0.01) ** steps, atol=1e-7)
+    assert (after[the] - before[the]).abs().max() > 1e-3
+    # seeded: the same call on the same start gives the same model, whatever the caller's generator did
+    again, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    torch.manual_seed(12345)
+    btu_clean_tune(again, tok, clean_s, clean_y, lr=lr, batch_size=batch, max_len=16, seed=3)  # type: ignore[arg-type]
+    assert torch.equal(word_embeddings(again).weight, after)
+    for bad in ({"sentences": [], "labels": []}, {"sentences": ["a"], "labels": [0, 1]}):
+        with pytest.raises(ValueError):
+            btu_clean_tune(model, tok, bad["sentences"], bad["labels"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        btu_clean_tune(model, tok, ["a"], [0], epochs=0)

@@ -35,3 +35,33 @@ def test_two_round_text_federation_with_btu(tmp_path: Path) -> None:
         assert poisoned[0]["btu_trigger_found"] in (0.0, 1.0)
         assert sum("btu_trigger_found" in m for m in clients.values()) == 1  # only the poisoned client knows it
     assert (tmp_path / "metrics.json").exists()
+
+
+def test_server_clean_tune_runs_in_the_last_round_only(tmp_path: Path) -> None:
+    """repair = finetune on text: BTU's clean tune on test-split sentences, after the last aggregation only."""
+    cfg = RunConfig(dataset="sst2", data_dir=str(DATA), model="tiny-bert", num_clients=2, rounds=2, seed=1,
+                    train_subset=120, max_len=32, batch_size=32, lr=1e-3, repair="finetune", clean_set_size=40,
+                    repair_last_rounds=1)
+    rounds = run_simulated(cfg, tmp_path)
+    assert "repair" not in rounds[0] and "repair_s" not in rounds[0]
+    rep = rounds[1]["repair"]
+    assert rep["defense"] == "btu_clean_tune" and rep["clean_set_size"] == 40 and rep["lr"] == 1e-3
+    assert rounds[1]["repair_s"] > 0
+
+
+def test_server_clean_set_is_held_out_of_dev_and_sized(tmp_path: Path) -> None:
+    from bastionfl.server.text_task import server_clean_sentences
+    from bastionfl.tasks.text import DatasetError, TextData, load_text_dataset
+
+    data = load_text_dataset("sst2", DATA)  # type: ignore[arg-type]
+    cfg = RunConfig(dataset="sst2", data_dir=str(DATA), model="tiny-bert", lr=1e-3, clean_set_size=100)
+    s, y = server_clean_sentences(data, cfg)
+    assert len(s) == len(y) == 100 and set(s) <= set(data.test_sentences)
+    assert not set(s) & set(data.dev_sentences)  # (SST-2 itself repeats 2 test sentences in train)
+    assert server_clean_sentences(data, cfg) == (s, y)  # seeded
+    with pytest.raises(DatasetError, match="more than"):
+        server_clean_sentences(data, RunConfig(dataset="sst2", model="tiny-bert", lr=1e-3, clean_set_size=10**5))
+    same = TextData("sst2", data.train_sentences, data.train_labels, data.dev_sentences, data.dev_labels,
+                    list(data.dev_sentences), list(data.dev_labels))
+    with pytest.raises(DatasetError, match="dev split"):
+        server_clean_sentences(same, cfg)

@@ -63,6 +63,9 @@ def test_bad_arguments_are_one_clear_line(tmp_path: Path, capsys: pytest.Capture
     assert err.count("\n") == 0 and "train.tsv" in err and "Traceback" not in err
     assert exp.main(["--data-dir", str(tmp_path), "--layers", "-1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert exp.main(["--data-dir", str(tmp_path), "--clean-tune", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "at least 10" in err
 
 
 def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) -> None:
@@ -78,6 +81,11 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
     with pytest.raises(ExperimentError, match="differs in seed, lr"):
         exp.load_reference(run, exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--seed", "1",
                                                                          "--lr", "2e-4"])))
+    # the clean tune changes the model, so a tuned grid needs a tuned reference; BTU variants do not touch it
+    with pytest.raises(ExperimentError, match="differs in repair, clean_set_size, repair_last_rounds"):
+        exp.load_reference(run, exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--clean-tune", "500"])))
+    purity = exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--btu-purity", "0.95"]))
+    assert purity.btu_purity == 0.95 and exp.load_reference(run, purity).accuracy == pytest.approx(0.83)
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds[:2]}))
     with pytest.raises(ExperimentError, match="did not complete"):
         exp.load_reference(run, base)
