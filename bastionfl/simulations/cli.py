@@ -22,6 +22,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("ha", "revoke"): ("bastionfl.simulations.ha_cli", "revoke a client's enrolment"),
     ("experiment", "image"): ("bastionfl.simulations.experiment_image", "image backdoor defense grid"),
     ("experiment", "text"): ("bastionfl.simulations.experiment_text", "text backdoor defense grid"),
+    ("experiment", "text-tune"): ("bastionfl.simulations.experiment_tune", "BTU clean tune on finished text runs, paired over seeds"),
 }
 
 

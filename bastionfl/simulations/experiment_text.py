@@ -132,7 +132,8 @@ def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExperimentError(f"--reference {run_dir}: cannot read a run's metrics.json ({type(exc).__name__})") from None
     want = {**base.to_dict(), **Arm("none", "none").overrides()}
-    differs = [k for k in want if k not in _REFERENCE_FREE and stored.get(k) != want[k]]
+    defaults = RunConfig().to_dict()  # a run written before a field existed ran with its default
+    differs = [k for k in want if k not in _REFERENCE_FREE and stored.get(k, defaults[k]) != want[k]]
     if differs:
         raise ExperimentError(f"--reference {run_dir}: not a no-attack run of this configuration (differs in "
                               f"{', '.join(differs)})")

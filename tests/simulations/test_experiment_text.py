@@ -77,6 +77,10 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
               "data_dir": "other/data"}
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds}))
     ref = exp.load_reference(run, base)
+    older = {k: v for k, v in config.items() if k != "repair_last_rounds"}  # written before the field existed
+    (run / "metrics.json").write_text(json.dumps({"config": older, "status": "completed", "rounds": rounds}))
+    assert exp.load_reference(run, base).accuracy == ref.accuracy
+    (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds}))
     assert ref.asr is None and (ref.accuracy, ref.asr_floor, ref.wall_s) == pytest.approx((0.83, 0.17, 300.0))
     with pytest.raises(ExperimentError, match="differs in seed, lr"):
         exp.load_reference(run, exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--seed", "1",

@@ -1,0 +1,217 @@
+"""``bastionfl experiment text-tune``: BTU's clean tune on finished text runs, over several tune seeds, paired.
+
+The server clean tune (``repair = finetune``, ``repair_last_rounds = 1``) is one AdamW epoch on held-out sentences
+applied to the final aggregate. Run on the final checkpoint of an untuned run with the server's own seed, it gives
+exactly the model a ``--clean-tune`` federation ends with; other seeds show how much that single epoch moves clean
+accuracy and the ASR floor. Each seed tunes every run (the first one is the no-attack reference), so the CA loss is
+paired: reference and defended run tuned with the same seed and the same clean sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from bastionfl.config import ConfigError, RunConfig, apply_overrides
+from bastionfl.simulations.grid import ExperimentError, fmt_minutes, pct, write_results
+
+__all__ = ["main", "RunTunes", "tune_seeds", "load_run", "tune_runs", "render_tunes"]
+
+GOAL_ASR = 0.10
+GOAL_CA_LOSS = 0.02
+# fields that may differ between the runs compared (what makes the rows different, and bookkeeping)
+_ROW_FIELDS = ("attack", "client_defense", "threat", "poisoned_clients", "btu_cut_to", "btu_hold", "btu_purity",
+               "out_dir", "data_dir", "verbose", "threads_per_client")
+
+
+@dataclass
+class RunTunes:
+    """One run: its final figures untuned, and per tune seed (CA, ASR, floor)."""
+
+    name: str
+    cfg: RunConfig
+    before: dict[str, float]
+    after: list[dict[str, float]] = field(default_factory=list)
+
+
+def tune_seeds(cfg: RunConfig, count: int) -> list[int]:
+    """The server's own seed for the final round's repair first (``seed * 1_000_003 + rounds``), then the next ones."""
+    first = cfg.seed * 1_000_003 + cfg.rounds
+    return [first + i for i in range(count)]
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """A finished, untuned text run's configuration and final global model; ExperimentError otherwise."""
+    from bastionfl.server.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        data = json.loads((Path(run_dir) / "metrics.json").read_text())
+        stored = data["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExperimentError(f"{run_dir}: cannot read a run's metrics.json ({type(exc).__name__})") from None
+    try:
+        cfg = apply_overrides(RunConfig(), {k: v for k, v in stored.items() if k in RunConfig().to_dict()})
+    except ConfigError as exc:
+        raise ExperimentError(f"{run_dir}: stored configuration is not valid ({exc})") from None
+    if data.get("status") != "completed" or len(data.get("rounds", [])) != cfg.rounds:
+        raise ExperimentError(f"{run_dir}: the run did not complete its {cfg.rounds} rounds")
+    if cfg.dataset not in ("sst2", "hsol"):
+        raise ExperimentError(f"{run_dir}: not a text run (dataset {cfg.dataset})")
+    if cfg.repair != "none":
+        raise ExperimentError(f"{run_dir}: the run already repaired its model ({cfg.repair}); give an untuned run")
+    try:
+        ck = load_checkpoint(Path(run_dir), restore_rng=False)
+    except CheckpointError as exc:
+        raise ExperimentError(str(exc)) from None
+    if int(ck["round"]) != cfg.rounds:
+        raise ExperimentError(f"{run_dir}: checkpoint is from round {ck['round']}, not the final round {cfg.rounds}")
+    return cfg, ck["model"]
+
+
+def _check_same_setup(runs: Sequence[tuple[str, RunConfig]]) -> None:
+    ref_name, ref = runs[0]
+    if ref.attack != "none":
+        raise ExperimentError(f"{ref_name}: the first run is the reference and must have no attack "
+                              f"(it has {ref.attack})")
+    want = ref.to_dict()
+    for name, cfg in runs[1:]:
+        differs = [k for k, v in cfg.to_dict().items() if k not in _ROW_FIELDS and want.get(k) != v]
+        if differs:
+            raise ExperimentError(f"{name}: not the reference's setup (differs in {', '.join(differs)})")
+    attacks = {cfg.attack for _, cfg in runs[1:]}
+    if len(attacks) > 1:
+        raise ExperimentError(f"the attacked runs use different attacks ({', '.join(sorted(attacks))}); compare one "
+                              "attack at a time")
+
+
+def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progress: Any = None) -> list[RunTunes]:
+    """Tune every run's final model with each seed (the server's repair code) and measure CA, ASR and floor."""
+    from bastionfl.server.text_task import text_server_task
+
+    loaded = [(str(d), *load_run(d)) for d in run_dirs]
+    _check_same_setup([(n, c) for n, c, _ in loaded])
+    attack = next((c.attack for _, c, _ in loaded[1:]), "none")
+    out: list[RunTunes] = []
+    task = None
+    for name, cfg, state in loaded:
+        # evaluated with the attacked runs' trigger set (the reference too: its ASR is the clean model's)
+        cfg = apply_overrides(cfg, {"attack": attack, "repair": "finetune", "clean_set_size": clean_set_size,
+                                    "repair_last_rounds": 1, "client_defense": "none", "poisoned_clients": 0})
+        if task is None:
+            task = text_server_task(cfg)  # same model, data, clean set and trigger set for every run (checked above)
+        assert task.repair is not None
+        model = task.model_factory()
+        model.load_state_dict(state)
+        row = RunTunes(Path(name).name, cfg, task.evaluate(model))
+        for seed in tune_seeds(cfg, seeds):
+            tuned, _ = task.repair(model, seed)
+            row.after.append({**task.evaluate(tuned), "seed": float(seed)})
+            if progress is not None:
+                progress()
+        out.append(row)
+    return out
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def render_tunes(rows: Sequence[RunTunes], *, command: str, clean_set_size: int, wall_s: float) -> str:
+    """Markdown: the untuned and tuned figures per run (mean ± sd over seeds), and each seed's paired figures."""
+    ref = rows[0]
+    cfg = ref.cfg
+    n = len(ref.after)
+    seeds = ", ".join(str(int(a["seed"])) for a in ref.after)
+    lines = [
+        "# BTU's clean tune on finished text runs (paired over tune seeds)", "",
+        "Generated by `bastionfl experiment text-tune` (`bastionfl/simulations/experiment_tune.py`).", "",
+        "Command:", "", "```", command, "```", "",
+        f"* Each run's final global model (an untuned `bastionfl experiment text` row) is tuned by the server's "
+        f"clean-tune code: one AdamW epoch at lr {cfg.lr}, batch {cfg.batch_size}, on {clean_set_size:,} sentences of "
+        f"the SST-2 test split. Tune seeds {seeds}; the first is the seed a `--clean-tune {clean_set_size}` "
+        "federation uses, so that column is exactly its result.",
+        "* CA loss is paired: the reference tuned with the same seed minus the run tuned with that seed. ASR and "
+        "floor as in the grid (triggered / untriggered negative dev sentences called positive).",
+        f"* Goal (BadNets): ASR <= {100 * GOAL_ASR:.0f} % and paired CA loss <= {100 * GOAL_CA_LOSS:.0f} points; "
+        "*goal* counts the seeds where both hold.",
+        f"* Wall time {fmt_minutes(wall_s)} on {os.cpu_count() or 1} cores.", "",
+        "| run | untuned CA % | untuned ASR % | untuned floor % | tuned CA % | tuned ASR % | tuned floor % | "
+        "paired CA loss (points) | goal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        loss = [a["accuracy"] - b["accuracy"] for a, b in zip(ref.after, r.after)]
+        is_ref = r is ref
+        goal = "-"
+        if not is_ref and r.cfg.attack == "badnets":
+            hits = sum(1 for b, d in zip(r.after, loss) if b.get("asr", 1.0) <= GOAL_ASR + 1e-12
+                       and d <= GOAL_CA_LOSS + 1e-12)
+            goal = f"{hits}/{n}"
+        lines.append(
+            f"| {r.name} | {pct(r.before['accuracy'])} | {pct(r.before.get('asr'))} | {pct(r.before.get('asr_floor'))} "
+            f"| {_mean_sd([a['accuracy'] for a in r.after])} | {_mean_sd([a['asr'] for a in r.after])} "
+            f"| {_mean_sd([a['asr_floor'] for a in r.after])} | "
+            f"{'0' if is_ref else _mean_sd(loss)} | {goal} |")
+    lines += ["", "Per seed (CA / ASR / floor, %):", "",
+              "| run | " + " | ".join(f"seed {int(a['seed'])}" for a in ref.after) + " |",
+              "|---|" + "---|" * n]
+    for r in rows:
+        cells = [f"{pct(a['accuracy'])} / {pct(a['asr'])} / {pct(a['asr_floor'])}" for a in r.after]
+        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bastionfl experiment text-tune",
+                                description="Tune finished text runs with BTU's server clean tune over several seeds "
+                                            "and compare them, paired, with the no-attack reference (the first run).")
+    p.add_argument("runs", nargs="+", type=Path,
+                   help="run folders (metrics.json + checkpoint.pt), the no-attack reference first")
+    p.add_argument("--clean-set", type=int, default=1821, help="test-split sentences the server tunes on")
+    p.add_argument("--seeds", type=int, default=3, help="tune seeds per run (the first is the federation's own)")
+    p.add_argument("--results", type=Path, default=Path("docs/results-text-tune.md"), help="markdown output")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: exit 0 on success, 2 on usage errors (a bad run folder, mismatched runs)."""
+    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from bastionfl.tasks.text import DatasetError
+
+    prog = "bastionfl experiment text-tune"
+    args = _parser().parse_args(argv)
+    if len(args.runs) < 2 or args.seeds < 1 or args.clean_set < 10:
+        print(f"{prog}: give the reference and at least one run, --seeds >= 1 and --clean-set >= 10",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(max(1, args.threads))
+    console = Console()
+    start = time.perf_counter()
+    try:
+        with Progress(console=console) as bar:
+            task = bar.add_task("tuning", total=len(args.runs) * args.seeds)
+            rows = tune_runs(args.runs, args.clean_set, args.seeds, progress=lambda: bar.advance(task))
+    except (ExperimentError, ConfigError, DatasetError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    text = render_tunes(rows, command=f"{prog} {shlex.join(argv)}", clean_set_size=args.clean_set,
+                        wall_s=time.perf_counter() - start)
+    write_results(args.results, text)
+    console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
+    console.print(f"results written to {args.results}")
+    return 0
