@@ -110,7 +110,7 @@ def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progres
         assert task.repair is not None
         model = task.model_factory()
         model.load_state_dict(state)
-        row = RunTunes(Path(name).name, cfg, task.evaluate(model))
+        row = RunTunes("/".join(Path(name).parts[-2:]), cfg, task.evaluate(model))
         for seed in tune_seeds(cfg, seeds):
             tuned, _ = task.repair(model, seed)
             row.after.append({**task.evaluate(tuned), "seed": float(seed)})
