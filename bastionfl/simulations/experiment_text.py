@@ -10,6 +10,10 @@ model's own error hides what a defense does; see docs/results-text.md). Secure a
 xMK-CKKS over a 22-million-parameter text model is far outside this budget, and BTU's outcome does not depend on
 it (BTU edits the local model before the update would be encrypted).
 
+Options: ``--clean-tune N`` gives every row the server's clean tune (BTU's last step) after the last round;
+``--btu-purity``, ``--btu-cut-to own`` and ``--btu-hold`` select BTU variants; ``--reference DIR`` reuses a
+no-attack run of the same configuration.
+
 The markdown table goes to ``--results`` with the exact command, seed and wall times; the text below the
 ``KEEP_MARKER`` line of an existing page (the discussion) is kept when the grid rewrites it.
 """
