@@ -411,7 +411,8 @@ def btu_clean_tune(
     """BTU's last step: full fine-tuning on clean held-out sentences after the cut (edits ``model``); returns a report.
 
     The cut resets every suspect row, the natural sentiment tokens a client flagged included; the clean tune
-    re-learns those from clean text, while a trigger token (absent from clean text) gets no gradient and stays cut.
+    re-learns those from clean text, while a trigger token (absent from clean text) gets no gradient and stays cut
+    (AdamW's weight decay shrinks it slightly, as every row).
     """
     if len(sentences) != len(labels):
         raise ValueError(f"{len(sentences)} clean sentences but {len(labels)} labels")
