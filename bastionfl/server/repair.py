@@ -52,7 +52,6 @@ class RepairStage:
         seed = ctx.cfg.seed * 1_000_003 + rs.server_round
         start = time.perf_counter()
         report: dict[str, Any]
-        x, y = ctx.task.clean_set
         if ctx.task.repair is not None:
             repaired, report = ctx.task.repair(model, seed)
         elif ctx.cfg.repair == "rnp":
@@ -60,7 +59,7 @@ class RepairStage:
 
             if saved:
                 apply_rnp_mask(model, {k: torch.tensor(v, dtype=torch.bool) for k, v in saved.items()})
-            repaired, mask, report = rnp_repair(model, x, y, seed=seed)
+            repaired, mask, report = rnp_repair(model, *ctx.task.clean_set, seed=seed)
             merged = {k: (torch.tensor(saved[k], dtype=torch.bool) & v if saved else v) for k, v in mask.items()}
             apply_rnp_mask(repaired, merged)
             ctx.run_state["checkpointable"]["rnp_mask"] = {k: v.tolist() for k, v in merged.items()}
@@ -68,11 +67,11 @@ class RepairStage:
         elif ctx.cfg.repair == "nad":
             from bastionfl.defenses.nad import nad_repair
 
-            repaired, report = nad_repair(model, x, y, seed=seed)
+            repaired, report = nad_repair(model, *ctx.task.clean_set, seed=seed)
         elif ctx.cfg.repair == "finetune":
             from bastionfl.defenses.finetune import finetune_repair
 
-            repaired, report = finetune_repair(model, x, y, seed=seed)
+            repaired, report = finetune_repair(model, *ctx.task.clean_set, seed=seed)
         else:
             raise RoundFailed(f"unknown repair {ctx.cfg.repair!r}")
         rs.new_state = {k: v.detach().clone() for k, v in repaired.state_dict().items()}

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
-from bastionfl.simulations.grid import KEEP_MARKER, ExperimentError, GridDisplay, fmt_minutes, write_results
+from bastionfl.simulations.grid import KEEP_MARKER, ExperimentError, GridDisplay, fmt_minutes, publish_results
 
 __all__ = ["main", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
            "KEEP_MARKER", "COLUMNS"]
@@ -420,7 +420,5 @@ def main(argv: list[str]) -> int:
     total = time.perf_counter() - start
     text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
                           cores=os.cpu_count() or 1, shared_prefix=shared_prefix)
-    write_results(args.results, text)
-    console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
-    console.print(f"results written to {args.results} (total {fmt_minutes(total)})")
+    publish_results(console, args.results, text, total)
     return 0

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
-from bastionfl.simulations.grid import ExperimentError, GridDisplay, fmt_minutes, pct, write_results
+from bastionfl.simulations.grid import (ExperimentError, GridDisplay, fmt_minutes, pct, publish_results,
+                                      write_results)
 
 __all__ = ["main", "Arm", "ArmResult", "grid_arms", "base_config", "render_results", "GOAL_ASR", "GOAL_CA_LOSS", "select_arms",
            "load_reference"]
@@ -367,7 +368,5 @@ def main(argv: list[str]) -> int:
     total = time.perf_counter() - start
     text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
                           cores=os.cpu_count() or 1, reference_reused=reused is not None)
-    write_results(args.results, text)
-    console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
-    console.print(f"results written to {args.results} (total {fmt_minutes(total)})")
+    publish_results(console, args.results, text, total)
     return 0

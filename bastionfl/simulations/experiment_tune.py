@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
-from bastionfl.simulations.grid import ExperimentError, fmt_minutes, pct, write_results
+from bastionfl.simulations.grid import ExperimentError, fmt_minutes, pct, publish_results
 
 __all__ = ["main", "RunTunes", "tune_seeds", "load_run", "tune_runs", "render_tunes"]
 
@@ -181,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clean-set", type=int, default=1821, help="test-split sentences the server tunes on")
     p.add_argument("--seeds", type=int, default=3, help="tune seeds per run (the first is the federation's own)")
     p.add_argument("--results", type=Path, default=Path("docs/results-text-tune.md"), help="markdown output")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     return p
 
 
@@ -199,7 +199,9 @@ def main(argv: list[str]) -> int:
         print(f"{prog}: give the reference and at least one run, --seeds >= 1 and --clean-set >= 10",
               file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, args.threads))
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
     console = Console()
     start = time.perf_counter()
     try:
@@ -209,9 +211,9 @@ def main(argv: list[str]) -> int:
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process keeps its own setting
     text = render_tunes(rows, command=f"{prog} {shlex.join(argv)}", clean_set_size=args.clean_set,
                         wall_s=time.perf_counter() - start)
-    write_results(args.results, text)
-    console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
-    console.print(f"results written to {args.results}")
+    publish_results(console, args.results, text)
     return 0

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExperimentError", "GridDisplay", "KEEP_MARKER", "fmt_minutes", "pct", "write_results"]
+__all__ = ["ExperimentError", "GridDisplay", "KEEP_MARKER", "fmt_minutes", "pct", "write_results", "publish_results"]
 
 KEEP_MARKER = "<!-- text below this line is kept when the experiment rewrites this file -->"
 
@@ -39,6 +39,13 @@ def write_results(path: Path, text: str) -> None:
             kept = old.split(KEEP_MARKER, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + "\n\n" + KEEP_MARKER + (kept if kept else "\n"))
+
+
+def publish_results(console: Any, path: Path, text: str, total_s: float | None = None) -> None:
+    """Write the page (``write_results``), echo its table rows and say where it went."""
+    write_results(path, text)
+    console.print("\n".join(line for line in text.splitlines() if line.startswith("|")), highlight=False)
+    console.print(f"results written to {path}" + (f" (total {fmt_minutes(total_s)})" if total_s is not None else ""))
 
 
 class GridDisplay:
