@@ -88,6 +88,10 @@ class RunConfig:
     clean_set_size: int = _spec(0, "server's clean set for repair, held out of the clients' training data (text: "
                                 "drawn from the test split)", _range(0))
     repair_last_rounds: int = _spec(0, "run the server repair only in the last K rounds (0: every round)", _range(0))
+    repair_lr: float = _spec(0.0, "learning rate of the text clean tune (0: the run's lr; BTU's paper: 2e-5)",
+                             _range(0.0, 0.01))
+    repair_batch_size: int = _spec(0, "batch size of the text clean tune (0: the run's batch_size; BTU's paper: 64)",
+                                   _range(0))
     btu_cut_to: str = _spec("pad", "BTU's replacement for a flagged token's moved dims: pad (the paper) | own (the "
                             "token's own pretrained values; keeps its meaning, and lets the backdoor back in)",
                             _choice("pad", "own"))
@@ -148,6 +152,9 @@ def _cross_check(cfg: "RunConfig") -> None:
     if cfg.repair_last_rounds > cfg.rounds:
         raise ConfigError(f"config key 'repair_last_rounds': {cfg.repair_last_rounds} is more than the "
                           f"{cfg.rounds} rounds")
+    if (cfg.repair_lr or cfg.repair_batch_size) and not (text and cfg.repair == "finetune"):
+        raise ConfigError("config keys 'repair_lr' / 'repair_batch_size' set the text clean tune (text dataset, "
+                          f"repair = finetune); this run has dataset {cfg.dataset}, repair {cfg.repair}")
     if (cfg.client_defense == "abl" and text) or (cfg.client_defense == "btu" and not text):
         raise ConfigError(f"config key 'client_defense': {cfg.client_defense} does not apply to {cfg.dataset}")
 

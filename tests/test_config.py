@@ -109,6 +109,9 @@ def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
         ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "rnp"}, "repair"),
         ({"rounds": 3, "repair_last_rounds": 4}, "repair_last_rounds"),
         ({"btu_purity": 1.5}, "btu_purity"),
+        ({"repair_lr": 2e-5}, "repair_lr"),  # the text clean tune's lr, on an image run
+        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair_batch_size": 64}, "repair_lr"),  # no tune
+        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "finetune", "repair_lr": 0.5}, "repair_lr"),
     ],
 )
 def test_cross_field_checks_name_the_key(values: dict[str, str], key: str) -> None:
@@ -124,5 +127,7 @@ def test_text_configuration_is_accepted() -> None:
 
 def test_text_clean_tune_and_last_round_repair_are_accepted() -> None:
     cfg = apply_overrides(RunConfig(), {"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "finetune",
-                                        "clean_set_size": 500, "repair_last_rounds": 1, "btu_purity": 0.95})
+                                        "clean_set_size": 500, "repair_last_rounds": 1, "btu_purity": 0.95,
+                                        "repair_lr": 2e-5, "repair_batch_size": 64})
     assert (cfg.repair, cfg.clean_set_size, cfg.repair_last_rounds, cfg.btu_purity) == ("finetune", 500, 1, 0.95)
+    assert (cfg.repair_lr, cfg.repair_batch_size) == (2e-5, 64)

@@ -66,6 +66,9 @@ def test_bad_arguments_are_one_clear_line(tmp_path: Path, capsys: pytest.Capture
     assert exp.main(["--data-dir", str(tmp_path), "--clean-tune", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "at least 10" in err
+    assert exp.main(["--data-dir", str(tmp_path), "--clean-tune-lr", "2e-5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "give --clean-tune N too" in err
 
 
 def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) -> None:
@@ -88,6 +91,11 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
     # the clean tune changes the model, so a tuned grid needs a tuned reference; BTU variants do not touch it
     with pytest.raises(ExperimentError, match="differs in repair, clean_set_size, repair_last_rounds"):
         exp.load_reference(run, exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--clean-tune", "500"])))
+    paper_tune = exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--clean-tune", "500",
+                                                           "--clean-tune-lr", "2e-5", "--clean-tune-batch", "64"]))
+    assert (paper_tune.repair_lr, paper_tune.repair_batch_size, paper_tune.lr) == (2e-5, 64, 1e-4)
+    with pytest.raises(ExperimentError, match="repair_last_rounds, repair_lr, repair_batch_size"):
+        exp.load_reference(run, paper_tune)
     purity = exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--btu-purity", "0.95"]))
     assert purity.btu_purity == 0.95 and exp.load_reference(run, purity).accuracy == pytest.approx(0.83)
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds[:2]}))

@@ -59,6 +59,16 @@ def test_tuning_a_finished_run_reproduces_the_clean_tune_federation(tmp_path: Pa
     table = [line for line in text.splitlines() if "/atk |" in line]
     assert len(table) == 2 and table[0].count("±") == 4  # CA, ASR, floor, paired loss over two seeds
 
+    # the tune's own lr and batch size: the same reproduction, and a different model from the run-lr tune
+    own = run_simulated(_cfg(repair="finetune", clean_set_size=40, repair_last_rounds=1, repair_lr=3e-4,
+                             repair_batch_size=8), tmp_path / "own")
+    slow = tune.tune_runs([ref_dir, atk_dir], 40, 1, lr=3e-4, batch_size=8)
+    assert slow[0].after[0]["accuracy"] == pytest.approx(own[-1]["accuracy"], abs=1e-12)
+    assert slow[0].after[0]["loss"] == pytest.approx(own[-1]["loss"], abs=1e-12)
+    assert slow[0].after[0]["loss"] != rows[0].after[0]["loss"]
+    page = tune.render_tunes(slow, command="c", clean_set_size=40, wall_s=1.0)
+    assert "lr 0.0003, batch 8" in page and "--clean-tune 40 --clean-tune-lr 0.0003 --clean-tune-batch 8" in page
+
     # a tuned run is refused, and the reference must come first
     assert tune.main([str(ref_dir), str(tuned_dir), "--seeds", "1", "--clean-set", "40",
                       "--results", str(tmp_path / "r.md")]) == 2
@@ -77,6 +87,8 @@ def test_bad_folders_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err.count("\n") == 0 and "cannot read" in err and "Traceback" not in err
     assert tune.main([str(tmp_path / "a")]) == 2
     assert "at least one run" in capsys.readouterr().err
+    assert tune.main([str(tmp_path / "a"), str(tmp_path / "b"), "--lr", "0.5"]) == 2
+    assert "--lr <= 0.01" in capsys.readouterr().err
     run = tmp_path / "half"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"config": {"dataset": "sst2", "model": "tiny-bert", "lr": 1e-3,
