@@ -90,6 +90,8 @@ class RunConfig:
     repair_last_rounds: int = _spec(0, "run the server repair only in the last K rounds (0: every round)", _range(0))
     repair_lr: float = _spec(0.0, "learning rate of the text clean tune (0: the run's lr; BTU's paper: 2e-5)",
                              _range(0.0, 0.01))
+    repair_lr_decay: bool = _spec(False, "text clean tune: lr falls linearly to 0 over the epoch (not in the paper, "
+                                  "which keeps it constant)")
     repair_batch_size: int = _spec(0, "batch size of the text clean tune (0: the run's batch_size; BTU's paper: 64)",
                                    _range(0))
     btu_cut_to: str = _spec("pad", "BTU's replacement for a flagged token's moved dims: pad (the paper) | own (the "
@@ -152,9 +154,10 @@ def _cross_check(cfg: "RunConfig") -> None:
     if cfg.repair_last_rounds > cfg.rounds:
         raise ConfigError(f"config key 'repair_last_rounds': {cfg.repair_last_rounds} is more than the "
                           f"{cfg.rounds} rounds")
-    if (cfg.repair_lr or cfg.repair_batch_size) and not (text and cfg.repair == "finetune"):
-        raise ConfigError("config keys 'repair_lr' / 'repair_batch_size' set the text clean tune (text dataset, "
-                          f"repair = finetune); this run has dataset {cfg.dataset}, repair {cfg.repair}")
+    if (cfg.repair_lr or cfg.repair_batch_size or cfg.repair_lr_decay) and not (text and cfg.repair == "finetune"):
+        raise ConfigError("config keys 'repair_lr' / 'repair_lr_decay' / 'repair_batch_size' set the text clean "
+                          f"tune (text dataset, repair = finetune); this run has dataset {cfg.dataset}, "
+                          f"repair {cfg.repair}")
     if (cfg.client_defense == "abl" and text) or (cfg.client_defense == "btu" and not text):
         raise ConfigError(f"config key 'client_defense': {cfg.client_defense} does not apply to {cfg.dataset}")
 

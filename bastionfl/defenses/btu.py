@@ -182,13 +182,19 @@ def _batches(
 
 def _fit(
     model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], *, epochs: int, lr: float,
-    batch_size: int, max_len: int, seed: int, pad_to_max: bool = False,
+    batch_size: int, max_len: int, seed: int, pad_to_max: bool = False, decay: bool = False,
 ) -> None:
-    """AdamW over the trainable parameters (the official optimiser), shuffled and seeded."""
+    """AdamW over the trainable parameters (the official optimiser), shuffled and seeded.
+
+    ``decay``: the lr falls linearly from ``lr`` to 0 over all steps (the usual BERT fine-tuning schedule; the official
+    code keeps it constant), so the last batches barely move the model.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters")
     opt = torch.optim.AdamW(params, lr=lr)
+    total = epochs * -(-len(sentences) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total)) if decay else None
     gen = torch.Generator().manual_seed(seed)
     dev = _device(model)
     model.train()
@@ -201,6 +207,8 @@ def _fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     model.eval()
 
 
@@ -406,13 +414,13 @@ def hold_rows(model: nn.Module, ids: Sequence[int]) -> Iterator[None]:
 
 def btu_clean_tune(
     model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], *, epochs: int = 1,
-    lr: float = 2e-5, batch_size: int = 64, max_len: int = 64, seed: int = 0,
+    lr: float = 2e-5, batch_size: int = 64, max_len: int = 64, seed: int = 0, decay: bool = False,
 ) -> dict[str, Any]:
     """BTU's last step: full fine-tuning on clean held-out sentences after the cut (edits ``model``); returns a report.
 
     The cut resets every suspect row, the natural sentiment tokens a client flagged included; the clean tune
     re-learns those from clean text, while a trigger token (absent from clean text) gets no gradient and stays cut
-    (AdamW's weight decay shrinks it slightly, as every row).
+    (AdamW's weight decay shrinks it slightly, as every row). ``decay``: linear lr decay to 0 (not in the paper).
     """
     if len(sentences) != len(labels):
         raise ValueError(f"{len(sentences)} clean sentences but {len(labels)} labels")
@@ -424,8 +432,8 @@ def btu_clean_tune(
     with torch.random.fork_rng(devices=[]):  # dropout draws: seeded here, the caller's generator untouched
         torch.manual_seed(seed)
         _fit(model, tokenizer, sentences, labels, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len,
-             seed=seed)
-    return {"defense": "btu_clean_tune", "clean_set_size": len(sentences), "epochs": epochs, "lr": lr,
+             seed=seed, decay=decay)
+    return {"defense": "btu_clean_tune", "clean_set_size": len(sentences), "epochs": epochs, "lr": lr, "decay": decay,
             "seconds": time.perf_counter() - t}
 
 

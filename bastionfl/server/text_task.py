@@ -100,7 +100,8 @@ def text_server_task(cfg: RunConfig) -> ServerTask:
         assert clean is not None
         tuned = copy.deepcopy(model)
         report = btu_clean_tune(tuned, tokenizer, clean[0], clean[1], epochs=1, lr=cfg.repair_lr or cfg.lr,
-                                batch_size=cfg.repair_batch_size or cfg.batch_size, max_len=cfg.max_len, seed=seed)
+                                batch_size=cfg.repair_batch_size or cfg.batch_size, max_len=cfg.max_len, seed=seed,
+                                decay=cfg.repair_lr_decay)
         return tuned, report
 
     return ServerTask(factory, run_eval, clean, clean_tune if clean is not None else None)

@@ -116,9 +116,11 @@ def base_config(args: argparse.Namespace) -> RunConfig:
         raise ExperimentError(f"--clean-tune {args.clean_tune}: give 0 (none) or at least 10 sentences")
     if args.clean_tune:  # BTU's clean tune on the server, once, after the last aggregation; every arm gets it
         values.update(repair="finetune", clean_set_size=args.clean_tune, repair_last_rounds=1,
-                      repair_lr=args.clean_tune_lr, repair_batch_size=args.clean_tune_batch)
-    elif args.clean_tune_lr or args.clean_tune_batch:
-        raise ExperimentError("--clean-tune-lr / --clean-tune-batch set the clean tune: give --clean-tune N too")
+                      repair_lr=args.clean_tune_lr, repair_batch_size=args.clean_tune_batch,
+                      repair_lr_decay=args.clean_tune_decay)
+    elif args.clean_tune_lr or args.clean_tune_batch or args.clean_tune_decay:
+        raise ExperimentError("--clean-tune-lr / --clean-tune-batch / --clean-tune-decay set the clean tune: give "
+                              "--clean-tune N too")
     if args.quick:
         values.update(model="tiny-bert", text_layers=1, max_len=32, train_subset=300, num_clients=3,
                       poisoned_clients=1, rounds=1, local_epochs=1, lr=1e-3, batch_size=32)
@@ -240,7 +242,8 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         + ". *Flagged*: mean suspects per client; *trigger found*: poisoned clients whose suspects contain every "
         "trigger token.",
         *([f"* Clean tune (BTU's last step, on the server): after the last aggregation the server fine-tunes the "
-            f"global model for one epoch (AdamW lr {base.repair_lr or base.lr}, batch "
+            f"global model for one epoch (AdamW lr {base.repair_lr or base.lr}"
+            f"{', decaying linearly to 0' if base.repair_lr_decay else ''}, batch "
             f"{base.repair_batch_size or base.batch_size}) on {base.clean_set_size:,} sentences of the SST-2 test "
             "split (disjoint from the clients' data and from dev); every row gets it, the reference included."]
           if base.repair == "finetune" else []),
@@ -302,6 +305,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the clean tune's AdamW lr (0: --lr; the BTU paper tunes at 2e-5)")
     p.add_argument("--clean-tune-batch", type=int, default=0, metavar="B",
                    help="the clean tune's batch size (0: --batch-size; the BTU paper uses 64)")
+    p.add_argument("--clean-tune-decay", action="store_true",
+                   help="the clean tune's lr falls linearly to 0 over its epoch (the paper keeps it constant)")
     p.add_argument("--btu-purity", type=float, default=0.0, metavar="Q",
                    help="BTU variant: cut only suspects whose sentences at the client carry one label at least Q of "
                         "the time (e.g. 0.95; 0: off, the paper)")

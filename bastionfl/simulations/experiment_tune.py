@@ -93,10 +93,11 @@ def _check_same_setup(runs: Sequence[tuple[str, RunConfig]]) -> None:
 
 
 def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progress: Any = None, *, lr: float = 0.0,
-              batch_size: int = 0) -> list[RunTunes]:
+              batch_size: int = 0, decay: bool = False) -> list[RunTunes]:
     """Tune every run's final model with each seed (the server's repair code) and measure CA, ASR and floor.
 
-    ``lr`` / ``batch_size``: the tune's (``repair_lr`` / ``repair_batch_size``; 0: the runs' own lr and batch size).
+    ``lr`` / ``batch_size``: the tune's (``repair_lr`` / ``repair_batch_size``; 0: the runs' own lr and batch size);
+    ``decay``: linear lr decay to 0 (``repair_lr_decay``).
     """
     from bastionfl.server.text_task import text_server_task
 
@@ -109,7 +110,8 @@ def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progres
         # evaluated with the attacked runs' trigger set (the reference too: its ASR is the clean model's)
         cfg = apply_overrides(cfg, {"attack": attack, "repair": "finetune", "clean_set_size": clean_set_size,
                                     "repair_last_rounds": 1, "client_defense": "none", "poisoned_clients": 0,
-                                    "repair_lr": lr, "repair_batch_size": batch_size})
+                                    "repair_lr": lr, "repair_batch_size": batch_size,
+                                    "repair_lr_decay": decay})
         if task is None:
             task = text_server_task(cfg)  # same model, data, clean set and trigger set for every run (checked above)
         assert task.repair is not None
@@ -128,7 +130,8 @@ def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progres
 def _tune_flags(cfg: RunConfig) -> str:
     """The ``experiment text`` options that give a federation this tune's lr and batch size."""
     return ((f" --clean-tune-lr {cfg.repair_lr}" if cfg.repair_lr else "")
-            + (f" --clean-tune-batch {cfg.repair_batch_size}" if cfg.repair_batch_size else ""))
+            + (f" --clean-tune-batch {cfg.repair_batch_size}" if cfg.repair_batch_size else "")
+            + (" --clean-tune-decay" if cfg.repair_lr_decay else ""))
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -149,7 +152,7 @@ def render_tunes(rows: Sequence[RunTunes], *, command: str, clean_set_size: int,
         "Command:", "", "```", command, "```", "",
         f"* Each run's final global model (an untuned `bastionfl experiment text` row) is tuned by the server's "
         "clean-tune code: one AdamW epoch at "
-        f"lr {cfg.repair_lr or cfg.lr}, batch {cfg.repair_batch_size or cfg.batch_size}, on {clean_set_size:,} sentences of the SST-2 test split. Tune seeds {seeds}; the first is the seed a "
+        f"lr {cfg.repair_lr or cfg.lr}{' decaying linearly to 0' if cfg.repair_lr_decay else ''}, batch {cfg.repair_batch_size or cfg.batch_size}, on {clean_set_size:,} sentences of the SST-2 test split. Tune seeds {seeds}; the first is the seed a "
         f"`--clean-tune {clean_set_size}{_tune_flags(cfg)}` federation uses, so that column is exactly its result.",
         "* CA loss is paired: the reference tuned with the same seed minus the run tuned with that seed. ASR and "
         "floor as in the grid (triggered / untriggered negative dev sentences called positive).",
@@ -194,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.0, help="the tune's AdamW lr (0: the runs' own; the BTU paper: 2e-5)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="the tune's batch size (0: the runs' own; the BTU paper: 64)")
+    p.add_argument("--decay", action="store_true", help="the tune's lr falls linearly to 0 (the paper: constant)")
     p.add_argument("--results", type=Path, default=Path("docs/results-text-tune.md"), help="markdown output")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     return p
@@ -223,7 +227,7 @@ def main(argv: list[str]) -> int:
         with Progress(console=console) as bar:
             task = bar.add_task("tuning", total=len(args.runs) * args.seeds)
             rows = tune_runs(args.runs, args.clean_set, args.seeds, progress=lambda: bar.advance(task),
-                             lr=args.lr, batch_size=args.batch_size)
+                             lr=args.lr, batch_size=args.batch_size, decay=args.decay)
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

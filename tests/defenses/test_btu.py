@@ -270,6 +270,17 @@ def test_clean_tune_relearns_present_tokens_and_leaves_the_cut_trigger(setup: di
     torch.manual_seed(12345)
     btu_clean_tune(again, tok, clean_s, clean_y, lr=lr, batch_size=batch, max_len=16, seed=3)  # type: ignore[arg-type]
     assert torch.equal(word_embeddings(again).weight, after)
+    # linear decay: step t runs at lr * (1 - t / steps), which the trigger row's weight decay records exactly
+    decayed, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+    start = word_embeddings(decayed).weight.detach().clone()
+    report = btu_clean_tune(decayed, tok, clean_s, clean_y, lr=lr, batch_size=batch, max_len=16, seed=3,  # type: ignore[arg-type]
+                            decay=True)
+    shrink = 1.0
+    for t in range(steps):
+        shrink *= 1 - lr * (1 - t / steps) * 0.01
+    assert report["decay"] is True
+    assert torch.allclose(word_embeddings(decayed).weight[cf], start[cf] * shrink, atol=1e-7)
+    assert not torch.allclose(start[cf] * shrink, before[cf] * (1 - lr * 0.01) ** steps, atol=1e-7)
     for bad in ({"sentences": [], "labels": []}, {"sentences": ["a"], "labels": [0, 1]}):
         with pytest.raises(ValueError):
             btu_clean_tune(model, tok, bad["sentences"], bad["labels"])  # type: ignore[arg-type]

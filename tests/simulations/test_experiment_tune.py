@@ -61,13 +61,14 @@ def test_tuning_a_finished_run_reproduces_the_clean_tune_federation(tmp_path: Pa
 
     # the tune's own lr and batch size: the same reproduction, and a different model from the run-lr tune
     own = run_simulated(_cfg(repair="finetune", clean_set_size=40, repair_last_rounds=1, repair_lr=3e-4,
-                             repair_batch_size=8), tmp_path / "own")
-    slow = tune.tune_runs([ref_dir, atk_dir], 40, 1, lr=3e-4, batch_size=8)
+                             repair_batch_size=8, repair_lr_decay=True), tmp_path / "own")
+    slow = tune.tune_runs([ref_dir, atk_dir], 40, 1, lr=3e-4, batch_size=8, decay=True)
     assert slow[0].after[0]["accuracy"] == pytest.approx(own[-1]["accuracy"], abs=1e-12)
     assert slow[0].after[0]["loss"] == pytest.approx(own[-1]["loss"], abs=1e-12)
     assert slow[0].after[0]["loss"] != rows[0].after[0]["loss"]
     page = tune.render_tunes(slow, command="c", clean_set_size=40, wall_s=1.0)
-    assert "lr 0.0003, batch 8" in page and "--clean-tune 40 --clean-tune-lr 0.0003 --clean-tune-batch 8" in page
+    assert "lr 0.0003 decaying linearly to 0, batch 8" in page
+    assert "--clean-tune 40 --clean-tune-lr 0.0003 --clean-tune-batch 8 --clean-tune-decay" in page
 
     # a tuned run is refused, and the reference must come first
     assert tune.main([str(ref_dir), str(tuned_dir), "--seeds", "1", "--clean-set", "40",
