@@ -23,7 +23,7 @@ from bastionfl.server.task import ServerTask
 from bastionfl.tasks.text import (DatasetError, TextData, TextModelConfig, attack_success_rate, evaluate_text,
                                   load_text_dataset, load_text_model)
 
-__all__ = ["text_server_task", "server_model_config", "server_clean_sentences"]
+__all__ = ["text_server_task", "server_model_config", "server_clean_sentences", "clean_tune_schedule"]
 
 _MODEL_NAMES = {"minilm": "minilm", "tiny-bert": "tiny"}  # the config's names -> load_text_model's names
 
@@ -32,6 +32,12 @@ def server_model_config(cfg: RunConfig, num_labels: int) -> TextModelConfig:
     """The global model's config; the same as the clients' (``bastionfl.client.text_local.text_model_config``)."""
     return TextModelConfig(name=_MODEL_NAMES.get(cfg.model, cfg.model), num_labels=num_labels,
                            num_layers=cfg.text_layers or None, seed=cfg.seed)
+
+
+def clean_tune_schedule(cfg: RunConfig) -> tuple[float, int, str]:
+    """The clean tune's lr and batch size (``repair_*``, else the run's own) and a phrase for results pages."""
+    lr, batch = cfg.repair_lr or cfg.lr, cfg.repair_batch_size or cfg.batch_size
+    return lr, batch, f"lr {lr}{' decaying linearly to 0' if cfg.repair_lr_decay else ''}, batch {batch}"
 
 
 def server_clean_sentences(data: TextData, cfg: RunConfig) -> tuple[list[str], list[int]]:
@@ -99,9 +105,9 @@ def text_server_task(cfg: RunConfig) -> ServerTask:
 
         assert clean is not None
         tuned = copy.deepcopy(model)
-        report = btu_clean_tune(tuned, tokenizer, clean[0], clean[1], epochs=1, lr=cfg.repair_lr or cfg.lr,
-                                batch_size=cfg.repair_batch_size or cfg.batch_size, max_len=cfg.max_len, seed=seed,
-                                decay=cfg.repair_lr_decay)
+        lr, batch, _ = clean_tune_schedule(cfg)
+        report = btu_clean_tune(tuned, tokenizer, clean[0], clean[1], epochs=1, lr=lr, batch_size=batch,
+                                max_len=cfg.max_len, seed=seed, decay=cfg.repair_lr_decay)
         return tuned, report
 
     return ServerTask(factory, run_eval, clean, clean_tune if clean is not None else None)

@@ -215,6 +215,8 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
                    total_wall_s: float, load: tuple[float, float, float], cores: int, pending: Sequence[Arm] = (),
                    reference_reused: bool = False) -> str:
     """The markdown results page: setup, the table, and the goal column for BadNets (``pending``: arms not run yet)."""
+    from bastionfl.server.text_task import clean_tune_schedule
+
     ref = reference.accuracy
     subset = "all" if base.train_subset == 0 else f"a seeded subset of {base.train_subset:,}"
     layers = ("with all layers" if base.text_layers == 0
@@ -242,9 +244,7 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         + ". *Flagged*: mean suspects per client; *trigger found*: poisoned clients whose suspects contain every "
         "trigger token.",
         *([f"* Clean tune (BTU's last step, on the server): after the last aggregation the server fine-tunes the "
-            f"global model for one epoch (AdamW lr {base.repair_lr or base.lr}"
-            f"{', decaying linearly to 0' if base.repair_lr_decay else ''}, batch "
-            f"{base.repair_batch_size or base.batch_size}) on {base.clean_set_size:,} sentences of the SST-2 test "
+            f"global model for one epoch (AdamW {clean_tune_schedule(base)[2]}) on {base.clean_set_size:,} sentences of the SST-2 test "
             "split (disjoint from the clients' data and from dev); every row gets it, the reference included."]
           if base.repair == "finetune" else []),
         f"* Goal (BadNets): ASR <= {100 * GOAL_ASR:.0f} % with CA at most {100 * GOAL_CA_LOSS:.0f} points below the "
