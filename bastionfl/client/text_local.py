@@ -27,7 +27,7 @@ from bastionfl.config import RunConfig
 from bastionfl.tasks.text import (DatasetError, TextData, TextModelConfig, evaluate_text, load_text_dataset,
                                   load_text_model, partition_text, train_text, word_embeddings)
 
-__all__ = ["local_train_text", "local_evaluate_text", "local_num_examples_text", "text_model_config",
+__all__ = ["training_pool", "local_train_text", "local_evaluate_text", "local_num_examples_text", "text_model_config",
            "text_client_data", "TextClientData", "derive_seed", "BTU_STATE_KEY"]
 
 BTU_STATE_KEY = "btu"
@@ -92,7 +92,8 @@ class TextClientData:
     num_classes: int
 
 
-def _pool_indices(n: int, train_subset: int, seed: int) -> np.ndarray:
+def training_pool(n: int, train_subset: int, seed: int) -> np.ndarray:
+    """Indices of the training sentences the federation shares: all ``n``, or a seeded ``train_subset`` of them."""
     if train_subset <= 0 or train_subset >= n:
         return np.arange(n)
     return np.random.default_rng([seed, 0x5B5]).permutation(n)[:train_subset]
@@ -103,7 +104,7 @@ def text_client_data(cfg: RunConfig, partition_id: int, num_partitions: int) -> 
     from bastionfl.tasks.text_backdoor import TextAttackConfig, poison_text, trigger_words
 
     data = _dataset(cfg.dataset, cfg.data_dir)
-    pool = _pool_indices(len(data.train_sentences), cfg.train_subset, cfg.seed)
+    pool = training_pool(len(data.train_sentences), cfg.train_subset, cfg.seed)
     labels = [data.train_labels[i] for i in pool]
     part = partition_text(labels, num_partitions, partition_id, scheme=cfg.partition, alpha=cfg.alpha,
                           seed=cfg.seed)
@@ -198,7 +199,7 @@ def local_evaluate_text(
 def local_num_examples_text(cfg: RunConfig, partition_id: int, num_partitions: int) -> int:
     """How many training sentences this client holds."""
     data = _dataset(cfg.dataset, cfg.data_dir)
-    pool = _pool_indices(len(data.train_sentences), cfg.train_subset, cfg.seed)
+    pool = training_pool(len(data.train_sentences), cfg.train_subset, cfg.seed)
     labels = [data.train_labels[i] for i in pool]
     return len(partition_text(labels, num_partitions, partition_id, scheme=cfg.partition, alpha=cfg.alpha,
                               seed=cfg.seed))

@@ -22,14 +22,18 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("ha", "revoke"): ("bastionfl.simulations.ha_cli", "revoke a client's enrolment"),
     ("experiment", "image"): ("bastionfl.simulations.experiment_image", "image backdoor defense grid"),
     ("experiment", "text"): ("bastionfl.simulations.experiment_text", "text backdoor defense grid"),
-    ("experiment", "text-tune"): ("bastionfl.simulations.experiment_tune", "BTU clean tune on finished text runs, paired over seeds"),
+    ("experiment", "text-tune"): ("bastionfl.simulations.experiment_tune",
+                                  "BTU clean tune on finished text runs, paired over seeds"),
+    ("experiment", "text-ceiling"): ("bastionfl.simulations.experiment_ceiling",
+                                     "central text fine-tune without attack: CA, floor, clean ASR"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: bastionfl <command> [options]", "", "commands:"]
+    width = max(len(" ".join(words)) for words in COMMANDS)
     for words, (_, help_text) in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<18} {help_text}")
+        lines.append(f"  {' '.join(words):<{width}}  {help_text}")
     lines.append("")
     lines.append("Run 'bastionfl <command> --help' for the options of one command.")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import csv
 import os
 from contextlib import contextmanager
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -350,9 +350,15 @@ def _check_xy(sentences: Sequence[str], labels: Sequence[int] | None) -> None:
 def train_text(
     model: nn.Module, tokenizer: object, sentences: Sequence[str], labels: Sequence[int], *, epochs: int = 1,
     lr: float = 2e-5, batch_size: int = 32, max_len: int = 64, seed: int = 0, weight_decay: float = 0.01,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | None = None, decay: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Fine-tune the trainable parameters with AdamW (shuffled, seeded); returns the mean loss of the last epoch."""
+    """Fine-tune the trainable parameters with AdamW (shuffled, seeded); returns the mean loss of the last epoch.
+
+    ``decay``: the lr falls linearly to 0 over all ``epochs`` (the usual BERT schedule). ``on_step(step, total)`` is
+    called after every optimiser step (1-based), e.g. to evaluate along the way; the model is back in train mode
+    after it returns.
+    """
     _check_xy(sentences, labels)
     if not sentences:
         raise ValueError("no training sentences")
@@ -360,9 +366,12 @@ def train_text(
     if not params:
         raise ValueError("the model has no trainable parameters")
     opt = optimizer or torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    total_steps = epochs * -(-len(sentences) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1.0 - t / total_steps)) if decay else None
     gen = torch.Generator().manual_seed(seed)
     dev = _device(model)
     mean = float("nan")
+    step = 0
     for _ in range(epochs):
         model.train()
         total, count = 0.0, 0
@@ -375,8 +384,14 @@ def train_text(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += float(loss.detach()) * len(y)
             count += len(y)
+            step += 1
+            if on_step is not None:
+                on_step(step, total_steps)
+                model.train()
         mean = total / count
     model.eval()
     return mean

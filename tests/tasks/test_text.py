@@ -124,6 +124,29 @@ def test_tiny_model_learns_and_helpers_agree() -> None:
         train_text(model, tok, s, y[:-1], epochs=1, lr=1e-3, batch_size=8, max_len=16)
 
 
+def test_train_text_decay_and_step_callback() -> None:
+    """``decay``: after step t of T the lr is lr0 (1 - t/T); without it the lr stays; ``on_step`` sees every step."""
+    s, y = _toy()
+    tok = build_word_tokenizer(s)
+    for decay in (True, False):
+        model, _ = load_text_model(TextModelConfig(name="tiny", seed=0), tok)
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+        seen: list[tuple[int, int, float, bool]] = []
+
+        def on_step(step: int, total: int) -> None:
+            seen.append((step, total, opt.param_groups[0]["lr"], model.training))
+            model.eval()  # the trainer must put the model back in train mode
+
+        train_text(model, tok, s, y, epochs=2, lr=2e-3, batch_size=48, max_len=16, optimizer=opt, decay=decay,
+                   on_step=on_step)
+        total = 2 * 4  # 160 sentences in batches of 48: 4 steps per epoch
+        assert [(st, tot) for st, tot, _, _ in seen] == [(t, total) for t in range(1, total + 1)]
+        want = [2e-3 * (1 - t / total) if decay else 2e-3 for t in range(1, total + 1)]
+        assert [lr for _, _, lr, _ in seen] == pytest.approx(want)
+        assert all(mode for *_, mode in seen)
+        assert not model.training  # train_text ends in eval mode, as before
+
+
 def test_freezing_options() -> None:
     s, _ = _toy()
     tok = build_word_tokenizer(s)
