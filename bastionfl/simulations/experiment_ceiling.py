@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
+from bastionfl.simulations.experiment_tune import GOAL_ASR
 from bastionfl.simulations.grid import ExperimentError, fmt_minutes, pct, publish_results
 
 __all__ = ["main", "CeilingPoint", "ceiling_config", "train_ceiling", "render_ceiling", "plot_ceiling"]
 
-GOAL_ASR = 0.10
-
-
 @dataclass(frozen=True)
 class CeilingPoint:
-    """The model's figures after ``step`` optimiser steps (``epoch`` = step / steps per epoch; ``lr`` in effect)."""
+    """The model's figures after ``step`` optimiser steps (``epoch`` = step / steps per epoch; ``lr`` = the lr the
+    schedule holds after that step)."""
 
     step: int
     epoch: float
