@@ -40,11 +40,11 @@ def test_partitions_are_deterministic_disjoint_and_cover_the_subset(cfg: RunConf
     parts = [text_client_data(clean, pid, N) for pid in range(N)]
     assert [p.sentences for p in parts] == [text_client_data(clean, pid, N).sentences for pid in range(N)]
     assert [len(p.sentences) for p in parts] == [local_num_examples_text(cfg, pid, N) for pid in range(N)]
-    from bastionfl.client.text_local import _pool_indices
+    from bastionfl.client.text_local import training_pool
     from bastionfl.tasks.text import load_text_dataset
 
     train = load_text_dataset("sst2", DATA).train_sentences
-    pool = _pool_indices(len(train), 240, cfg.seed)
+    pool = training_pool(len(train), 240, cfg.seed)
     assert len(set(pool.tolist())) == 240  # SST-2 repeats a few sentences, so compare as multisets
     assert Counter(s for p in parts for s in p.sentences) == Counter(train[i] for i in pool)
     other_seed = text_client_data(dataclasses.replace(clean, seed=3), 0, N)
