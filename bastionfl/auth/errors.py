@@ -6,10 +6,12 @@ errors are for callers that hand the library malformed local input or misuse an 
 
 from __future__ import annotations
 
+from bastionfl.errors import BastionFLError
+
 __all__ = ["AuthError", "MalformedInput", "RateLimited", "CredentialError"]
 
 
-class AuthError(Exception):
+class AuthError(BastionFLError):
     """Base class of every error raised by ``bastionfl.auth``."""
 
 

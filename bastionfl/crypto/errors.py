@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bastionfl.errors import BastionFLError
 
-class CryptoError(Exception):
+
+class CryptoError(BastionFLError):
     """Base class of every error raised by ``bastionfl.crypto``."""
 
 
