@@ -81,7 +81,7 @@ def test_pyproject_run_config_is_valid() -> None:
 
 @pytest.mark.parametrize("args", [["--set", "rounds=0"], ["--set", "bogus=1"], ["--set", "rounds"]])
 def test_cli_exits_2_with_one_line(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bastionfl.simulations.cli", "simulate", *args],
+    proc = subprocess.run([sys.executable, "-m", "bastionfl.cli.main", "simulate", *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -89,7 +89,7 @@ def test_cli_exits_2_with_one_line(args: list[str]) -> None:
 
 
 def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bastionfl.simulations.cli", "simulate", "--set",
+    proc = subprocess.run([sys.executable, "-m", "bastionfl.cli.main", "simulate", "--set",
                            "dataset=fashion-mnist", "--set", f"data_dir={tmp_path}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -4,7 +4,8 @@ Client:      ``AuthClient(store).start(server_id, ctx) -> msg1``; ``.respond(msg
              ``.finish(msg4) -> ClientOutcome(ack, session | None)``.
 FL server:   ``AuthServer(server_id, relay).begin(ctx)`` -> ``ServerHandshake``: ``.challenge(msg1) -> msg2``;
              ``.confirm(msg3) -> msg4``; ``.accept(ack) -> Session | None``.
-Relay:       ``HARelay`` protocol; ``LocalRelay(ha, server_id)`` in-process, ``HttpRelay`` (``bastionfl.auth.service``).
+Relay:       ``HARelay`` protocol; ``LocalRelay(ha, server_id)`` in-process, ``HttpRelay`` over HTTPS to the HA service
+             (``bastionfl.deploy.ha_service``).
 Later messages: ``Session.seal / Session.check`` or ``mac_message / verify_message`` with ``digest_records``.
 See docs/auth.md.
 """
@@ -13,6 +14,7 @@ from .client import AuthClient, ClientOutcome, CredentialStore
 from .credential import ClientCredential, FileCredentialStore, MemoryCredentialStore
 from .errors import AuthError, CredentialError, MalformedInput, RateLimited
 from .ha import HomeAuthority, LocalRelay, RateLimits
+from .http_relay import HttpRelay
 from .messages import ACK_LEN, MSG1_LEN, MSG2_LEN, MSG3_LEN, MSG4_LEN
 from .primitives import RoundContext
 from .server import AuthServer, ChallengeReply, ConfirmReply, HARelay, ServerHandshake
@@ -38,6 +40,7 @@ __all__ = [
     "CredentialStore",
     "FileCredentialStore",
     "HARelay",
+    "HttpRelay",
     "HAStore",
     "HomeAuthority",
     "LocalRelay",

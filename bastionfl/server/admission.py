@@ -58,7 +58,7 @@ def simulated_credential_dir(cfg: RunConfig) -> str:
 def build_relay(cfg: RunConfig) -> HARelay:
     """The server's channel to the HA: ``HttpRelay`` when ``auth_ha_url`` is set, else an in-process HA."""
     if cfg.auth_ha_url:
-        from bastionfl.auth.service import HttpRelay
+        from bastionfl.auth import HttpRelay
 
         if not cfg.auth_ha_token_file:
             raise ConfigError("config key 'auth_ha_token_file': required with auth_ha_url")

@@ -8,8 +8,6 @@ complete handshakes per wall-clock second from one sequential FL server.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import socket
@@ -19,8 +17,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["run_auth_bench"]
 
 
 def _handshakes(n: int, tmp: str) -> dict:
@@ -83,7 +82,7 @@ def _handshakes(n: int, tmp: str) -> dict:
 
 def _kp(n: int) -> dict:
     from bastionfl.auth import AuthServer, RoundContext
-    from bastionfl.auth.kpseudonym import VariableKPseudonymAuthority, VariableKRelay
+    from bastionfl.research.kpseudonym import VariableKPseudonymAuthority, VariableKRelay
 
     ha = VariableKPseudonymAuthority(8)
     clients = [ha.enroll(["S"]) for _ in range(8)]
@@ -153,8 +152,8 @@ def _http(n: int, tmp: str, concurrency: int) -> dict:
 
     from bastionfl.auth import AuthClient, AuthError, AuthServer, FileCredentialStore, MemoryCredentialStore
     from bastionfl.auth import RoundContext
-    from bastionfl.auth.service import HttpRelay
-    from bastionfl.simulations.ha_cli import main as ha_main
+    from bastionfl.auth import HttpRelay
+    from bastionfl.cli.ha import main as ha_main
 
     cert, key = _self_signed(tmp)
     common = ["--db", os.path.join(tmp, "http.db"), "--kek-file", os.path.join(tmp, "kek")]
@@ -171,7 +170,7 @@ def _http(n: int, tmp: str, concurrency: int) -> dict:
         port = s.getsockname()[1]
     token_file = os.path.join(tmp, "S.token")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bastionfl.simulations.ha_cli", "serve", *common, "--cert", cert, "--key", key,
+        [sys.executable, "-m", "bastionfl.cli.ha", "serve", *common, "--cert", cert, "--key", key,
          "--port", str(port), "--server", f"S={token_file}", "--server-rate", "1000000", "--log-level", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -239,25 +238,16 @@ def _http(n: int, tmp: str, concurrency: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print JSON; exit 2 on bad options."""
-    p = argparse.ArgumentParser(prog="bastionfl bench auth", description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=2000, help="in-process handshakes")
-    p.add_argument("--http-n", type=int, default=400, help="handshakes over HTTPS (0 to skip)")
-    p.add_argument("--http-concurrency", type=int, default=4, help="concurrent FL-server connections")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if args.n < 1 or args.http_n < 0 or not 1 <= args.http_concurrency <= 16:
-        print("bastionfl bench auth: need --n >= 1, --http-n >= 0, 1 <= --http-concurrency <= 16", file=sys.stderr)
-        return 2
+
+
+def run_auth_bench(n: int, http_n: int, http_concurrency: int) -> dict[str, Any]:
+    """Handshake CPU time, in-process HA throughput, the k-pseudonym profile and (``http_n > 0``) the HTTPS service."""
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"bench": "auth", "n": args.n, **_handshakes(args.n, tmp)}
-        result["k_pseudonym"] = _kp(min(args.n, 1000))
-        if args.http_n:
-            result["http"] = _http(args.http_n, tmp, args.http_concurrency)
+        result: dict[str, Any] = {"bench": "auth", "n": n, **_handshakes(n, tmp)}
+        result["k_pseudonym"] = _kp(min(n, 1000))
+        if http_n:
+            result["http"] = _http(http_n, tmp, http_concurrency)
     result["bars"] = {
         "handshake_ms_max": 1.0,
         "ha_auth_per_s_min": 1000.0,
@@ -270,9 +260,4 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return result

@@ -6,18 +6,15 @@ baseline, and every other mode is reported as a ratio to it, measured in the sam
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from bastionfl.config import ConfigError, RunConfig, apply_overrides, parse_set
+from bastionfl.config import RunConfig, apply_overrides
 
-__all__ = ["main", "summarise"]
+__all__ = ["run_rounds_bench", "summarise"]
 
 
 def _client_seconds(rounds: list[dict[str, Any]]) -> dict[str, float]:
@@ -47,20 +44,8 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="bastionfl bench rounds", description=__doc__)
-    p.add_argument("--modes", default="none,xmkckks", help="comma-separated secure_aggregation modes; first = baseline")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", type=Path, help="also write the JSON here")
-    args = p.parse_args(argv)
-    try:
-        base = apply_overrides(RunConfig(), parse_set(args.sets))
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        for m in modes:
-            apply_overrides(base, {"secure_aggregation": m})
-    except ConfigError as exc:
-        print(f"bastionfl bench rounds: {exc}", file=sys.stderr)
-        return 2
+def run_rounds_bench(base: RunConfig, modes: list[str], progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the same federation once per secure-aggregation mode; the first mode is the baseline of the ratios."""
     from bastionfl.simulations.simulate import run_simulated
 
     results: dict[str, Any] = {"config": base.to_dict(), "modes": {}}
@@ -72,8 +57,7 @@ def main(argv: list[str]) -> int:
             summary = summarise(rounds)
             summary["wall_s"] = time.perf_counter() - start
         results["modes"][mode] = summary
-        print(f"{mode}: steady round {summary['round_s_steady']:.2f} s, accuracy {summary['final_accuracy']:.4f}",
-              file=sys.stderr)
+        progress(f"{mode}: steady round {summary['round_s_steady']:.2f} s, accuracy {summary['final_accuracy']:.4f}")
     baseline = results["modes"][modes[0]]
     results["ratios_vs_" + modes[0]] = {
         m: {"round_s_steady": r["round_s_steady"] / baseline["round_s_steady"],
@@ -81,8 +65,4 @@ def main(argv: list[str]) -> int:
             "bytes_down": r["bytes_down_per_round"] / baseline["bytes_down_per_round"]}
         for m, r in results["modes"].items() if m != modes[0]
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return results

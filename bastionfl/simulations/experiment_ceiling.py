@@ -22,7 +22,7 @@ from bastionfl.config import ConfigError, RunConfig, apply_overrides
 from bastionfl.simulations.experiment_tune import GOAL_ASR
 from bastionfl.simulations.grid import ExperimentError, fmt_minutes, page_header, pct, publish_results
 
-__all__ = ["main", "CeilingPoint", "ceiling_config", "train_ceiling", "render_ceiling", "plot_ceiling"]
+__all__ = ["run", "CeilingPoint", "ceiling_config", "train_ceiling", "render_ceiling", "plot_ceiling"]
 
 @dataclass(frozen=True)
 class CeilingPoint:
@@ -151,29 +151,8 @@ def plot_ceiling(points: Sequence[CeilingPoint], path: Path, title: str) -> Path
     return path
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bastionfl experiment text-ceiling",
-                                description="Central fine-tuning of the text model on SST-2 without attack: the CA, "
-                                            "ASR floor and clean-model BadNets ASR that bound BTU's goal.")
-    p.add_argument("--data-dir", type=Path, required=True, help="folder holding sst2/")
-    p.add_argument("--results", type=Path, default=Path("docs/results-text-ceiling.md"), help="markdown output")
-    p.add_argument("--plot", action="store_true", help="also draw the curves (PNG beside the results page)")
-    p.add_argument("--model", default="minilm", help="minilm | tiny-bert | a Hugging Face model id")
-    p.add_argument("--layers", type=int, default=0, help="keep the first N transformer layers (0: all)")
-    p.add_argument("--train-subset", type=int, default=0, help="training sentences (0: all 6,920)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--evals-per-epoch", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate")
-    p.add_argument("--decay", action="store_true", help="lr falls linearly to 0 over the whole run")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-len", type=int, default=48, help="tokens per sentence (the grid's 48)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """Entry point: exit 0 on success, 2 on usage or data errors."""
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the experiment for parsed ``args`` (``argv`` is quoted on the results page): exit 0 on success, 2 on usage or data errors."""
     import torch
     from rich.console import Console
     from rich.progress import Progress
@@ -181,7 +160,6 @@ def main(argv: list[str]) -> int:
     from bastionfl.tasks.text import DatasetError
 
     prog = "bastionfl experiment text-ceiling"
-    args = _parser().parse_args(argv)
     console = Console()
     threads = torch.get_num_threads()
     if args.threads:

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
 from bastionfl.simulations.grid import KEEP_MARKER, ExperimentError, GridDisplay, fmt_minutes, publish_results
 
-__all__ = ["main", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
+__all__ = ["run", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
            "KEEP_MARKER", "COLUMNS"]
 
 ATTACKS = ("badnets", "blended")
@@ -330,36 +330,13 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bastionfl experiment image",
-                                description="Federated image-backdoor grid {none, ABL, RNP, NAD, fine-tune} x "
-                                            "{BadNets, Blended} on Fashion-MNIST, with a no-attack CA reference.")
-    p.add_argument("--data-dir", default="", help="Fashion-MNIST IDX folder (required unless --quick)")
-    p.add_argument("--model", default="cnn", choices=("cnn", "wrn-16-1"), help="model (default: the small CNN)")
-    p.add_argument("--secure-aggregation", default="none", choices=("none", "xmkckks"),
-                   help="run the attack arms with xMK-CKKS secure aggregation (the reference stays plaintext)")
-    p.add_argument("--only", help="comma-separated rows to run, as attack/defense shell patterns "
-                                  "(e.g. 'badnets/*,*/nad' or 'blended'); the no-attack reference always runs")
-    p.add_argument("--quick", action="store_true", help="tiny digits configuration (for tests)")
-    p.add_argument("--results", type=Path, default=Path("docs/results-image.md"), help="markdown output")
-    p.add_argument("--work-dir", type=Path, help="keep the runs' metrics and checkpoints here (default: temporary)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=6, help="federated rounds per arm")
-    p.add_argument("--train-subset", type=int, default=20000, help="training images used, clean set included")
-    p.add_argument("--clean-set-size", type=int, default=1000, help="server's clean set (held out in every arm)")
-    p.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate")
-    p.add_argument("--batch-size", type=int, default=32, help="local batch size")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """Entry point: exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the experiment for parsed ``args`` (``argv`` is quoted on the results page): exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
     from rich.console import Console
 
     from bastionfl.tasks.data import DatasetError, load_image_dataset
 
     prog = "bastionfl experiment image"
-    args = _parser().parse_args(argv)
     console = Console()
     try:
         if not args.quick and not args.data_dir:

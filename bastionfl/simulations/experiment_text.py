@@ -35,7 +35,7 @@ from bastionfl.config import ConfigError, RunConfig, apply_overrides
 from bastionfl.simulations.grid import (ExperimentError, GridDisplay, fmt_minutes, page_header, pct,
                                       publish_results, write_results)
 
-__all__ = ["main", "Arm", "ArmResult", "grid_arms", "base_config", "render_results", "GOAL_ASR", "GOAL_CA_LOSS", "select_arms",
+__all__ = ["run", "Arm", "ArmResult", "grid_arms", "base_config", "render_results", "GOAL_ASR", "GOAL_CA_LOSS", "select_arms",
            "load_reference"]
 
 ATTACKS = ("badnets", "addsent", "syntactic", "style")
@@ -271,51 +271,8 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bastionfl experiment text",
-                                description="Federated text-backdoor grid {none, BTU} x {BadNets, AddSent, Syntactic, "
-                                            "Style} on SST-2, with a no-attack CA reference.")
-    p.add_argument("--data-dir", required=True,
-                   help="folder holding sst2/ (and sst2-syntactic/, sst2-style/ for those attacks)")
-    p.add_argument("--results", type=Path, default=Path("docs/results-text.md"), help="markdown output")
-    p.add_argument("--work-dir", type=Path, help="keep the runs' metrics and checkpoints here (default: temporary)")
-    p.add_argument("--only", help="comma-separated attacks (badnets) or rows (badnets/btu) to run (default: all "
-                                    "eight rows); the no-attack reference always runs")
-    p.add_argument("--quick", action="store_true", help="tiny configuration (random tiny BERT, 1 round; for tests)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="minilm", help="minilm | tiny-bert | a Hugging Face model id")
-    p.add_argument("--layers", type=int, default=0, help="keep the first N transformer layers (0: all six)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--train-subset", type=int, default=3000,
-                   help="training sentences shared by the clients (0: all 6,920)")
-    p.add_argument("--lr", type=float, default=1e-4, help="local AdamW learning rate")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--reference", type=Path,
-                   help="reuse the no-attack run in this folder (from an earlier grid's --work-dir, same settings) "
-                        "instead of running it again")
-    p.add_argument("--btu-cut-to", choices=("pad", "own"), default="pad",
-                   help="BTU replacement values: pad (the paper) or the token's own pretrained values (a variant)")
-    p.add_argument("--clean-tune", type=int, default=0, metavar="N",
-                   help="server runs BTU's clean tune (one epoch) on N held-out SST-2 test sentences after "
-                        "the last aggregation, in every arm, the reference included (0: none; the test split has "
-                        "1,821)")
-    p.add_argument("--clean-tune-lr", type=float, default=0.0, metavar="LR",
-                   help="the clean tune's AdamW lr (0: --lr; the BTU paper tunes at 2e-5)")
-    p.add_argument("--clean-tune-batch", type=int, default=0, metavar="B",
-                   help="the clean tune's batch size (0: --batch-size; the BTU paper uses 64)")
-    p.add_argument("--clean-tune-decay", action="store_true",
-                   help="the clean tune's lr falls linearly to 0 over its epoch (the paper keeps it constant)")
-    p.add_argument("--btu-purity", type=float, default=0.0, metavar="Q",
-                   help="BTU variant: cut only suspects whose sentences at the client carry one label at least Q of "
-                        "the time (e.g. 0.95; 0: off, the paper)")
-    p.add_argument("--btu-hold", action="store_true",
-                   help="BTU variant: in later rounds cut first and keep the cut rows fixed while training")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """Entry point: exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the experiment for parsed ``args`` (``argv`` is quoted on the results page): exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
     from rich.console import Console
 
     from bastionfl.server.text_task import server_clean_sentences
@@ -323,7 +280,6 @@ def main(argv: list[str]) -> int:
     from bastionfl.tasks.text_backdoor import load_paraphrases
 
     prog = "bastionfl experiment text"
-    args = _parser().parse_args(argv)
     console = Console()
     try:
         base = base_config(args)

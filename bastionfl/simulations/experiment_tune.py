@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
 from bastionfl.simulations.grid import ExperimentError, fmt_minutes, page_header, pct, publish_results
 
-__all__ = ["main", "RunTunes", "tune_seeds", "load_run", "tune_runs", "render_tunes"]
+__all__ = ["run", "RunTunes", "tune_seeds", "load_run", "tune_runs", "render_tunes"]
 
 GOAL_ASR = 0.10
 GOAL_CA_LOSS = 0.02
@@ -187,25 +187,8 @@ def render_tunes(rows: Sequence[RunTunes], *, command: str, clean_set_size: int,
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bastionfl experiment text-tune",
-                                description="Tune finished text runs with BTU's server clean tune over several seeds "
-                                            "and compare them, paired, with the no-attack reference (the first run).")
-    p.add_argument("runs", nargs="+", type=Path,
-                   help="run folders (metrics.json + checkpoint.pt), the no-attack reference first")
-    p.add_argument("--clean-set", type=int, default=1821, help="test-split sentences the server tunes on")
-    p.add_argument("--seeds", type=int, default=3, help="tune seeds per run (the first is the federation's own)")
-    p.add_argument("--lr", type=float, default=0.0, help="the tune's AdamW lr (0: the runs' own; the BTU paper: 2e-5)")
-    p.add_argument("--batch-size", type=int, default=0,
-                   help="the tune's batch size (0: the runs' own; the BTU paper: 64)")
-    p.add_argument("--decay", action="store_true", help="the tune's lr falls linearly to 0 (the paper: constant)")
-    p.add_argument("--results", type=Path, default=Path("docs/results-text-tune.md"), help="markdown output")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """Entry point: exit 0 on success, 2 on usage errors (a bad run folder, mismatched runs)."""
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the experiment for parsed ``args`` (``argv`` is quoted on the results page): exit 0 on success, 2 on usage errors (a bad run folder, mismatched runs)."""
     import torch
     from rich.console import Console
     from rich.progress import Progress
@@ -213,7 +196,6 @@ def main(argv: list[str]) -> int:
     from bastionfl.tasks.text import DatasetError
 
     prog = "bastionfl experiment text-tune"
-    args = _parser().parse_args(argv)
     if len(args.runs) < 2 or args.seeds < 1 or args.clean_set < 10 or not 0 <= args.lr <= 0.01 \
             or args.batch_size < 0:
         print(f"{prog}: give the reference and at least one run, --seeds >= 1, --clean-set >= 10, "

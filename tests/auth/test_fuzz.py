@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastionfl.auth import ClientCredential, CredentialError, HomeAuthority, MalformedInput, RateLimits, RoundContext
-from bastionfl.auth.kpseudonym import BasicKPseudonymServer, VariableKPseudonymAuthority
+from bastionfl.research.kpseudonym import BasicKPseudonymServer, VariableKPseudonymAuthority
 from bastionfl.auth.messages import parse_msg1, parse_msg2
-from bastionfl.auth.service import decode_challenge_request, decode_confirm_request
+from bastionfl.deploy.ha_service import decode_challenge_request, decode_confirm_request
 
 UNLIMITED = RateLimits(server_rate=1e9, server_burst=1e9, fast_rate=1e9, fast_burst=1e9, recovery_rate=1e9,
                        recovery_burst=1e9)

@@ -61,7 +61,7 @@ def test_supernodes_cover_distinct_partitions(compose: dict) -> None:
 
 
 def test_ha_command_parses_with_bastionfl_cli(compose: dict) -> None:
-    from bastionfl.simulations.ha_cli import _parsers
+    from bastionfl.cli.ha import _parsers
 
     command = compose["services"]["ha"]["command"]
     assert command[0] == "serve"

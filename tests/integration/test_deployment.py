@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bastionfl.simulations.certs import make_certificates
-from bastionfl.simulations.loopback import LoopbackFederation
+from bastionfl.deploy.certs import make_certificates
+from bastionfl.deploy.loopback import LoopbackFederation
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.deployment

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from bastionfl.cli import experiment as experiment_cli
+
 import argparse
 from pathlib import Path
 
 import pytest
 
 from bastionfl.simulations import experiment_ceiling as ceiling
-from bastionfl.simulations.cli import main as cli_main
+from bastionfl.cli.main import main as cli_main
 from bastionfl.simulations.grid import ExperimentError
 from tests.conftest import shared_data_dir
 
@@ -18,7 +20,7 @@ needs_data = pytest.mark.skipif(DATA is None or not (DATA / "sst2").is_dir(),
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    base = ceiling._parser().parse_args(["--data-dir", str(DATA or "."), "--model", "tiny-bert", "--layers", "1",
+    base = experiment_cli._text_ceiling_parser().parse_args(["--data-dir", str(DATA or "."), "--model", "tiny-bert", "--layers", "1",
                                          "--train-subset", "96", "--epochs", "2", "--evals-per-epoch", "2",
                                          "--lr", "1e-3", "--batch-size", "32", "--max-len", "24"])
     for k, v in kw.items():

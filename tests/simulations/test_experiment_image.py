@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bastionfl.cli import experiment as cli
+
 import json
 from pathlib import Path
 
@@ -19,7 +21,7 @@ def _table(text: str) -> list[list[str]]:
 
 def test_quick_grid_runs_and_writes_the_table(tmp_path: Path) -> None:
     results, work = tmp_path / "results.md", tmp_path / "work"
-    rc = exp.main(["--quick", "--only", "badnets/none,badnets/finetune", "--results", str(results),
+    rc = cli.image(["--quick", "--only", "badnets/none,badnets/finetune", "--results", str(results),
                    "--work-dir", str(work)])
     assert rc == 0
     text = results.read_text()
@@ -78,12 +80,12 @@ def test_threat_models_per_row() -> None:
 
 
 def test_missing_data_dir_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert exp.main([]) == 2
+    assert cli.image([]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--data-dir is required" in err
-    assert exp.main(["--data-dir", str(tmp_path / "absent")]) == 2
+    assert cli.image(["--data-dir", str(tmp_path / "absent")]) == 2
     assert "no such folder" in capsys.readouterr().err
-    assert exp.main(["--quick", "--only", "nothing/here"]) == 2
+    assert cli.image(["--quick", "--only", "nothing/here"]) == 2
     assert "selects no row" in capsys.readouterr().err
 
 
@@ -97,7 +99,7 @@ def test_failed_arm_is_reported_with_its_label(monkeypatch: pytest.MonkeyPatch, 
         return [{"round": 1, "accuracy": 0.5, "loss": 1.0, "time_s": 1.0}]
 
     monkeypatch.setattr(simulate, "run_simulated", fails)
-    rc = exp.main(["--quick", "--only", "badnets/none", "--secure-aggregation", "xmkckks",
+    rc = cli.image(["--quick", "--only", "badnets/none", "--secure-aggregation", "xmkckks",
                    "--results", str(tmp_path / "r.md")])
     assert rc == 1
     err = capsys.readouterr().err

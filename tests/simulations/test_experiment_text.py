@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bastionfl.cli import experiment as cli
+
 import json
 from pathlib import Path
 
@@ -55,24 +57,24 @@ def test_results_page_reports_rows_losses_goal_and_pending_rows() -> None:
 
 
 def test_bad_arguments_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert exp.main(["--data-dir", str(tmp_path), "--only", "nothing"]) == 2
+    assert cli.text(["--data-dir", str(tmp_path), "--only", "nothing"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "neither an attack" in err
-    assert exp.main(["--data-dir", str(tmp_path / "absent")]) == 2
+    assert cli.text(["--data-dir", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.tsv" in err and "Traceback" not in err
-    assert exp.main(["--data-dir", str(tmp_path), "--layers", "-1"]) == 2
+    assert cli.text(["--data-dir", str(tmp_path), "--layers", "-1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    assert exp.main(["--data-dir", str(tmp_path), "--clean-tune", "5"]) == 2
+    assert cli.text(["--data-dir", str(tmp_path), "--clean-tune", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "at least 10" in err
-    assert exp.main(["--data-dir", str(tmp_path), "--clean-tune-lr", "2e-5"]) == 2
+    assert cli.text(["--data-dir", str(tmp_path), "--clean-tune-lr", "2e-5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "give --clean-tune N too" in err
 
 
 def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) -> None:
-    base = exp.base_config(exp._parser().parse_args(["--data-dir", "data"]))
+    base = exp.base_config(cli._text_parser().parse_args(["--data-dir", "data"]))
     run = tmp_path / "none-none"
     run.mkdir()
     rounds = [{"round": r, "accuracy": 0.8 + r / 100, "asr_floor": 0.2 - r / 100, "time_s": 100.0} for r in (1, 2, 3)]
@@ -86,17 +88,17 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds}))
     assert ref.asr is None and (ref.accuracy, ref.asr_floor, ref.wall_s) == pytest.approx((0.83, 0.17, 300.0))
     with pytest.raises(ExperimentError, match="differs in seed, lr"):
-        exp.load_reference(run, exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--seed", "1",
+        exp.load_reference(run, exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--seed", "1",
                                                                          "--lr", "2e-4"])))
     # the clean tune changes the model, so a tuned grid needs a tuned reference; BTU variants do not touch it
     with pytest.raises(ExperimentError, match="differs in repair, clean_set_size, repair_last_rounds"):
-        exp.load_reference(run, exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--clean-tune", "500"])))
-    paper_tune = exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--clean-tune", "500",
+        exp.load_reference(run, exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--clean-tune", "500"])))
+    paper_tune = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--clean-tune", "500",
                                                            "--clean-tune-lr", "2e-5", "--clean-tune-batch", "64"]))
     assert (paper_tune.repair_lr, paper_tune.repair_batch_size, paper_tune.lr) == (2e-5, 64, 1e-4)
     with pytest.raises(ExperimentError, match="repair_last_rounds, repair_lr, repair_batch_size"):
         exp.load_reference(run, paper_tune)
-    purity = exp.base_config(exp._parser().parse_args(["--data-dir", "d", "--btu-purity", "0.95"]))
+    purity = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--btu-purity", "0.95"]))
     assert purity.btu_purity == 0.95 and exp.load_reference(run, purity).accuracy == pytest.approx(0.83)
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds[:2]}))
     with pytest.raises(ExperimentError, match="did not complete"):
@@ -112,7 +114,7 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
                     reason="needs the shared data folder with sst2/ (../shared/data or BASTIONFL_DATA_DIR)")
 def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
     results, work = tmp_path / "results.md", tmp_path / "work"
-    rc = exp.main(["--quick", "--data-dir", str(DATA), "--only", "badnets/btu", "--results", str(results),
+    rc = cli.text(["--quick", "--data-dir", str(DATA), "--only", "badnets/btu", "--results", str(results),
                    "--work-dir", str(work)])
     assert rc == 0
     table = _rows(results.read_text())[2:]
@@ -125,7 +127,7 @@ def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
     assert table[1][7].startswith(("0/1", "1/1"))  # the one poisoned client reports whether it flagged `cf`
     # a second grid reuses that reference instead of running it again
     again = tmp_path / "again.md"
-    rc = exp.main(["--quick", "--data-dir", str(DATA), "--only", "badnets/none", "--results", str(again),
+    rc = cli.text(["--quick", "--data-dir", str(DATA), "--only", "badnets/none", "--results", str(again),
                    "--reference", str(work / "none-none"), "--work-dir", str(tmp_path / "work2")])
     assert rc == 0
     assert _rows(again.read_text())[2][:9] == table[0][:9] and "(`--reference`)" in again.read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bastionfl.cli import experiment as cli
+
 import dataclasses
 import json
 from pathlib import Path
@@ -71,7 +73,7 @@ def test_tuning_a_finished_run_reproduces_the_clean_tune_federation(tmp_path: Pa
     assert "--clean-tune 40 --clean-tune-lr 0.0003 --clean-tune-batch 8 --clean-tune-decay" in page
 
     # a tuned run is refused, and the reference must come first
-    assert tune.main([str(ref_dir), str(tuned_dir), "--seeds", "1", "--clean-set", "40",
+    assert cli.text_tune([str(ref_dir), str(tuned_dir), "--seeds", "1", "--clean-set", "40",
                       "--results", str(tmp_path / "r.md")]) == 2
     assert "already repaired" in capsys.readouterr().err
     with pytest.raises(ExperimentError, match="must have no attack"):
@@ -83,12 +85,12 @@ def test_tuning_a_finished_run_reproduces_the_clean_tune_federation(tmp_path: Pa
 
 
 def test_bad_folders_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert tune.main([str(tmp_path / "a"), str(tmp_path / "b"), "--results", str(tmp_path / "r.md")]) == 2
+    assert cli.text_tune([str(tmp_path / "a"), str(tmp_path / "b"), "--results", str(tmp_path / "r.md")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot read" in err and "Traceback" not in err
-    assert tune.main([str(tmp_path / "a")]) == 2
+    assert cli.text_tune([str(tmp_path / "a")]) == 2
     assert "at least one run" in capsys.readouterr().err
-    assert tune.main([str(tmp_path / "a"), str(tmp_path / "b"), "--lr", "0.5"]) == 2
+    assert cli.text_tune([str(tmp_path / "a"), str(tmp_path / "b"), "--lr", "0.5"]) == 2
     assert "--lr <= 0.01" in capsys.readouterr().err
     run = tmp_path / "half"
     run.mkdir()

@@ -106,8 +106,8 @@ def test_bad_arguments() -> None:
 
 
 def test_sanity_script_reports_missing_data(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from bastionfl.simulations import btu_sanity
+    from bastionfl.cli.sanity import btu
 
-    assert btu_sanity.main(["--data-dir", str(tmp_path), "--attack", "badnets"]) == 2
+    assert btu(["--data-dir", str(tmp_path), "--attack", "badnets"]) == 2
     err = capsys.readouterr().err
     assert "train.tsv: file not found" in err and len(err.strip().splitlines()) == 1

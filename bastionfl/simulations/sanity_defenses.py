@@ -2,7 +2,7 @@
 
 Trains everything on one machine (no federation) and prints clean accuracy (CA, full test set) and attack success
 rate (ASR, triggered non-target test images) per defense, plus one JSON line with all numbers and reports.
-Usage: ``python -m bastionfl.simulations.defense_sanity --data-dir DIR --attack badnets --model cnn --subset 20000``.
+Usage: ``bastionfl sanity defenses --data-dir DIR --attack badnets --model cnn --subset 20000``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from bastionfl.defenses import (
     rnp_repair,
 )
 from bastionfl.defenses._common import accuracy, run_epoch, sgd
-from bastionfl.tasks.backdoor import ATTACKS, build_asr_set, make_trigger, poison_dataset
-from bastionfl.tasks.models import MODEL_NAMES, build_model
+from bastionfl.tasks.backdoor import build_asr_set, make_trigger, poison_dataset
+from bastionfl.tasks.models import build_model
 
-__all__ = ["main"]
+__all__ = ["run"]
 
 
 def _read_idx(path: Path, offset: int) -> np.ndarray:
@@ -60,22 +60,8 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: 
     return model
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the sanity experiment; prints a table and a JSON line; returns 0."""
-    p = argparse.ArgumentParser(prog="defense_sanity", description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True, type=Path, help="folder with the Fashion-MNIST IDX (.gz) files")
-    p.add_argument("--attack", choices=ATTACKS, default="badnets")
-    p.add_argument("--model", choices=MODEL_NAMES, default="cnn")
-    p.add_argument("--subset", type=int, default=20000, help="training images (poisoned at --rate)")
-    p.add_argument("--clean-size", type=int, default=1000, help="defender's clean set, disjoint from train/test")
-    p.add_argument("--rate", type=float, default=0.1)
-    p.add_argument("--target", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--skip", nargs="*", default=[], choices=["clean", "abl", "rnp", "nad", "finetune"])
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the sanity experiment for parsed ``args``; prints a table and a JSON line; returns 0."""
     torch.set_num_threads(args.threads)
     t0 = time.time()
 
@@ -135,5 +121,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

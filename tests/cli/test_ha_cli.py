@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bastionfl.auth import AuthClient, AuthError, AuthServer, FileCredentialStore, RoundContext
-from bastionfl.auth.service import HttpRelay
-from bastionfl.simulations.ha_cli import main
+from bastionfl.auth import HttpRelay
+from bastionfl.cli.ha import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "auth"))
 from auth_helpers import make_tls_cert  # noqa: E402
@@ -69,7 +69,7 @@ def test_serve_handshake_then_revoke_while_serving(tmp_path):
     port = _free_port()
     token_file = tmp_path / "S.token"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bastionfl.simulations.ha_cli", "serve", *_ha(tmp_path), "--cert", cert, "--key",
+        [sys.executable, "-m", "bastionfl.cli.ha", "serve", *_ha(tmp_path), "--cert", cert, "--key",
          key, "--port", str(port), "--server", f"S={token_file}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )

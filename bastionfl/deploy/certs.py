@@ -1,13 +1,12 @@
 """Generate a test CA and a server certificate for SuperLink (or the Home Authority) TLS.
 
-``python -m bastionfl.simulations.certs --out certs --san superlink --san localhost --ip 127.0.0.1``
+``bastionfl deploy certs --out certs --san superlink --san localhost --ip 127.0.0.1``
 writes ca.crt, server.pem and server.key (0600). For tests, demos and compose files; a production
 deployment uses its own PKI.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import ipaddress
 import os
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["make_certificates", "main"]
+__all__ = ["make_certificates"]
 
 
 def _name(cn: str) -> x509.Name:
@@ -60,21 +59,3 @@ def make_certificates(out: Path, dns: list[str], ips: list[str], days: int = 30)
         fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bastionfl.simulations.certs", description=__doc__)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--san", action="append", default=[], help="DNS name the server certificate covers")
-    p.add_argument("--ip", action="append", default=[], help="IP address the server certificate covers")
-    p.add_argument("--days", type=int, default=30)
-    args = p.parse_args(argv)
-    if not args.san and not args.ip:
-        p.error("give at least one --san or --ip")
-    for path in make_certificates(args.out, args.san, args.ip, args.days).values():
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,7 +8,7 @@ import os
 from auth_helpers import Clock
 
 from bastionfl.auth import AuthServer, RoundContext
-from bastionfl.auth.kpseudonym import (
+from bastionfl.research.kpseudonym import (
     BasicKPseudonymServer,
     VariableKPseudonymAuthority,
     VariableKPseudonymClient,

@@ -1,4 +1,4 @@
-"""The Home Authority as an HTTPS service (FastAPI + uvicorn) and the FL server's HTTP relay (httpx).
+"""The Home Authority as an HTTPS service (FastAPI + uvicorn); the FL server's client is ``bastionfl.auth.HttpRelay``.
 
 API (JSON, hex-encoded bytes; the caller's server id comes from its bearer token, never from the body):
 ``POST /v1/challenge {msg1, run_id, epoch, node_id, expiry}`` -> ``{sid, msg2, hxres}``;
@@ -8,26 +8,22 @@ API (JSON, hex-encoded bytes; the caller's server id comes from its bearer token
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
-import ssl
 import threading
 from collections.abc import Mapping
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .errors import AuthError, MalformedInput, RateLimited
-from .ha import HomeAuthority
-from .messages import HANDLE_LEN, HXRES_LEN, MSG2_LEN, MSG3_LEN, SID_LEN
-from .primitives import RoundContext
-from .server import ChallengeReply, ConfirmReply
+from bastionfl.auth.errors import AuthError, MalformedInput, RateLimited
+from bastionfl.auth.ha import HomeAuthority
+from bastionfl.auth.messages import MSG3_LEN, SID_LEN
+from bastionfl.auth.primitives import RoundContext
+from bastionfl.auth.wirejson import hexfield as _hexfield, intfield as _intfield, load_json_object as _load
 
 __all__ = [
-    "HttpRelay",
     "create_app",
     "decode_challenge_request",
     "decode_confirm_request",
@@ -35,45 +31,12 @@ __all__ = [
     "start_in_thread",
 ]
 
-log = logging.getLogger("bastionfl.auth.service")
-MAX_BODY = 4096
+log = logging.getLogger("bastionfl.deploy.ha_service")
 
 
 def hash_token(token: str) -> str:
     """SHA-256 hex of a server bearer token (the HA keeps only hashes)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _load(body: bytes) -> dict:
-    if not isinstance(body, (bytes, bytearray)) or len(body) > MAX_BODY:
-        raise MalformedInput("request body missing or too large")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedInput("request body is not JSON") from None
-    if not isinstance(doc, dict):
-        raise MalformedInput("request body must be a JSON object")
-    return doc
-
-
-def _hexfield(doc: Mapping, name: str, length: int | None = None) -> bytes:
-    value = doc.get(name)
-    if not isinstance(value, str) or len(value) > 2 * MAX_BODY:
-        raise MalformedInput(f"field {name!r} must be a hex string")
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise MalformedInput(f"field {name!r} must be a hex string") from None
-    if length is not None and len(raw) != length:
-        raise MalformedInput(f"field {name!r} has the wrong length")
-    return raw
-
-
-def _intfield(doc: Mapping, name: str) -> int:
-    value = doc.get(name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedInput(f"field {name!r} must be an integer")
-    return value
 
 
 def decode_challenge_request(body: bytes) -> tuple[RoundContext, bytes]:
@@ -147,67 +110,6 @@ def create_app(ha: HomeAuthority, server_tokens: Mapping[str, str]) -> FastAPI:
         return JSONResponse({"ok": True})
 
     return app
-
-
-class HttpRelay:
-    """:class:`~.server.HARelay` over HTTPS: the FL server's side of the S <-> HA channel (bearer token + TLS)."""
-
-    def __init__(self, base_url: str, token: str, *, verify: str | ssl.SSLContext | bool = True,
-                 timeout: float = 10.0) -> None:
-        if not base_url.startswith("https://"):
-            raise MalformedInput("the HA must be reached over https://")
-        if isinstance(verify, (str, os.PathLike)):
-            verify = ssl.create_default_context(cafile=os.fspath(verify))
-        self._client = httpx.Client(
-            base_url=base_url, verify=verify, timeout=timeout, headers={"authorization": f"Bearer {token}"}
-        )
-
-    def __repr__(self) -> str:
-        return f"HttpRelay({str(self._client.base_url)!r}, token=<secret>)"
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
-
-    def _post(self, path: str, doc: dict) -> dict:
-        try:
-            resp = self._client.post(path, content=json.dumps(doc).encode(),
-                                     headers={"content-type": "application/json"})
-        except httpx.HTTPError:
-            raise AuthError("Home Authority unreachable") from None
-        if resp.status_code == 429:
-            raise RateLimited("Home Authority quota exhausted")
-        if resp.status_code != 200:
-            raise AuthError(f"Home Authority refused the request (HTTP {resp.status_code})")
-        try:
-            out = resp.json()
-        except ValueError:
-            raise AuthError("Home Authority sent a malformed answer") from None
-        if not isinstance(out, dict):
-            raise AuthError("Home Authority sent a malformed answer")
-        return out
-
-    def challenge(self, ctx: RoundContext, msg1: bytes) -> ChallengeReply:
-        """POST /v1/challenge."""
-        out = self._post("/v1/challenge", {
-            "msg1": bytes(msg1).hex(), "run_id": ctx.run_id, "epoch": ctx.epoch, "node_id": ctx.node_id,
-            "expiry": ctx.expiry,
-        })
-        try:
-            return ChallengeReply(_hexfield(out, "sid", SID_LEN), _hexfield(out, "msg2", MSG2_LEN),
-                                  _hexfield(out, "hxres", HXRES_LEN))
-        except MalformedInput:
-            raise AuthError("Home Authority sent a malformed answer") from None
-
-    def confirm(self, sid: bytes, res: bytes) -> ConfirmReply:
-        """POST /v1/confirm."""
-        out = self._post("/v1/confirm", {"sid": bytes(sid).hex(), "res": bytes(res).hex()})
-        if out.get("ok") is not True:
-            return ConfirmReply(False)
-        try:
-            return ConfirmReply(True, _hexfield(out, "session_key", 32), _hexfield(out, "handle", HANDLE_LEN))
-        except MalformedInput:
-            raise AuthError("Home Authority sent a malformed answer") from None
 
 
 def start_in_thread(app, *, host: str, port: int, certfile: str | os.PathLike[str],

@@ -5,7 +5,7 @@ fine-tuning on the poisoned set ("without BTU"), cut of the suspect embedding ro
 on held-out clean sentences (the official code tunes on SST-2 test). CA is measured on clean dev, ASR on the
 triggered non-target dev sentences (dev is the split that carries the syntactic/style paraphrases).
 
-Example: ``python -m bastionfl.simulations.btu_sanity --data-dir DATA --attack badnets --layers 2``
+Example: ``bastionfl sanity btu --data-dir DATA --attack badnets --layers 2``
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
 
 import torch
 
 from bastionfl.defenses.btu import BTUConfig, btu_expose, btu_unlearn, token_ids_of
 from bastionfl.tasks.text_backdoor import (
-    TEXT_ATTACKS,
     TextAttackConfig,
     attack_dataset,
     build_text_asr_set,
@@ -41,36 +39,7 @@ from bastionfl.tasks.text import (
     word_embeddings,
 )
 
-__all__ = ["main", "build_parser"]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of the sanity run."""
-    p = argparse.ArgumentParser(prog="btu_sanity", description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=os.environ.get("BASTIONFL_DATA_DIR"),
-                   help="folder holding sst2/, sst2-syntactic/, sst2-style/ (default: $BASTIONFL_DATA_DIR)")
-    p.add_argument("--attack", choices=TEXT_ATTACKS, default="badnets")
-    p.add_argument("--model", default="minilm", help="minilm (offline), tiny, or a Hugging Face name/path")
-    p.add_argument("--layers", type=int, default=2, help="transformer layers kept (MiniLM has 6)")
-    p.add_argument("--train-subset", type=int, default=0, help="train sentences used (0 = all 6,920)")
-    p.add_argument("--eval-subset", type=int, default=0, help="dev sentences used for CA/ASR (0 = all 872)")
-    p.add_argument("--tune-subset", type=int, default=872, help="clean test sentences for the BTU clean tune (0 = none)")
-    p.add_argument("--poison-rate", type=float, default=0.1)
-    p.add_argument("--target", type=int, default=1)
-    p.add_argument("--mode", default="mix", choices=("mix", "dirty", "clean"))
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-len", type=int, default=64)
-    p.add_argument("--threshold", type=float, default=0.0005, help="BTU share of the vocabulary per ranking")
-    p.add_argument("--top-k", type=int, default=None, help="BTU tokens per ranking (overrides --threshold)")
-    p.add_argument("--exposure-lr", type=float, default=2e-5)
-    p.add_argument("--rankings", default="r1,r2,r3")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-control", action="store_true", help="skip the clean-tune-only control run")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    return p
+__all__ = ["run"]
 
 
 def _subset(n: int, k: int, seed: int) -> list[int]:
@@ -80,20 +49,19 @@ def _subset(n: int, k: int, seed: int) -> list[int]:
     return idx
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the sanity experiment; 0 on success, 2 on a data/model error."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the sanity experiment for parsed ``args``; 0 on success, 2 on a data/model error."""
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.data_dir:
-        print("btu_sanity: --data-dir (or BASTIONFL_DATA_DIR) is required", file=sys.stderr)
+        print("bastionfl sanity btu: --data-dir (or BASTIONFL_DATA_DIR) is required", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     try:
         data = load_text_dataset(attack_dataset(args.attack), args.data_dir)
         model, tok = load_text_model(TextModelConfig(name=args.model, num_layers=args.layers, seed=args.seed))
     except DatasetError as exc:
-        print(f"btu_sanity: {exc}", file=sys.stderr)
+        print(f"bastionfl sanity btu: {exc}", file=sys.stderr)
         return 2
     atk = TextAttackConfig(args.attack, poison_rate=args.poison_rate, target=args.target, seed=args.seed,
                            mode=args.mode)
@@ -173,5 +141,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

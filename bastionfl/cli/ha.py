@@ -71,7 +71,7 @@ def _open_ha(args: argparse.Namespace, **kwargs):
 
 
 def _server_tokens(specs: list[str]) -> dict[str, str]:
-    from bastionfl.auth.service import hash_token
+    from bastionfl.deploy.ha_service import hash_token
 
     tokens: dict[str, str] = {}
     for spec in specs:
@@ -99,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bastionfl.auth import RateLimits
-    from bastionfl.auth.service import create_app
+    from bastionfl.deploy.ha_service import create_app
 
     for f in (args.cert, args.key):
         if not Path(f).is_file():
@@ -175,6 +175,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+
+def serve(argv: list[str]) -> int:
+    """``bastionfl ha serve``."""
+    return main(["serve", *argv])
+
+
+def enroll(argv: list[str]) -> int:
+    """``bastionfl ha enroll``."""
+    return main(["enroll", *argv])
+
+
+def revoke(argv: list[str]) -> int:
+    """``bastionfl ha revoke``."""
+    return main(["revoke", *argv])
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import MalformedInput
-from .messages import (
+from bastionfl.auth.errors import MalformedInput
+from bastionfl.auth.messages import (
     ACK_LEN,
     HXRES_LEN,
     KP_MSG1_LEN,
@@ -29,7 +29,7 @@ from .messages import (
     session_key,
     transcript_hash,
 )
-from .primitives import (
+from bastionfl.auth.primitives import (
     PREFIX,
     RoundContext,
     ct_equal,
@@ -42,8 +42,8 @@ from .primitives import (
     random_bytes,
     u64,
 )
-from .server import ChallengeReply, ConfirmReply
-from .session import Session
+from bastionfl.auth.server import ChallengeReply, ConfirmReply
+from bastionfl.auth.session import Session
 
 __all__ = [
     "BASIC_VERSION",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bastionfl.simulations.bench_auth import main
+from bastionfl.cli.bench import auth as main
 
 
 def test_bench_auth_json(capsys):

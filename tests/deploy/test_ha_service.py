@@ -10,7 +10,8 @@ import pytest
 from auth_helpers import GENEROUS, OTHER, SERVER, Clock, ctx_for, handshake, make_client, make_tls_cert
 
 from bastionfl.auth import AuthError, AuthServer, HomeAuthority, RateLimited, RateLimits
-from bastionfl.auth.service import HttpRelay, create_app, hash_token, start_in_thread
+from bastionfl.auth import HttpRelay
+from bastionfl.deploy.ha_service import create_app, hash_token, start_in_thread
 
 
 @pytest.fixture
