@@ -13,13 +13,13 @@ from bastionfl.config import ConfigError, RunConfig, apply_overrides, from_run_c
 
 def test_defaults_are_a_small_offline_run() -> None:
     cfg = RunConfig()
-    assert (cfg.dataset, cfg.num_clients, cfg.secure_aggregation) == ("digits", 5, "none")
-    assert cfg.rounds >= 5
+    assert (cfg.task.dataset, cfg.federation.num_clients, cfg.secure.mode) == ("digits", 5, "none")
+    assert cfg.federation.rounds >= 5
 
 
 def test_overrides_coerce_strings_to_field_types() -> None:
     cfg = apply_overrides(RunConfig(), parse_set(["rounds=7", "lr=0.1", "verbose=true", "partition=dirichlet"]))
-    assert (cfg.rounds, cfg.lr, cfg.verbose, cfg.partition) == (7, 0.1, True, "dirichlet")
+    assert (cfg.federation.rounds, cfg.task.lr, cfg.runtime.verbose, cfg.federation.partition) == (7, 0.1, True, "dirichlet")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_toml_file_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('rounds = 3\ndataset = "digits"\nlr = 1\n')
     cfg = load_config(path, {"rounds": "4"})
-    assert (cfg.rounds, cfg.lr) == (4, 1.0)
+    assert (cfg.federation.rounds, cfg.task.lr) == (4, 1.0)
 
 
 def test_toml_errors_are_config_errors(tmp_path: Path) -> None:
@@ -65,18 +65,19 @@ def test_toml_errors_are_config_errors(tmp_path: Path) -> None:
 
 def test_flower_run_config_maps_onto_the_same_fields() -> None:
     cfg = from_run_config({"num-server-rounds": 9, "num-clients": 3, "secure-aggregation": "xmkckks"})
-    assert (cfg.rounds, cfg.num_clients, cfg.secure_aggregation) == (9, 3, "xmkckks")
+    assert (cfg.federation.rounds, cfg.federation.num_clients, cfg.secure.mode) == (9, 3, "xmkckks")
     with pytest.raises(ConfigError, match="'num-rounds'"):
         from_run_config({"num-rounds": 3})
 
 
-def test_pyproject_run_config_is_valid() -> None:
+def test_pyproject_run_config_lists_every_key_at_its_default() -> None:
     import tomllib
 
     data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     section = data["tool"]["flwr"]["app"]["config"]
     assert from_run_config(section) == RunConfig()  # every field present there, with the same default
-    assert len(section) == len(RunConfig().to_dict())
+    expected = {("num-server-rounds" if k == "rounds" else k.replace("_", "-")): v for k, v in RunConfig().flat().items()}
+    assert section == expected
 
 
 @pytest.mark.parametrize("args", [["--set", "rounds=0"], ["--set", "bogus=1"], ["--set", "rounds"]])
@@ -99,36 +100,96 @@ def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "key"),
     [
-        ({"dataset": "sst2"}, "model"),  # the default cnn is an image model
+        ({"dataset": "sst2", "model": "cnn"}, "model"),  # an image model on a text dataset
         ({"model": "minilm"}, "model"),  # digits needs an image model
         ({"attack": "addsent"}, "attack"),
         ({"client_defense": "btu"}, "client_defense"),
-        ({"dataset": "sst2", "model": "minilm", "client_defense": "abl", "lr": 1e-4}, "client_defense"),
-        ({"dataset": "sst2", "model": "minilm"}, "lr"),  # the SGD default 0.05 would make AdamW diverge
-        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "nad"}, "repair"),  # image repairs only
-        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "rnp"}, "repair"),
+        ({"dataset": "sst2", "client_defense": "abl"}, "client_defense"),
+        ({"dataset": "sst2", "lr": 0.05}, "lr"),  # an SGD rate would make AdamW diverge
+        ({"dataset": "sst2", "repair": "nad", "clean_set_size": 100}, "repair"),  # image repairs only
+        ({"dataset": "sst2", "repair": "rnp", "clean_set_size": 100}, "repair"),
         ({"rounds": 3, "repair_last_rounds": 4}, "repair_last_rounds"),
         ({"btu_purity": 1.5}, "btu_purity"),
         ({"repair_lr": 2e-5}, "repair_lr"),  # the text clean tune's lr, on an image run
         ({"repair_lr_decay": "true"}, "repair_lr"),
-        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair_batch_size": 64}, "repair_lr"),  # no tune
-        ({"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "finetune", "repair_lr": 0.5}, "repair_lr"),
+        ({"dataset": "sst2", "repair_batch_size": 64}, "repair_lr"),  # no tune
+        ({"dataset": "sst2", "repair": "finetune", "clean_set_size": 100, "repair_lr": 0.5}, "repair_lr"),
+        ({"repair": "rnp"}, "clean_set_size"),  # a repair without a clean set has nothing to learn from
+        ({"repair": "nad", "clean_set_size": 5}, "clean_set_size"),
+        ({"attack": "badnets", "poisoned_clients": 6}, "poisoned_clients"),  # more than the 5 clients
+        ({"auth": "pseudonym", "auth_ha_url": "https://ha:8443"}, "auth_ha_token_file"),
+        ({"auth": "pseudonym", "auth_ha_url": "http://ha:8443", "auth_ha_token_file": "t"}, "auth_ha_url"),
+        ({"secure_aggregation": "paillier"}, "secure_aggregation"),
     ],
 )
 def test_cross_field_checks_name_the_key(values: dict[str, str], key: str) -> None:
-    with pytest.raises(ConfigError, match=f"'{key}'"):
+    with pytest.raises(ConfigError, match=f"'{key}'") as info:
         apply_overrides(RunConfig(), values)
+    assert "\n" not in str(info.value)
+
+
+def test_a_text_dataset_alone_takes_the_text_task_defaults() -> None:
+    cfg = apply_overrides(RunConfig(), {"dataset": "sst2"})
+    assert (cfg.task.model, cfg.task.lr, cfg.task.batch_size, cfg.task.text_layers, cfg.federation.rounds) == (
+        "minilm", 1e-4, 16, 0, 3)
+    given = apply_overrides(RunConfig(), {"dataset": "sst2", "rounds": 7, "lr": 2e-5})
+    assert (given.federation.rounds, given.task.lr, given.task.model) == (7, 2e-5, "minilm")  # given values stay
+    back = apply_overrides(cfg, {"dataset": "digits"})
+    assert (back.task.model, back.task.lr, back.federation.rounds) == ("cnn", 0.05, 5)
+    assert from_run_config({"dataset": "sst2", "model": "cnn", "lr": 0.05}).task.model == "minilm"  # at defaults
 
 
 def test_text_configuration_is_accepted() -> None:
     cfg = apply_overrides(RunConfig(), {"dataset": "sst2", "model": "minilm", "attack": "syntactic",
                                         "client_defense": "btu", "lr": 1e-4})
-    assert cfg.dataset == "sst2"
+    assert cfg.task.dataset == "sst2" and cfg.kind == "text"
 
 
 def test_text_clean_tune_and_last_round_repair_are_accepted() -> None:
     cfg = apply_overrides(RunConfig(), {"dataset": "sst2", "model": "minilm", "lr": 1e-4, "repair": "finetune",
                                         "clean_set_size": 500, "repair_last_rounds": 1, "btu_purity": 0.95,
                                         "repair_lr": 2e-5, "repair_batch_size": 64})
-    assert (cfg.repair, cfg.clean_set_size, cfg.repair_last_rounds, cfg.btu_purity) == ("finetune", 500, 1, 0.95)
-    assert (cfg.repair_lr, cfg.repair_batch_size) == (2e-5, 64)
+    d = cfg.defense
+    assert (d.repair, d.clean_set_size, d.repair_last_rounds, d.btu_purity) == ("finetune", 500, 1, 0.95)
+    assert (d.repair_lr, d.repair_batch_size) == (2e-5, 64)
+
+
+def test_sections_dotted_keys_and_toml_tables_reach_the_same_fields(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[federation]\nrounds = 3\nnum_clients = 4\n\n[secure]\nsecure_aggregation = "xmkckks"\n')
+    cfg = load_config(path, {"federation.seed": "7", "he-profile": "lean"})
+    assert (cfg.federation.rounds, cfg.federation.num_clients, cfg.federation.seed) == (3, 4, 7)
+    assert (cfg.secure.mode, cfg.secure.he_profile) == ("xmkckks", "lean")
+    with pytest.raises(ConfigError, match="'rounds'"):
+        apply_overrides(RunConfig(), {"task": {"rounds": 3}})  # rounds lives in [federation]
+    with pytest.raises(ConfigError, match="'task.rounds'"):
+        apply_overrides(RunConfig(), {"task.rounds": 3})
+
+
+def test_modes_are_enums_and_the_saved_form_reads_back() -> None:
+    from bastionfl.config import SecureAggregation, from_saved
+
+    cfg = RunConfig.build(secure_aggregation="xmkckks", attack="badnets", poisoned_clients=1)
+    assert cfg.secure.mode is SecureAggregation.XMKCKKS
+    assert from_saved(cfg.to_dict()) == cfg
+    assert from_saved(cfg.flat()) == cfg
+    legacy = {**RunConfig().flat(), "threat": "malicious"}  # written before poisoned_clients_defend existed
+    del legacy["poisoned_clients_defend"]
+    assert from_saved(legacy).attack.poisoned_clients_defend is False
+
+
+def test_clients_are_sent_only_what_they_need() -> None:
+    from bastionfl.config import client_values, from_client_values
+
+    cfg = RunConfig.build(auth="pseudonym", auth_ha_url="https://ha.example:8443", auth_ha_token_file="/srv/token",
+                          auth_ha_ca="/srv/ca.pem", auth_ha_db="/srv/ha.sqlite", out_dir="/srv/runs",
+                          repair="rnp", clean_set_size=100, secure_aggregation="xmkckks")
+    sent = client_values(cfg)
+    for secret in ("auth_ha_url", "auth_ha_token_file", "auth_ha_ca", "auth_ha_db", "out_dir", "repair"):
+        assert secret not in sent
+    assert not any("/srv" in str(v) for v in sent.values())
+    assert sent["clean_set_size"] == 100 and sent["secure_aggregation"] == "xmkckks"  # clients leave the clean set out
+    view = from_client_values(sent)
+    assert view.task == cfg.task and view.attack == cfg.attack and view.secure == cfg.secure
+    with pytest.raises(ConfigError, match="server-side"):
+        from_client_values({**sent, "auth_ha_token_file": "/srv/token"})

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bastionfl.config import TEXT_DATASETS, ConfigError, RunConfig, apply_overrides, load_config, parse_set
+from bastionfl.config import KEYS, SECTIONS, ConfigError, RunConfig, apply_overrides, from_saved, load_config, parse_set
 
 __all__ = ["main"]
 
@@ -64,7 +64,7 @@ def _summary(console: Any, rounds: list[dict[str, Any]], out_dir: Path, wall: fl
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bastionfl simulate", description="Run a simulated BastionFL federation.")
-    p.add_argument("--config", type=Path, help="TOML file with flat key = value lines")
+    p.add_argument("--config", type=Path, help="TOML file: flat key = value lines or [section] tables")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set rounds=10")
     p.add_argument("--out", type=Path, help="output folder (default: runs/sim-<timestamp>)")
@@ -72,6 +72,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after round N (resume later with --resume)")
     p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
     return p
+
+
+def _list_keys(console: Any) -> None:
+    """Every key with its default and help, section by section (the text task changes the starred defaults)."""
+    from bastionfl.config import TASK_PROFILES, TaskKind
+
+    text = TASK_PROFILES[TaskKind.TEXT].defaults
+    defaults = RunConfig().flat()
+    for section in SECTIONS:
+        console.print(f"[bold]{section}[/bold]", highlight=False)
+        for key, k in KEYS.items():
+            if k.section == section:
+                star = "*" if key in text else " "
+                console.print(f"  {key:<24}{star} {defaults[key]!r:<14} {k.field.metadata['help']}", highlight=False)
+    console.print("* follows the task: a text dataset defaults to "
+                  + ", ".join(f"{k} = {v!r}" for k, v in text.items()), highlight=False)
 
 
 def _resume_config(out_dir: Path, overrides: dict[str, str]) -> RunConfig:
@@ -84,7 +100,7 @@ def _resume_config(out_dir: Path, overrides: dict[str, str]) -> RunConfig:
     frozen = [k for k in overrides if k.replace("-", "_") not in RESUME_MUTABLE]
     if frozen:
         raise ConfigError(f"config key '{frozen[0]}' cannot change on --resume (only rounds, verbose, stage_timeout_s)")
-    return apply_overrides(apply_overrides(RunConfig(), saved), overrides)
+    return apply_overrides(from_saved(saved), overrides)
 
 
 def main(argv: list[str]) -> int:
@@ -92,15 +108,13 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
 
     from bastionfl.simulations.simulate import run_simulated
-    from bastionfl.tasks.data import DatasetError, load_image_dataset
+    from bastionfl.tasks.data import DatasetError
+    from bastionfl.tasks.registry import build_task
 
     console = Console(stderr=False)
     args = _parser().parse_args(argv)
     if args.list_keys:
-        from dataclasses import fields
-
-        for f in fields(RunConfig):
-            console.print(f"{f.name:<20} {f.default!r:<12} {f.metadata['help']}", highlight=False)
+        _list_keys(console)
         return 0
     try:
         overrides = parse_set(args.sets)
@@ -109,22 +123,17 @@ def main(argv: list[str]) -> int:
             cfg = _resume_config(out_dir, overrides)
         else:
             cfg = load_config(args.config, overrides)
-            out_dir = args.out or Path(cfg.out_dir or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
+            out_dir = args.out or Path(cfg.runtime.out_dir or f"runs/sim-{time.strftime('%Y%m%d-%H%M%S')}")
         if args.stop_after is not None and args.stop_after < 1:
             raise ConfigError(f"--stop-after must be >= 1, got {args.stop_after}")
-        if cfg.dataset in TEXT_DATASETS:  # fail fast, before the engine starts
-            from bastionfl.tasks.text import load_text_dataset
-
-            load_text_dataset(cfg.dataset, cfg.data_dir)
-        else:
-            load_image_dataset(cfg.dataset, cfg.data_dir)
+        build_task(cfg).check_data()  # fail fast, before the engine starts
     except (ConfigError, DatasetError) as exc:
         print(f"bastionfl simulate: {exc}", file=sys.stderr)
         return 2
     cfg = apply_overrides(cfg, {"out_dir": str(out_dir)})
     out_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"BastionFL: {cfg.num_clients} clients, {cfg.rounds} rounds, {cfg.dataset}/{cfg.model}, "
-                  f"secure aggregation: {cfg.secure_aggregation} -> {out_dir}")
+    console.print(f"BastionFL: {cfg.federation.num_clients} clients, {cfg.federation.rounds} rounds, "
+                  f"{cfg.task.dataset}/{cfg.task.model}, secure aggregation: {cfg.secure.mode} -> {out_dir}")
     observer = _RichObserver(console)
     start = time.perf_counter()
     try:

@@ -1,7 +1,8 @@
 """The BastionFL ClientApp: train, evaluate and query actions over Flower's Message API.
 
-The server sends the run configuration in every message (ConfigRecord ``config``), so a node needs no
-local copy of it; only where its data lives may differ per node (``--node-config data-dir=...``).
+The server sends the client's view of the run configuration in every message (ConfigRecord ``config``, only the
+settings a client needs), so a node needs no local copy of it; only where its data lives may differ per node
+(``--node-config data-dir=...``). Message types, record names and keys come from ``bastionfl.protocol``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from bastionfl.config import RunConfig, apply_overrides
-from bastionfl.crypto.errors import CryptoError
+from bastionfl.config import RunConfig
+from bastionfl.errors import BastionFLError
+from bastionfl.protocol import Action, Key, NodeState, Record, Stage, config_from_record, round_of
 
 __all__ = ["app", "config_from_message", "node_partition"]
 
@@ -27,18 +29,15 @@ app = ClientApp(mods=CLIENT_MODS)
 
 def config_from_message(msg: Message, context: Context) -> RunConfig:
     """Rebuild the run configuration from the message; a node's own ``data-dir`` wins over the server's."""
-    record = msg.content.config_records.get("config", ConfigRecord())
-    values: dict[str, Any] = {k: v for k, v in record.items() if k != "round"}
+    record = msg.content.config_records.get(Record.CONFIG, ConfigRecord())
     node_dir = context.node_config.get("data-dir")
-    if node_dir:
-        values["data_dir"] = str(node_dir)
-    return apply_overrides(RunConfig(), values)
+    return config_from_record(record, {"data_dir": str(node_dir)} if node_dir else None)
 
 
 def node_partition(context: Context) -> tuple[int, int]:
     """This node's (partition-id, num-partitions) from its node config (set by the Simulation Engine or SuperNode)."""
     try:
-        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+        return int(context.node_config[Key.PARTITION_ID]), int(context.node_config[Key.NUM_PARTITIONS])
     except KeyError as exc:
         raise ValueError(f"node config lacks {exc.args[0]!r}: start the SuperNode with --node-config "
                          "'partition-id=<i> num-partitions=<n>'") from None
@@ -54,24 +53,24 @@ def replies_errors(handler: Handler) -> Handler:
     def wrapped(msg: Message, context: Context) -> Message:
         try:
             return handler(msg, context)
-        except (ValueError, CryptoError) as exc:  # bad config or data, refused protocol step: a one-line reason
+        except (ValueError, BastionFLError) as exc:  # bad config or data, refused protocol step: a one-line reason
             return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
     return wrapped
 
 
 def _round(msg: Message) -> int:
-    return int(msg.content.config_records.get("config", ConfigRecord()).get("round", 0))
+    return round_of(msg.content.config_records.get(Record.CONFIG))
 
 
 def _train_locally(cfg: RunConfig, context: Context, global_state: dict, server_round: int) -> Any:
     """Local training with this node's persisted defense state (ABL/BTU) restored and saved back."""
-    from bastionfl.client.local import local_train
+    from bastionfl.client.training import local_train
 
     pid, nparts = node_partition(context)
-    saved = context.state.config_records.get("bastionfl.local", ConfigRecord())
+    saved = context.state.config_records.get(NodeState.LOCAL, ConfigRecord())
     result = local_train(cfg, global_state, pid, nparts, server_round, {k: str(v) for k, v in saved.items()})
-    context.state["bastionfl.local"] = ConfigRecord(dict(result.node_state))
+    context.state[NodeState.LOCAL] = ConfigRecord(dict(result.node_state))
     return result
 
 
@@ -81,18 +80,18 @@ class InjectedDropout(ValueError):
 
 def _maybe_drop(cfg: RunConfig, stage: str, msg: Message, context: Context) -> None:
     """Fail once at ``stage`` of the round named by ``inject_dropout`` (a dropout for tests and demos)."""
-    if not cfg.inject_dropout:
+    spec = cfg.runtime.inject_dropout
+    if not spec:
         return
     try:
-        want_stage, want_round, want_pid = cfg.inject_dropout.split(":")
+        want_stage, want_round, want_pid = spec.split(":")
         target = (want_stage, int(want_round), int(want_pid))
     except ValueError:
-        raise ValueError(f"config key 'inject_dropout': expected stage:round:partition-id, got "
-                         f"{cfg.inject_dropout!r}") from None
-    marker = f"dropped:{cfg.inject_dropout}"
-    done = context.state.config_records.get("bastionfl.testing", ConfigRecord())
+        raise ValueError(f"config key 'inject_dropout': expected stage:round:partition-id, got {spec!r}") from None
+    marker = f"dropped:{spec}"
+    done = context.state.config_records.get(NodeState.TESTING, ConfigRecord())
     if (stage, _round(msg), node_partition(context)[0]) == target and marker not in done:
-        context.state["bastionfl.testing"] = ConfigRecord({**dict(done), marker: True})
+        context.state[NodeState.TESTING] = ConfigRecord({**dict(done), marker: True})
         raise InjectedDropout(f"injected dropout at {stage} of round {target[1]}")
 
 
@@ -101,14 +100,14 @@ def _maybe_drop(cfg: RunConfig, stage: str, msg: Message, context: Context) -> N
 def train(msg: Message, context: Context) -> Message:
     """Plaintext local training: reply with the new weights and the example count."""
     cfg = config_from_message(msg, context)
-    _maybe_drop(cfg, "train", msg, context)
+    _maybe_drop(cfg, Stage.TRAIN, msg, context)
     start = time.perf_counter()
-    result = _train_locally(cfg, context, msg.content["arrays"].to_torch_state_dict(), _round(msg))
+    result = _train_locally(cfg, context, msg.content[Record.ARRAYS].to_torch_state_dict(), _round(msg))
     result.metrics["train_s"] = time.perf_counter() - start
-    metrics = MetricRecord({"num-examples": result.num_examples, "train-loss": result.train_loss})
+    metrics = MetricRecord({Key.NUM_EXAMPLES: result.num_examples, Key.TRAIN_LOSS: result.train_loss})
     # per-client diagnostics vary by client; Flower's FedAvg wants identical metric keys, so they travel apart
-    content = RecordDict({"arrays": ArrayRecord(result.state_dict), "metrics": metrics,
-                          "client-metrics": ConfigRecord(dict(result.metrics))})
+    content = RecordDict({Record.ARRAYS: ArrayRecord(result.state_dict), Record.METRICS: metrics,
+                          Record.CLIENT_METRICS: ConfigRecord(dict(result.metrics))})
     return Message(content=content, reply_to=msg)
 
 
@@ -116,58 +115,58 @@ def train(msg: Message, context: Context) -> Message:
 @replies_errors
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this node's partition."""
-    from bastionfl.client.local import local_evaluate
+    from bastionfl.client.training import local_evaluate
 
     cfg = config_from_message(msg, context)
     pid, nparts = node_partition(context)
-    loss, acc, n = local_evaluate(cfg, msg.content["arrays"].to_torch_state_dict(), pid, nparts)
-    metrics = MetricRecord({"num-examples": n, "loss": loss, "accuracy": acc})
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+    loss, acc, n = local_evaluate(cfg, msg.content[Record.ARRAYS].to_torch_state_dict(), pid, nparts)
+    metrics = MetricRecord({Key.NUM_EXAMPLES: n, Key.LOSS: loss, Key.ACCURACY: acc})
+    return Message(content=RecordDict({Record.METRICS: metrics}), reply_to=msg)
 
 
 @app.query()
 @replies_errors
 def query(msg: Message, context: Context) -> Message:
     """Describe this node: its partition and example count (a cheap liveness and data check)."""
-    from bastionfl.client.local import local_num_examples
+    from bastionfl.client.training import local_num_examples
 
     cfg = config_from_message(msg, context)
     pid, nparts = node_partition(context)
-    info = MetricRecord({"partition-id": pid, "num-partitions": nparts,
-                         "num-examples": local_num_examples(cfg, pid, nparts)})
-    return Message(content=RecordDict({"info": info}), reply_to=msg)
+    info = MetricRecord({Key.PARTITION_ID: pid, Key.NUM_PARTITIONS: nparts,
+                         Key.NUM_EXAMPLES: local_num_examples(cfg, pid, nparts)})
+    return Message(content=RecordDict({Record.INFO: info}), reply_to=msg)
 
 
-@app.query("xmk_keygen")
+@app.query(Action.XMK_KEYGEN)
 @replies_errors
 def xmk_keygen(msg: Message, context: Context) -> Message:
     """Secure aggregation, key epoch: return this node's public key share (the secret stays here)."""
-    from bastionfl.client.local import local_num_examples
     from bastionfl.client.secure import handle_keygen
+    from bastionfl.client.training import local_num_examples
 
     cfg = config_from_message(msg, context)
-    _maybe_drop(cfg, "keygen", msg, context)
+    _maybe_drop(cfg, Stage.KEYGEN, msg, context)
     pid, nparts = node_partition(context)
     return handle_keygen(msg, context, cfg, local_num_examples(cfg, pid, nparts))
 
 
-@app.train("xmk")
+@app.train(Action.XMK_TRAIN)
 @replies_errors
 def xmk_train(msg: Message, context: Context) -> Message:
     """Secure aggregation, train: local training, then the update encrypted under the aggregated key."""
     from bastionfl.client.secure import handle_train
 
     cfg = config_from_message(msg, context)
-    _maybe_drop(cfg, "train", msg, context)
+    _maybe_drop(cfg, Stage.TRAIN, msg, context)
     return handle_train(msg, context, cfg, lambda state: _train_locally(cfg, context, state, _round(msg)))
 
 
-@app.query("xmk_decrypt")
+@app.query(Action.XMK_DECRYPT)
 @replies_errors
 def xmk_decrypt(msg: Message, context: Context) -> Message:
     """Secure aggregation, decrypt: verify the aggregate and return one smudged decryption share."""
     from bastionfl.client.secure import handle_decrypt
 
     cfg = config_from_message(msg, context)
-    _maybe_drop(cfg, "decrypt", msg, context)
+    _maybe_drop(cfg, Stage.DECRYPT, msg, context)
     return handle_decrypt(msg, context, cfg)

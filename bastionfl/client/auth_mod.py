@@ -1,6 +1,6 @@
 """The admission Mod: the client side of the pseudonym handshake, then a MAC check on every later message.
 
-Wire format (shared with ``bastionfl.server.admission``):
+Wire format (the names and the digest live in ``bastionfl.protocol.admission``, shared with the server):
 
 - Handshake: message type ``query`` with a ConfigRecord ``auth`` (``step`` = start | respond | finish, plus the
   bytes of that step) and ``config`` (``round``, ``auth``, ``auth_server_id``, ``auth_cred_dir``). Flower 1.41
@@ -16,14 +16,12 @@ the server-chosen expiry; no identity value is taken from the message body. Sess
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import struct
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 
 from bastionfl.auth import (
@@ -36,83 +34,26 @@ from bastionfl.auth import (
     FileCredentialStore,
     RoundContext,
     Session,
-    digest_records,
 )
 from bastionfl.auth.primitives import encode_server_id
+from bastionfl.protocol.admission import (
+    HANDSHAKE_RECORD,
+    STEP_FINISH,
+    STEP_RESPOND,
+    STEP_START,
+    TAG_RECORD,
+    content_digest,
+)
 
-__all__ = [
-    "HANDSHAKE_RECORD",
-    "TAG_RECORD",
-    "STEP_START",
-    "STEP_RESPOND",
-    "STEP_FINISH",
-    "content_digest",
-    "auth_mod",
-]
+__all__ = ["auth_mod"]
 
 log = logging.getLogger("bastionfl.client")
 
-HANDSHAKE_RECORD = "auth"
-TAG_RECORD = "auth-tag"
-STEP_START, STEP_RESPOND, STEP_FINISH = "start", "respond", "finish"
 _RUN = "bastionfl.auth.run"  # marks a run that uses pseudonym admission (no downgrade to "none" within it)
 _HANDSHAKE = "bastionfl.auth.handshake"
 _SESSION = "bastionfl.auth.session"
-_U64 = struct.Struct(">Q")
 
 Handler = Callable[[Message, Context], Message]
-
-
-# -- canonical content digest -------------------------------------------------------------------------------------
-def _lp(data: bytes) -> bytes:
-    return _U64.pack(len(data)) + data
-
-
-def _encode_value(value: Any) -> bytes:
-    """Typed, length-prefixed encoding of one ConfigRecord / MetricRecord value."""
-    if isinstance(value, bool):
-        return b"?" + (b"\x01" if value else b"\x00")
-    if isinstance(value, int):
-        return b"i" + _lp(str(value).encode())
-    if isinstance(value, float):
-        return b"f" + struct.pack(">d", value)
-    if isinstance(value, str):
-        return b"s" + _lp(value.encode("utf-8"))
-    if isinstance(value, (bytes, bytearray)):
-        return b"b" + _lp(bytes(value))
-    if isinstance(value, list):
-        return b"l" + _U64.pack(len(value)) + b"".join(_encode_value(v) for v in value)
-    raise TypeError(f"cannot encode a {type(value).__name__} record value")
-
-
-def _values_hash(record: Any) -> bytes:
-    h = hashlib.sha256(b"values")
-    for key in sorted(record.keys()):
-        h.update(_lp(key.encode("utf-8")) + _encode_value(record[key]))
-    return h.digest()
-
-
-def _arrays_hash(record: ArrayRecord) -> bytes:
-    h = hashlib.sha256(b"arrays")
-    for key, arr in record.items():  # in order: an ArrayRecord is ordered
-        h.update(_lp(key.encode("utf-8")) + _lp(arr.dtype.encode()) + _lp(arr.stype.encode()))
-        h.update(_U64.pack(len(arr.shape)) + b"".join(_U64.pack(int(d)) for d in arr.shape))
-        h.update(_U64.pack(len(arr.data)))
-        h.update(arr.data)
-    return h.digest()
-
-
-def content_digest(content: RecordDict) -> bytes:
-    """Canonical SHA-256 of a message's records (the ``auth-tag`` record excluded), via ``digest_records``."""
-    items: dict[str, bytes] = {}
-    for name, arrays in content.array_records.items():
-        items[f"a:{name}"] = _arrays_hash(arrays)
-    for name, config in content.config_records.items():
-        if name != TAG_RECORD:
-            items[f"c:{name}"] = _values_hash(config)
-    for name, metrics in content.metric_records.items():
-        items[f"m:{name}"] = _values_hash(metrics)
-    return digest_records(items)
 
 
 # -- state in context.state ---------------------------------------------------------------------------------------

@@ -26,8 +26,6 @@ encrypts its update.
 
 from __future__ import annotations
 
-import copy
-import re
 import time
 from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterator, Sequence
@@ -35,8 +33,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from bastionfl.defenses.btu_common import CUT_TO, RANKINGS, BTUConfig, _fit, _word_embeddings
+from bastionfl.defenses.btu_exposure import (BagOfEmbeddings, BTUExposure, btu_expose, rank_by_embedding_change,
+                                             remove_tokens, token_ids_of)
 
 __all__ = [
     "BTUConfig",
@@ -52,76 +53,9 @@ __all__ = [
     "remove_tokens",
     "token_ids_of",
     "BagOfEmbeddings",
+    "RANKINGS",
+    "CUT_TO",
 ]
-
-RANKINGS = ("r1", "r2", "r3")
-CUT_TO = ("pad", "own")  # official: the pretrained [PAD] values; variant: the token's own pretrained values
-
-
-@dataclass(frozen=True)
-class BTUConfig:
-    """BTU settings; defaults follow the official ``config.json``/``BTU.py`` except ``max_len`` (CPU budget)."""
-
-    threshold: float = 0.0005  # share of the vocabulary flagged per ranking (official 0.0005)
-    top_k: int | None = None  # explicit count per ranking; overrides threshold
-    rankings: tuple[str, ...] = RANKINGS
-    exposure_epochs: int = 1
-    exposure_lr: float = 2e-5
-    r1_batch_size: int = 256
-    r3_batch_size: int = 64
-    max_len: int = 64  # official 128; R1 mean-pools over all max_len positions
-    train_epochs: int = 1  # normal fine-tuning inside btu_defend (0 = the caller trains, or train_fn does)
-    train_lr: float = 2e-5
-    train_batch_size: int = 64
-    clean_tune_epochs: int = 1  # used only when clean data is given
-    clean_tune_lr: float = 2e-5
-    cut_scale: float = 1.0  # multiplies c; 1.0 = official rule
-    cut_to: str = "pad"  # "pad" = official; "own" = back to the token's own pretrained values
-    purity: float = 0.0  # variant (0 = off, official): cut only suspects whose sentences carry one label >= this share
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        bad = [r for r in self.rankings if r not in RANKINGS]
-        if bad or not self.rankings:
-            raise ValueError(f"rankings must be a non-empty subset of {RANKINGS}, got {self.rankings}")
-        if self.cut_to not in CUT_TO:
-            raise ValueError(f"cut_to must be one of {CUT_TO}, got {self.cut_to!r}")
-        if "r2" in self.rankings and "r1" not in self.rankings:
-            raise ValueError("ranking r2 needs r1 (it removes R1's tokens first)")
-        if not 0 <= self.purity <= 1:
-            raise ValueError(f"purity must be in [0, 1] (0 = off), got {self.purity}")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
-        for name in ("exposure_lr", "train_lr", "clean_tune_lr", "cut_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("r1_batch_size", "r3_batch_size", "max_len", "train_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def count(self, vocab_size: int) -> int:
-        """Tokens flagged per ranking: ``top_k`` or ``max(1, int(threshold * V))`` (15 for BERT's 30,522)."""
-        return self.top_k if self.top_k is not None else max(1, int(self.threshold * vocab_size))
-
-
-@dataclass
-class BTUExposure:
-    """The three rankings (top ids each), their union and the rank of any token under each ranking."""
-
-    count: int
-    top: dict[str, list[int]]
-    suspects: list[int]
-    order: dict[str, torch.Tensor] = field(repr=False)  # full ranking (ids, most changed first) per ranking
-
-    def rank_of(self, token_id: int) -> dict[str, int]:
-        """0-based rank of ``token_id`` in each ranking (-1 if it was left out, e.g. a special token)."""
-        out = {}
-        for name, order in self.order.items():
-            hit = (order == token_id).nonzero()
-            out[name] = int(hit[0, 0]) if len(hit) else -1
-        return out
 
 
 @dataclass
@@ -150,171 +84,7 @@ class BTUReport:
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def _word_embeddings(model: nn.Module) -> nn.Embedding:
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if not isinstance(emb, nn.Embedding):
-        raise ValueError(f"{type(model).__name__} has no nn.Embedding input word embeddings (BTU needs one)")
-    return emb
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _special_ids(tokenizer: Any) -> set[int]:
-    return {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
-
-
-def _batches(
-    tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], *, batch_size: int, max_len: int,
-    gen: torch.Generator, pad_to_max: bool = False,
-) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    order = torch.randperm(len(sentences), generator=gen).tolist()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        enc = tokenizer(
-            [sentences[i] for i in chunk], padding="max_length" if pad_to_max else True, truncation=True,
-            max_length=max_len, return_tensors="pt",
-        )
-        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        yield inputs, torch.tensor([int(labels[i]) for i in chunk], dtype=torch.long)
-
-
-def _fit(
-    model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], *, epochs: int, lr: float,
-    batch_size: int, max_len: int, seed: int, pad_to_max: bool = False, decay: bool = False,
-) -> None:
-    """AdamW over the trainable parameters (the official optimiser), shuffled and seeded.
-
-    ``decay``: the lr falls linearly from ``lr`` to 0 over all steps (the usual BERT fine-tuning schedule; the official
-    code keeps it constant), so the last batches barely move the model.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=lr)
-    total = epochs * -(-len(sentences) // batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total)) if decay else None
-    gen = torch.Generator().manual_seed(seed)
-    dev = _device(model)
-    model.train()
-    for _ in range(epochs):
-        for inputs, y in _batches(tokenizer, sentences, labels, batch_size=batch_size, max_len=max_len, gen=gen,
-                                  pad_to_max=pad_to_max):
-            out = model(**{k: v.to(dev) for k, v in inputs.items()})
-            logits = out.logits if hasattr(out, "logits") else out
-            loss = F.cross_entropy(logits, y.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-    model.eval()
-
-
-def token_ids_of(tokenizer: Any, words: Sequence[str]) -> list[int]:
-    """Token ids of ``words`` as the tokenizer splits them (no special tokens), in order, without repeats."""
-    ids: list[int] = []
-    for w in words:
-        for i in tokenizer(w, add_special_tokens=False)["input_ids"]:
-            if int(i) not in ids:
-                ids.append(int(i))
-    return ids
-
-
-def remove_tokens(sentences: Sequence[str], tokens: Sequence[str]) -> list[str]:
-    """Delete every whole word equal (case-insensitively) to one of ``tokens``; R2's text cleaning."""
-    drop = {t.lower() for t in tokens if t.strip()}
-    if not drop:
-        return list(sentences)
-    return [" ".join(w for w in re.split(r"\s+", s.strip()) if w.lower() not in drop) for s in sentences]
-
-
-def rank_by_embedding_change(before: torch.Tensor, after: torch.Tensor, skip: set[int]) -> torch.Tensor:
-    """Token ids sorted by ``||after[i] - before[i]||_2``, largest first, ``skip`` left out."""
-    score = (after.detach().float() - before.detach().float()).norm(dim=1)
-    order = torch.argsort(score, descending=True, stable=True)
-    if skip:
-        keep = ~torch.isin(order, torch.tensor(sorted(skip), dtype=order.dtype, device=order.device))
-        order = order[keep]
-    return order
-
-
-class BagOfEmbeddings(nn.Module):
-    """R1's exposure model (official ``PrunedBertModel``): embedding module -> mean over every position -> linear."""
-
-    def __init__(self, embeddings: nn.Module, hidden: int, num_labels: int) -> None:
-        super().__init__()
-        self.embeddings = embeddings
-        self.classifier = nn.Linear(hidden, num_labels)
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        return self.classifier(h.mean(dim=1))  # padding positions included, as in the official code
-
-
 # ---------------------------------------------------------------------------------------------------- exposure
-
-
-def _num_labels(model: nn.Module, labels: Sequence[int]) -> int:
-    n = getattr(getattr(model, "config", None), "num_labels", None)
-    return int(n) if n else max(2, max(int(y) for y in labels) + 1)
-
-
-def _r1(model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], cfg: BTUConfig,
-        skip: set[int], seed: int) -> torch.Tensor:
-    base = getattr(model, "base_model", model)
-    if not hasattr(base, "embeddings"):
-        raise ValueError(f"{type(model).__name__} has no .embeddings module for BTU's R1 exposure")
-    emb_module = copy.deepcopy(base.embeddings)
-    for p in emb_module.parameters():
-        p.requires_grad_(True)
-    hidden = _word_embeddings(model).weight.shape[1]
-    torch.manual_seed(seed)
-    bag = BagOfEmbeddings(emb_module, hidden, _num_labels(model, labels)).to(_device(model))
-    before = emb_module.word_embeddings.weight.detach().clone()
-    _fit(bag, tokenizer, sentences, labels, epochs=cfg.exposure_epochs, lr=cfg.exposure_lr,
-         batch_size=cfg.r1_batch_size, max_len=cfg.max_len, seed=seed, pad_to_max=True)
-    return rank_by_embedding_change(before, emb_module.word_embeddings.weight, skip)
-
-
-def _r3(model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], cfg: BTUConfig,
-        skip: set[int], seed: int) -> torch.Tensor:
-    probe = copy.deepcopy(model)
-    for p in probe.parameters():
-        p.requires_grad_(False)
-    emb = _word_embeddings(probe)
-    emb.weight.requires_grad_(True)
-    before = emb.weight.detach().clone()
-    _fit(probe, tokenizer, sentences, labels, epochs=cfg.exposure_epochs, lr=cfg.exposure_lr,
-         batch_size=cfg.r3_batch_size, max_len=cfg.max_len, seed=seed)
-    return rank_by_embedding_change(before, emb.weight, skip)
-
-
-def btu_expose(
-    model: nn.Module, tokenizer: Any, sentences: Sequence[str], labels: Sequence[int], cfg: BTUConfig | None = None
-) -> BTUExposure:
-    """Rank tokens by embedding change under R1, R2, R3 (on copies; ``model`` is not modified) and flag the union."""
-    cfg = cfg or BTUConfig()
-    if len(sentences) != len(labels) or not sentences:
-        raise ValueError(f"need matching non-empty sentences and labels, got {len(sentences)} and {len(labels)}")
-    vocab = _word_embeddings(model).weight.shape[0]
-    k = cfg.count(vocab)
-    skip = _special_ids(tokenizer)
-    order: dict[str, torch.Tensor] = {}
-    if "r1" in cfg.rankings:
-        order["r1"] = _r1(model, tokenizer, sentences, labels, cfg, skip, cfg.seed)
-    if "r2" in cfg.rankings:
-        words = [tokenizer.decode([int(i)]).strip() for i in order["r1"][:k]]
-        order["r2"] = _r1(model, tokenizer, remove_tokens(sentences, words), labels, cfg, skip, cfg.seed + 1)
-    if "r3" in cfg.rankings:
-        order["r3"] = _r3(model, tokenizer, sentences, labels, cfg, skip, cfg.seed + 2)
-    top = {name: [int(i) for i in o[:k]] for name, o in order.items()}
-    suspects: list[int] = []
-    for name in cfg.rankings:
-        suspects += [i for i in top[name] if i not in suspects]
-    return BTUExposure(k, top, suspects, order)
 
 
 def label_purity(

@@ -1,7 +1,7 @@
 """The admission stage: a pseudonym handshake with every sampled node at the start of each round, then a MAC on
 every later message of the round.
 
-Three Flower round trips (``query`` messages with an ``auth`` record; see ``bastionfl.client.auth_mod``) carry
+Three Flower round trips (``query`` messages with an ``auth`` record; names in ``bastionfl.protocol.admission``) carry
 msg1 -> msg2, msg3 -> SCONF and the client's ACK; the server relays to the Home Authority (in-process
 ``LocalRelay`` in simulation, ``HttpRelay`` to the HA service in deployment) and learns only "valid + session key +
 opaque handle". Nodes that fail are dropped from the round. A messenger wrapper then tags every later message
@@ -19,7 +19,9 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from bastionfl.auth import AuthError, AuthServer, HARelay, HomeAuthority, LocalRelay, Session, load_or_create_kek
-from bastionfl.client.auth_mod import (
+from bastionfl.config import ConfigError, RunConfig, in_process_ha_paths, simulated_credential_dir
+from bastionfl.protocol import MessageType, Stage
+from bastionfl.protocol.admission import (
     HANDSHAKE_RECORD,
     STEP_FINISH,
     STEP_RESPOND,
@@ -27,49 +29,28 @@ from bastionfl.client.auth_mod import (
     TAG_RECORD,
     content_digest,
 )
-from bastionfl.config import ConfigError, RunConfig
 from bastionfl.server.messaging import Messenger
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 
-__all__ = ["AdmissionStage", "build_relay", "in_process_ha_paths", "simulated_credential_dir"]
+__all__ = ["AdmissionStage", "AdmissionState", "build_relay"]
 
 log = logging.getLogger("bastionfl.server")
-_STATE_KEY = "admission"  # in ServerContext.run_state; not under "checkpointable", so never written to disk
-
-
-def in_process_ha_paths(cfg: RunConfig) -> tuple[Path, Path]:
-    """``(database, key-encryption-key file)`` of an in-process HA: ``auth_ha_db`` or ``<out_dir>/auth/ha.sqlite``."""
-    if cfg.auth_ha_db:
-        db = Path(cfg.auth_ha_db)
-    elif cfg.out_dir:
-        db = Path(cfg.out_dir) / "auth" / "ha.sqlite"
-    else:
-        raise ConfigError("config key 'auth_ha_db': an in-process Home Authority needs auth_ha_db or out_dir")
-    return db, db.with_suffix(".kek")
-
-
-def simulated_credential_dir(cfg: RunConfig) -> str:
-    """Folder of simulated clients' ``cred-<partition-id>.json``: ``auth_cred_dir`` or ``<out_dir>/auth`` (or '')."""
-    if cfg.auth_cred_dir:
-        return cfg.auth_cred_dir
-    return str(Path(cfg.out_dir) / "auth") if cfg.out_dir else ""
 
 
 def build_relay(cfg: RunConfig) -> HARelay:
     """The server's channel to the HA: ``HttpRelay`` when ``auth_ha_url`` is set, else an in-process HA."""
-    if cfg.auth_ha_url:
+    a = cfg.admission
+    if a.ha_url:
         from bastionfl.auth import HttpRelay
 
-        if not cfg.auth_ha_token_file:
-            raise ConfigError("config key 'auth_ha_token_file': required with auth_ha_url")
         try:
-            token = Path(cfg.auth_ha_token_file).read_text().strip()
+            token = Path(a.ha_token_file).read_text().strip()
         except OSError:
-            raise ConfigError(f"config key 'auth_ha_token_file': cannot read {cfg.auth_ha_token_file}") from None
+            raise ConfigError(f"config key 'auth_ha_token_file': cannot read {a.ha_token_file}") from None
         if not token:
             raise ConfigError("config key 'auth_ha_token_file': the token file is empty")
         try:
-            return HttpRelay(cfg.auth_ha_url, token, verify=cfg.auth_ha_ca or True)
+            return HttpRelay(a.ha_url, token, verify=a.ha_ca or True)
         except (AuthError, OSError) as exc:  # not https://, or an unreadable CA file
             raise ConfigError(f"config key 'auth_ha_url': {exc}") from None
     db, kek_file = in_process_ha_paths(cfg)
@@ -80,14 +61,14 @@ def build_relay(cfg: RunConfig) -> HARelay:
         ha = HomeAuthority.open(db, load_or_create_kek(kek_file, create=False))
     except AuthError as exc:
         raise ConfigError(f"config key 'auth_ha_db': {exc}") from None
-    return LocalRelay(ha, cfg.auth_server_id)
+    return LocalRelay(ha, a.server_id)
 
 
 @dataclass(eq=False)
-class _Admission:
-    """Per-run admission state: the HA front, and this round's sessions (owned by one RoundState)."""
+class AdmissionState:
+    """Per-run admission state: the HA front, and this round's sessions (owned by one RoundState); never on disk."""
 
-    server: AuthServer
+    server: AuthServer | None = None
     owner: RoundState | None = None
     sessions: dict[int, Session] | None = None  # None while the owner round's handshake is running
     wrapper: Callable[[Messenger, RoundState], Messenger] = field(init=False)
@@ -96,7 +77,7 @@ class _Admission:
         self.wrapper = lambda messenger, rs: _AuthenticatedMessenger(messenger, self, rs)
 
     def __repr__(self) -> str:
-        return f"_Admission(server={self.server!r}, sessions={len(self.sessions or {})})"
+        return f"AdmissionState(server={self.server!r}, sessions={len(self.sessions or {})})"
 
 
 class _SendGuard:
@@ -117,7 +98,7 @@ class _AuthenticatedMessenger(Messenger):
     A Messenger method not overridden here reaches ``_SendGuard`` and fails instead of sending untagged messages.
     """
 
-    def __init__(self, inner: Messenger, admission: _Admission, rs: RoundState) -> None:
+    def __init__(self, inner: Messenger, admission: AdmissionState, rs: RoundState) -> None:
         super().__init__(_SendGuard(inner.grid), inner.timeout_s, inner.counter)  # type: ignore[arg-type]
         self._inner, self._admission, self._rs = inner, admission, rs
 
@@ -202,13 +183,12 @@ class _AuthenticatedMessenger(Messenger):
 class AdmissionStage:
     """Authenticate every sampled node under a fresh pseudonym; keep only those admitted; MAC the rest of the round."""
 
-    name = "admission"
+    name = Stage.ADMISSION
 
-    def _state(self, ctx: ServerContext) -> _Admission:
-        state = ctx.run_state.get(_STATE_KEY)
-        if not isinstance(state, _Admission):
-            state = _Admission(AuthServer(ctx.cfg.auth_server_id, build_relay(ctx.cfg)))
-            ctx.run_state[_STATE_KEY] = state
+    def _state(self, ctx: ServerContext) -> AdmissionState:
+        state = ctx.states.get(AdmissionState)
+        if state.server is None:
+            state.server = AuthServer(ctx.cfg.admission.server_id, build_relay(ctx.cfg))
         if state.wrapper not in ctx.messenger_wrappers:
             ctx.messenger_wrappers.append(state.wrapper)
         return state
@@ -220,15 +200,15 @@ class AdmissionStage:
         run_id = int(ctx.grid.run.run_id)
         handshakes = {n: state.server.begin(state.server.round_context(run_id, rs.server_round, n)) for n in nodes}
         # simulated clients find their credential file under auth_cred_dir; deployed nodes use their node config
-        cred_dir = "" if ctx.cfg.auth_ha_url else simulated_credential_dir(ctx.cfg)
-        config = ConfigRecord({"round": rs.server_round, "auth": "pseudonym", "auth_server_id": ctx.cfg.auth_server_id,
-                               "auth_cred_dir": cred_dir})
+        cred_dir = "" if ctx.cfg.admission.ha_url else simulated_credential_dir(ctx.cfg)
+        config = ConfigRecord({"round": rs.server_round, "auth": "pseudonym",
+                               "auth_server_id": ctx.cfg.admission.server_id, "auth_cred_dir": cred_dir})
         messenger = rs.messenger(ctx)
         ha_failures = 0
 
         def step(name: str, payload: dict[int, dict[str, int | bytes]]) -> dict[int, ConfigRecord]:
             replies, _ = messenger.exchange(
-                self.name, "query", list(payload),
+                self.name, MessageType.QUERY, list(payload),
                 lambda n: RecordDict({HANDSHAKE_RECORD: ConfigRecord({"step": name, **payload[n]}), "config": config}),
                 group_id=str(rs.server_round),
             )

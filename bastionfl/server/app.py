@@ -27,7 +27,7 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         try:
             run_cfg = cfg if cfg is not None else from_run_config(context.run_config)
-            out = out_dir or Path(run_cfg.out_dir or f"runs/flwr-{context.run_id}")
+            out = out_dir or Path(run_cfg.runtime.out_dir or f"runs/flwr-{context.run_id}")
             logging.getLogger("bastionfl").setLevel(logging.INFO)
             run_federation(grid, run_cfg, out, resume=resume, observer=observer, stop_after=stop_after,
                            run_id=int(context.run_id))

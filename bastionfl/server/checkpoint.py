@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from bastionfl.errors import BastionFLError
+
 __all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BastionFLError, ValueError):
     """A checkpoint is missing or unreadable."""
 
 

@@ -11,12 +11,13 @@ import torch
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 
-from bastionfl.config import RunConfig
+from bastionfl.config import Auth, Repair, RunConfig, SecureAggregation
+from bastionfl.errors import BastionFLError
 from bastionfl.server.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from bastionfl.server.report import plot_accuracy, write_metrics
-from bastionfl.server.stages import AggregateFedAvg, EvaluateCentral, SampleNodes, TrainPlain
+from bastionfl.server.stages import AggregateFedAvg, EvaluateCentral, Participation, SampleNodes, TrainPlain
 from bastionfl.server.workflow import RoundFailed, RoundState, RoundWorkflow, ServerContext
-from bastionfl.server.task import build_server_task
+from bastionfl.tasks.registry import build_task
 
 __all__ = ["RunObserver", "LogObserver", "FederationError", "build_workflow", "run_federation"]
 
@@ -24,7 +25,7 @@ log = logging.getLogger("bastionfl.server")
 MAX_ROUND_ATTEMPTS = 3
 
 
-class FederationError(RuntimeError):
+class FederationError(BastionFLError):
     """The run cannot continue (every attempt at a round failed, or resume state does not fit)."""
 
 
@@ -50,17 +51,17 @@ class LogObserver:
 def build_workflow(cfg: RunConfig) -> RoundWorkflow:
     """The stage list for this configuration: plaintext FedAvg, with admission, HE and repair stages as configured."""
     stages: list[Any] = [SampleNodes()]
-    if cfg.auth == "pseudonym":
+    if cfg.admission.mode is Auth.PSEUDONYM:
         from bastionfl.server.admission import AdmissionStage
 
         stages.append(AdmissionStage())
-    if cfg.secure_aggregation == "xmkckks":
+    if cfg.secure.mode is SecureAggregation.XMKCKKS:
         from bastionfl.server.secure import secure_stages
 
         stages += secure_stages()
     else:
         stages += [TrainPlain(), AggregateFedAvg()]
-    if cfg.repair != "none":
+    if cfg.defense.repair is not Repair.NONE:
         from bastionfl.server.repair import RepairStage
 
         stages.append(RepairStage())
@@ -95,21 +96,22 @@ def run_federation(
     """Run rounds until ``cfg.rounds`` (or ``stop_after``), checkpointing each; returns every round's metrics."""
     observer = observer or LogObserver()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.repair != "none" and cfg.clean_set_size < 10:
-        raise FederationError(f"repair = {cfg.repair} needs clean_set_size >= 10, got {cfg.clean_set_size}")
-    ctx = ServerContext(grid=grid, cfg=cfg, task=build_server_task(cfg), out_dir=out_dir, run_id=run_id)
+    from bastionfl.server.repair import RepairState
+
+    ctx = ServerContext(grid=grid, cfg=cfg, task=build_task(cfg), out_dir=out_dir, run_id=run_id)
     history: list[dict[str, Any]] = []
     if resume and (out_dir / CHECKPOINT_NAME).exists():
         ck = load_checkpoint(out_dir)
         global_state, history, first = ck["model"], list(ck["metrics"]), int(ck["round"]) + 1
-        ctx.run_state["checkpointable"] = dict(ck.get("extra", {}).get("run_state", {}))
+        ctx.states.restore(dict(ck.get("extra", {}).get("run_state", {})), [Participation, RepairState])
     else:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.federation.seed)
         global_state = {k: v.detach().clone() for k, v in ctx.new_model().state_dict().items()}
         first = 1
     workflow = build_workflow(cfg)
-    last = cfg.rounds if stop_after is None else min(cfg.rounds, stop_after)
-    observer.on_start(first, cfg.rounds)
+    rounds = cfg.federation.rounds
+    last = rounds if stop_after is None else min(rounds, stop_after)
+    observer.on_start(first, rounds)
     for server_round in range(first, last + 1):
         start = time.perf_counter()
         carried: RoundState | None = None
@@ -135,11 +137,12 @@ def run_federation(
         if rs.new_state is not None:
             global_state = rs.new_state
         save_checkpoint(out_dir, server_round, global_state, history, cfg.to_dict(),
-                        extra={"run_state": ctx.run_state.get("checkpointable", {})})
+                        extra={"run_state": ctx.states.checkpoint()})
         write_metrics(out_dir, cfg.to_dict(), history, status="running")
         observer.on_round(entry)
-    status = "completed" if last == cfg.rounds else f"stopped after round {last}"
+    status = "completed" if last == rounds else f"stopped after round {last}"
     write_metrics(out_dir, cfg.to_dict(), history, status=status)
     if history:
-        plot_accuracy(out_dir, history, f"BastionFL: {cfg.dataset}, {cfg.model}, {cfg.num_clients} clients")
+        plot_accuracy(out_dir, history, f"BastionFL: {cfg.task.dataset}, {cfg.task.model}, "
+                                        f"{cfg.federation.num_clients} clients")
     return history

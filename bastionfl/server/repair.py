@@ -1,79 +1,141 @@
-"""Server-side repair of the aggregated global model with a small clean set: RNP, NAD or plain fine-tuning.
+"""Server-side repair of the aggregated global model with a small clean set: RNP, NAD, fine-tuning, or for text
+models BTU's clean tune.
 
-Text models take the task's own repair instead (``ServerTask.repair``: BTU's clean tune).
-
-Runs after aggregation (after fusion under secure aggregation: the server repairs only the aggregate it may
-see). RNP's keep-masks are merged across rounds and re-applied to every new global model, so a channel pruned
-once stays pruned even though clients keep training it.
+Runs after aggregation (after fusion under secure aggregation: the server repairs only the aggregate it may see).
+Which function repairs is chosen once from ``REPAIRS`` by (task kind, repair). RNP's keep-masks are merged across
+rounds and re-applied to every new global model, so a channel pruned once stays pruned even though clients keep
+training it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 import torch
+from torch import nn
 
+from bastionfl.config import Repair, RunConfig, TaskKind
+from bastionfl.protocol import Stage
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
+from bastionfl.tasks.base import Task
 
-__all__ = ["RepairStage"]
+__all__ = ["RepairStage", "RepairState", "REPAIRS", "clean_tune_schedule"]
 
 log = logging.getLogger("bastionfl.server")
 
+# (task, model, clean set, seed, saved RNP mask) -> (repaired copy, report, new RNP mask or None)
+RepairFn = Callable[[Task, nn.Module, Any, int, dict[str, torch.Tensor] | None],
+                    tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None]]
+
+
+@dataclass
+class RepairState:
+    """RNP's merged keep-mask (a pruned channel stays pruned), checkpointed."""
+
+    checkpoint_name: ClassVar[str] = "rnp_mask"
+    mask: dict[str, list[bool]] = field(default_factory=dict)
+
+    def tensors(self) -> dict[str, torch.Tensor] | None:
+        return {n: torch.tensor(v, dtype=torch.bool) for n, v in self.mask.items()} if self.mask else None
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return dict(self.mask)
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.mask = {str(k): list(v) for k, v in saved.items()}
+
+
+def clean_tune_schedule(cfg: RunConfig) -> tuple[float, int, str]:
+    """The text clean tune's lr and batch size (``repair_*``, else the run's own) and a phrase for results pages."""
+    d = cfg.defense
+    lr, batch = d.repair_lr or cfg.task.lr, d.repair_batch_size or cfg.task.batch_size
+    return lr, batch, f"lr {lr}{' decaying linearly to 0' if d.repair_lr_decay else ''}, batch {batch}"
+
+
+def _rnp(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
+    from bastionfl.defenses.rnp import apply_rnp_mask, rnp_repair
+
+    if saved:
+        apply_rnp_mask(model, saved)
+    repaired, mask, report = rnp_repair(model, *clean, seed=seed)
+    merged = {k: (saved[k] & v if saved else v) for k, v in mask.items()}
+    apply_rnp_mask(repaired, merged)
+    report["pruned_channels_total"] = int(sum(int((~v).sum()) for v in merged.values()))
+    return repaired, report, merged
+
+
+def _nad(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
+    from bastionfl.defenses.nad import nad_repair
+
+    return (*nad_repair(model, *clean, seed=seed), None)
+
+
+def _finetune(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
+    from bastionfl.defenses.finetune import finetune_repair
+
+    return (*finetune_repair(model, *clean, seed=seed), None)
+
+
+def _text_clean_tune(task: Task, model: nn.Module, clean: Any, seed: int,
+                     saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
+    """BTU's clean tune: one AdamW epoch on the clean sentences (the paper tunes at its training lr)."""
+    from bastionfl.defenses.btu import btu_clean_tune
+
+    cfg = task.cfg
+    tuned = copy.deepcopy(model)
+    lr, batch, _ = clean_tune_schedule(cfg)
+    report = btu_clean_tune(tuned, task.tokenizer, clean[0], clean[1], epochs=1, lr=lr,  # type: ignore[attr-defined]
+                            batch_size=batch, max_len=cfg.task.max_len, seed=seed, decay=cfg.defense.repair_lr_decay)
+    return tuned, report, None
+
+
+REPAIRS: dict[tuple[TaskKind, Repair], RepairFn] = {
+    (TaskKind.IMAGE, Repair.RNP): _rnp,
+    (TaskKind.IMAGE, Repair.NAD): _nad,
+    (TaskKind.IMAGE, Repair.FINETUNE): _finetune,
+    (TaskKind.TEXT, Repair.FINETUNE): _text_clean_tune,
+}
+
 
 class RepairStage:
-    """Repair ``rs.new_state`` in place with the configured defense; report what it did in the round's metrics.
+    """Repair ``rs.new_state`` with the configured repair; report what it did in the round's metrics.
 
     With ``repair_last_rounds = K > 0`` only the last K rounds repair; earlier rounds only re-apply RNP's saved
     masks (so a pruned channel stays pruned).
     """
 
-    name = "repair"
+    name = Stage.REPAIR
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         if rs.new_state is None:
             raise RoundFailed("repair needs an aggregated model")
-        if ctx.task.clean_set is None:
+        clean = ctx.task.clean_set()
+        if clean is None:
             raise RoundFailed("repair needs a clean set: set clean_set_size")
-        saved = ctx.run_state.setdefault("checkpointable", {}).get("rnp_mask")
-        k = ctx.cfg.repair_last_rounds
-        if k > 0 and rs.server_round <= ctx.cfg.rounds - k:
+        state = ctx.states.get(RepairState)
+        saved = state.tensors()
+        k = ctx.cfg.defense.repair_last_rounds
+        model = ctx.new_model()
+        model.load_state_dict(rs.new_state)
+        if k > 0 and rs.server_round <= ctx.cfg.federation.rounds - k:
             if saved:
                 from bastionfl.defenses.rnp import apply_rnp_mask
 
-                model = ctx.new_model()
-                model.load_state_dict(rs.new_state)
-                apply_rnp_mask(model, {n: torch.tensor(v, dtype=torch.bool) for n, v in saved.items()})
+                apply_rnp_mask(model, saved)
                 rs.new_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
             return
-        model = ctx.new_model()
-        model.load_state_dict(rs.new_state)
-        seed = ctx.cfg.seed * 1_000_003 + rs.server_round
+        repair = REPAIRS.get((ctx.task.kind, ctx.cfg.defense.repair))
+        if repair is None:
+            raise RoundFailed(f"no repair {ctx.cfg.defense.repair!r} for {ctx.task.kind} models")
+        seed = ctx.cfg.federation.seed * 1_000_003 + rs.server_round
         start = time.perf_counter()
-        report: dict[str, Any]
-        if ctx.task.repair is not None:
-            repaired, report = ctx.task.repair(model, seed)
-        elif ctx.cfg.repair == "rnp":
-            from bastionfl.defenses.rnp import apply_rnp_mask, rnp_repair
-
-            if saved:
-                apply_rnp_mask(model, {k: torch.tensor(v, dtype=torch.bool) for k, v in saved.items()})
-            repaired, mask, report = rnp_repair(model, *ctx.task.clean_set, seed=seed)
-            merged = {k: (torch.tensor(saved[k], dtype=torch.bool) & v if saved else v) for k, v in mask.items()}
-            apply_rnp_mask(repaired, merged)
-            ctx.run_state["checkpointable"]["rnp_mask"] = {k: v.tolist() for k, v in merged.items()}
-            report["pruned_channels_total"] = int(sum(int((~v).sum()) for v in merged.values()))
-        elif ctx.cfg.repair == "nad":
-            from bastionfl.defenses.nad import nad_repair
-
-            repaired, report = nad_repair(model, *ctx.task.clean_set, seed=seed)
-        elif ctx.cfg.repair == "finetune":
-            from bastionfl.defenses.finetune import finetune_repair
-
-            repaired, report = finetune_repair(model, *ctx.task.clean_set, seed=seed)
-        else:
-            raise RoundFailed(f"unknown repair {ctx.cfg.repair!r}")
+        repaired, report, mask = repair(ctx.task, model, clean, seed, saved)
+        if mask is not None:
+            state.mask = {k: v.tolist() for k, v in mask.items()}
         rs.new_state = {k: v.detach().clone() for k, v in repaired.state_dict().items()}
         rs.metrics["repair"] = {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}
         rs.metrics["repair_s"] = time.perf_counter() - start

@@ -1,39 +1,43 @@
 """xMK-CKKS secure aggregation as stages of the round workflow (the server never sees one client's update).
 
 key setup (when due) → train + encrypt with streaming aggregation → decrypt (verified, smudged shares) → fuse.
-A key epoch is redone every ``key_epoch_rounds`` rounds and whenever the participant set changes. A node missing
-at key setup is left out of the epoch; missing at upload or decryption, the round fails and is retried with the
-survivors under a fresh epoch: the global model is never updated from a partial sum.
+A key epoch is renewed by ``crypto.EpochPolicy`` (every ``key_epoch_rounds`` rounds, and whenever the participant
+set changes). A node missing at key setup is left out of the epoch; missing at upload or decryption, the round fails
+and is retried with the survivors under a fresh epoch: the global model is never updated from a partial sum.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict  # noqa: F401 - Message in type hints
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-from bastionfl.client.secure import array_blob, blob_array
 from bastionfl.crypto import (
+    Aggregate,
     AggregatedPublicKey,
     CryptoError,
     CrsSeed,
     DecryptionShare,
     EncryptedVector,
+    EpochPolicy,
     PublicKeyShare,
     StreamingAggregator,
     get_profile,
     weighted_mean,
 )
-from bastionfl.server.stages import client_metrics_of, task_config_record
+from bastionfl.protocol import Key, MessageType, ProtocolError, Record, Stage, array_blob, blob_array, config_record
+from bastionfl.server.stages import Participation, client_metrics_of
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 from bastionfl.tasks.vectorize import apply_delta
 
-__all__ = ["KeyEpoch", "KeySetupStage", "EncryptedTrainStage", "DecryptStage", "FuseStage", "secure_stages"]
+__all__ = ["KeyEpoch", "SecureState", "KeySetupStage", "EncryptedTrainStage", "DecryptStage", "FuseStage",
+           "secure_stages"]
 
 log = logging.getLogger("bastionfl.server")
+_REFUSED = (CryptoError, KeyError, ProtocolError, ValueError, TypeError)  # a malformed or refused reply
 
 
 @dataclass
@@ -51,72 +55,85 @@ class KeyEpoch:
 
 
 @dataclass
-class _RoundCrypto:
+class RoundCrypto:
     """What the HE stages of one round hand each other."""
 
-    aggregate: Any = None
-    weight_total: float = 0.0
+    aggregate: Aggregate
+    weight_total: float
     shares: list[DecryptionShare] = field(default_factory=list)
 
 
-def _note_dropouts(ctx: ServerContext, rs: RoundState, stage: str, nodes: list[int]) -> None:
-    if not nodes:
-        return
-    counts = ctx.run_state.setdefault("checkpointable", {}).setdefault("dropouts", {})
-    counts[stage] = counts.get(stage, 0) + len(nodes)
-    rs.metrics.setdefault("dropouts", {}).setdefault(stage, 0)
-    rs.metrics["dropouts"][stage] += len(nodes)
-    rs.events.append(f"{stage}: {len(nodes)} node(s) dropped out")
-    log.warning("round %d, %s: %d node(s) dropped out", rs.server_round, stage, len(nodes))
+@dataclass
+class SecureState:
+    """The secure-aggregation stages' run-long state: the current key epoch and the round in flight."""
+
+    epoch: KeyEpoch | None = None
+    current: RoundCrypto | None = None
+
+    def invalidate_epoch(self) -> None:
+        """After a dropout the epoch's key cannot be decrypted any more (N-of-N): the next attempt re-keys."""
+        if self.epoch is not None:
+            self.epoch.valid = False
+
+    def require_epoch(self) -> KeyEpoch:
+        if self.epoch is None:
+            raise RoundFailed("no key epoch: the key_setup stage must run before this stage")
+        return self.epoch
+
+    def require_round(self) -> RoundCrypto:
+        if self.current is None:
+            raise RoundFailed("no encrypted aggregate: the train stage must run before this stage")
+        return self.current
 
 
-def _exclude(ctx: ServerContext, rs: RoundState, nodes: list[int]) -> None:
-    """Keep ``nodes`` out of this round's retry and invalidate the epoch they belonged to."""
-    ctx.run_state.setdefault("dropped", {}).setdefault(rs.server_round, set()).update(nodes)
-    epoch: KeyEpoch | None = ctx.run_state.get("xmk_epoch")
-    if epoch is not None:
-        epoch.valid = False
-
-
-def _config(ctx: ServerContext, rs: RoundState) -> ConfigRecord:
-    return task_config_record(ctx.cfg, rs.server_round)
+def _drop_out(ctx: ServerContext, rs: RoundState, stage: str, nodes: list[int], *, exclude: bool) -> None:
+    participation = ctx.states.get(Participation)
+    participation.dropped(rs, stage, nodes)
+    if exclude:
+        participation.exclude(rs.server_round, nodes)
+        ctx.states.get(SecureState).invalidate_epoch()
 
 
 class KeySetupStage:
     """Start a key epoch when due: public CRS seed out, public key shares in, aggregated key built."""
 
-    name = "key_setup"
+    name = Stage.KEY_SETUP
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
-        epoch: KeyEpoch | None = ctx.run_state.get("xmk_epoch")
-        due = (epoch is None or not epoch.valid or sorted(epoch.participants) != sorted(rs.node_ids)
-               or epoch.rounds_used >= ctx.cfg.key_epoch_rounds)
-        if not due:
+        state = ctx.states.get(SecureState)
+        epoch = state.epoch
+        policy = EpochPolicy(ctx.cfg.secure.key_epoch_rounds)
+        current = epoch.participants if epoch is not None and epoch.valid else None
+        if not policy.must_rotate(epoch.rounds_used if epoch else 0, current, rs.node_ids):
             return
-        params = get_profile(ctx.cfg.he_profile)
+        profile = str(ctx.cfg.secure.he_profile)
+        params = get_profile(profile)
         number = (epoch.number + 1) if epoch else 1
         session = f"bastionfl/run/{ctx.run_id}"  # public; the CRS polynomial a follows from it and the epoch
-        xmk = ConfigRecord({"session": session, "epoch": number, "profile": ctx.cfg.he_profile})
-        config = _config(ctx, rs)
+        xmk = ConfigRecord({Key.SESSION: session, Key.EPOCH: number, Key.PROFILE: profile})
+        config = config_record(ctx.cfg, rs.server_round)
         replies, failed = rs.messenger(ctx).exchange(
-            self.name, "query.xmk_keygen", rs.node_ids, lambda _n: RecordDict({"xmk": xmk, "config": config}),
-            group_id=f"{rs.server_round}.key")
+            self.name, MessageType.XMK_KEYGEN, rs.node_ids,
+            lambda _n: RecordDict({Record.XMK: xmk, Record.CONFIG: config}), group_id=f"{rs.server_round}.key")
         shares, counts, nodes = [], [], []
-        for reply in replies:
+        for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
             try:
-                shares.append(PublicKeyShare.from_bytes(params, array_blob(reply.content["xmk"]["public-share"])))
-            except (CryptoError, KeyError, ValueError) as exc:
+                shares.append(PublicKeyShare.from_bytes(params, array_blob(reply.content[Record.XMK][Key.PUBLIC_SHARE])))
+                counts.append(float(reply.content[Record.METRICS][Key.NUM_EXAMPLES]))
+            except _REFUSED as exc:
                 log.warning("key setup: malformed share from a node (%s); leaving it out", exc)
                 failed.append(reply.metadata.src_node_id)
                 continue
-            counts.append(float(reply.content["metrics"]["num-examples"]))
             nodes.append(reply.metadata.src_node_id)
-        _note_dropouts(ctx, rs, "keygen", sorted(set(failed)))
+        _drop_out(ctx, rs, Stage.KEYGEN, sorted(set(failed)), exclude=False)
         if len(nodes) < 2:
             raise RoundFailed(f"key setup: {len(nodes)} participant(s); xMK-CKKS needs at least 2")
         crs = CrsSeed.from_session(session, number)
-        apk = AggregatedPublicKey.aggregate(params, crs, shares)
-        ctx.run_state["xmk_epoch"] = KeyEpoch(number, nodes, apk, apk.to_bytes(), sum(counts), rs.server_round)
+        try:
+            apk = AggregatedPublicKey.aggregate(params, crs, shares)
+        except CryptoError as exc:
+            raise RoundFailed(f"key setup refused: {exc}") from None
+        state.epoch = KeyEpoch(number, nodes, apk, apk.to_bytes(), math.fsum(counts), rs.server_round)
         rs.node_ids = sorted(nodes)
         rs.metrics["key_epoch"] = number
 
@@ -124,96 +141,98 @@ class KeySetupStage:
 class EncryptedTrainStage:
     """Send the model and the aggregated key; sum the encrypted updates as they arrive (one update in memory)."""
 
-    name = "train"
+    name = Stage.TRAIN
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
-        epoch: KeyEpoch = ctx.run_state["xmk_epoch"]
-        params = get_profile(ctx.cfg.he_profile)
+        state = ctx.states.get(SecureState)
+        epoch = state.require_epoch()
+        params = get_profile(str(ctx.cfg.secure.he_profile))
         arrays = ArrayRecord(rs.global_state)
-        xmk = ArrayRecord({"apk": blob_array(epoch.apk_bytes)})
-        xmk_config = ConfigRecord({"weight-norm": epoch.weight_norm, "participants": len(epoch.participants),
-                                   "epoch": epoch.number})
-        config = _config(ctx, rs)
+        xmk = ArrayRecord({Key.AGGREGATED_KEY: blob_array(epoch.apk_bytes)})
+        xmk_config = ConfigRecord({Key.WEIGHT_NORM: epoch.weight_norm, Key.PARTICIPANTS: len(epoch.participants),
+                                   Key.EPOCH: epoch.number})
+        config = config_record(ctx.cfg, rs.server_round)
         aggregator = StreamingAggregator(params, epoch.apk)
-        crypto = _RoundCrypto()
+        weights: list[float] = []
         add_time = [0.0]
         per_client: dict[str, dict[str, float]] = {}
 
         def on_reply(reply: Message) -> bool:
             try:
-                update = EncryptedVector.from_bytes(params, array_blob(reply.content["xmk"]["update"]))
+                update = EncryptedVector.from_bytes(params, array_blob(reply.content[Record.XMK][Key.UPDATE]))
+                weight = float(reply.content[Record.METRICS][Key.WEIGHT])
                 start = time.perf_counter()
-                aggregator.add(update)
+                aggregator.add(update)  # modular sums: the order of arrival does not change the aggregate
                 add_time[0] += time.perf_counter() - start
-            except (CryptoError, KeyError, ValueError) as exc:
+            except _REFUSED as exc:
                 log.warning("train: refused an encrypted update (%s)", exc)
                 return False
-            crypto.weight_total += float(reply.content["metrics"]["weight"])
+            weights.append(weight)
             per_client[str(reply.metadata.src_node_id)] = client_metrics_of(reply)
             return True
 
         failed = rs.messenger(ctx).exchange_streaming(
-            self.name, "train.xmk", epoch.participants,
-            lambda _n: RecordDict({"arrays": arrays, "xmk": xmk, "xmk-config": xmk_config, "config": config}),
+            self.name, MessageType.XMK_TRAIN, epoch.participants,
+            lambda _n: RecordDict({Record.ARRAYS: arrays, Record.XMK: xmk, Record.XMK_CONFIG: xmk_config,
+                                   Record.CONFIG: config}),
             group_id=f"{rs.server_round}.train", on_reply=on_reply)
-        rs.stage_times["aggregate"] = add_time[0]
+        rs.stage_times[Stage.AGGREGATE] = add_time[0]
         if failed:
-            _note_dropouts(ctx, rs, "upload", failed)
-            _exclude(ctx, rs, failed)
+            _drop_out(ctx, rs, Stage.UPLOAD, failed, exclude=True)
             raise RoundFailed(f"{len(failed)} participant(s) missing at upload; re-keying for the survivors")
-        crypto.aggregate = aggregator.result()
+        weight_total = math.fsum(weights)  # exact: independent of the order the replies came in
+        state.current = RoundCrypto(aggregator.result(), weight_total)
         rs.metrics["client_metrics"] = per_client
-        rs.metrics["num_examples"] = int(round(crypto.weight_total * epoch.weight_norm))
-        ctx.run_state["xmk_round"] = crypto
+        rs.metrics["num_examples"] = int(round(weight_total * epoch.weight_norm))
         epoch.rounds_used += 1
 
 
 class DecryptStage:
     """Send the aggregate's C1 with every participant's c1; collect one verified, smudged share from each."""
 
-    name = "decrypt"
+    name = Stage.DECRYPT
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
-        epoch: KeyEpoch = ctx.run_state["xmk_epoch"]
-        crypto: _RoundCrypto = ctx.run_state["xmk_round"]
-        params = get_profile(ctx.cfg.he_profile)
+        state = ctx.states.get(SecureState)
+        epoch, crypto = state.require_epoch(), state.require_round()
+        params = get_profile(str(ctx.cfg.secure.he_profile))
         request = crypto.aggregate.decryption_request(rs.server_round)
-        xmk = ArrayRecord({"request": blob_array(request.to_bytes())})
-        config = _config(ctx, rs)
+        xmk = ArrayRecord({Key.REQUEST: blob_array(request.to_bytes())})
+        config = config_record(ctx.cfg, rs.server_round)
         replies, failed = rs.messenger(ctx).exchange(
-            self.name, "query.xmk_decrypt", epoch.participants, lambda _n: RecordDict({"xmk": xmk, "config": config}),
-            group_id=f"{rs.server_round}.decrypt")
+            self.name, MessageType.XMK_DECRYPT, epoch.participants,
+            lambda _n: RecordDict({Record.XMK: xmk, Record.CONFIG: config}), group_id=f"{rs.server_round}.decrypt")
         crypto.shares = []
         for reply in replies:
             per_node = rs.metrics.setdefault("client_metrics", {}).setdefault(str(reply.metadata.src_node_id), {})
             per_node.update(client_metrics_of(reply))
             try:
-                crypto.shares.append(DecryptionShare.from_bytes(params, array_blob(reply.content["xmk"]["share"])))
-            except (CryptoError, KeyError, ValueError) as exc:
+                crypto.shares.append(DecryptionShare.from_bytes(params, array_blob(reply.content[Record.XMK][Key.SHARE])))
+            except _REFUSED as exc:
                 log.warning("decrypt: malformed share (%s)", exc)
                 failed.append(reply.metadata.src_node_id)
         if failed:
-            _note_dropouts(ctx, rs, "decrypt", sorted(set(failed)))
-            _exclude(ctx, rs, sorted(set(failed)))
+            _drop_out(ctx, rs, Stage.DECRYPT, sorted(set(failed)), exclude=True)
             raise RoundFailed(f"{len(set(failed))} participant(s) gave no share; retrying with the survivors")
 
 
 class FuseStage:
     """``C0 + Σ D_i`` decoded and divided by the total weight: the new global model (refuses partial share sets)."""
 
-    name = "fuse"
+    name = Stage.FUSE
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
-        epoch: KeyEpoch = ctx.run_state["xmk_epoch"]
-        crypto: _RoundCrypto = ctx.run_state.pop("xmk_round")
+        state = ctx.states.get(SecureState)
+        epoch, crypto = state.require_epoch(), state.require_round()
+        state.current = None
         try:
             mean_delta = weighted_mean(crypto.aggregate, crypto.shares, crypto.weight_total, len(epoch.participants))
         except CryptoError as exc:
-            _exclude(ctx, rs, [])
+            state.invalidate_epoch()
             raise RoundFailed(f"fusion refused: {exc}") from None
         rs.new_state = apply_delta(rs.global_state, mean_delta)
 
 
-def secure_stages() -> list[Any]:
+def secure_stages() -> list[KeySetupStage | EncryptedTrainStage | DecryptStage | FuseStage]:
     """The HE stages, in order, that replace plaintext train + aggregate."""
     return [KeySetupStage(), EncryptedTrainStage(), DecryptStage(), FuseStage()]

@@ -1,60 +1,108 @@
-"""The plaintext stages: sample nodes, train, aggregate with Flower's FedAvg, evaluate centrally."""
+"""The plaintext stages: sample nodes, train, aggregate with Flower's FedAvg, evaluate centrally.
+
+Replies are combined in a canonical order (by a digest of their content), never in arrival order, so that a seeded
+run gives the same model bit for bit however the nodes' replies interleave.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from bastionfl.config import RunConfig
+from bastionfl.protocol import Key, MessageType, Record, Stage, config_record
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 
-__all__ = ["SampleNodes", "TrainPlain", "AggregateFedAvg", "EvaluateCentral", "task_config_record"]
+__all__ = ["SampleNodes", "TrainPlain", "AggregateFedAvg", "EvaluateCentral", "Participation", "canonical_order",
+           "client_metrics_of", "collect_client_metrics"]
 
 log = logging.getLogger("bastionfl.server")
 
 
-def task_config_record(cfg: RunConfig, server_round: int) -> ConfigRecord:
-    """The run configuration as a ConfigRecord for clients (they rebuild the same RunConfig from it)."""
-    values = {k: v for k, v in cfg.to_dict().items() if k not in ("out_dir", "verbose")}
-    values["round"] = server_round
-    return ConfigRecord(values)
+@dataclass
+class Participation:
+    """Who dropped out where: run-long counts per stage (checkpointed) and, per round, the nodes that sit out its
+    retry. Written by the stages that see a dropout, read by sampling."""
+
+    checkpoint_name: ClassVar[str] = "dropouts"
+    dropouts: dict[str, int] = field(default_factory=dict)
+    excluded: dict[int, set[int]] = field(default_factory=dict)
+
+    def dropped(self, rs: RoundState, stage: str, nodes: list[int]) -> None:
+        """Count ``nodes`` as dropped out at ``stage`` (run total and the round's metrics and events)."""
+        if not nodes:
+            return
+        self.dropouts[stage] = self.dropouts.get(stage, 0) + len(nodes)
+        per_round = rs.metrics.setdefault("dropouts", {})
+        per_round[stage] = per_round.get(stage, 0) + len(nodes)
+        rs.events.append(f"{stage}: {len(nodes)} node(s) dropped out")
+        log.warning("round %d, %s: %d node(s) dropped out", rs.server_round, stage, len(nodes))
+
+    def exclude(self, server_round: int, nodes: list[int]) -> None:
+        """Keep ``nodes`` out of the retry of ``server_round``."""
+        self.excluded.setdefault(server_round, set()).update(nodes)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return dict(self.dropouts)
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.dropouts = {str(k): int(v) for k, v in saved.items()}
+
+
+def canonical_order(replies: list[Message]) -> list[Message]:
+    """Replies sorted by a digest of their arrays and metrics: the order the nodes answered in does not matter."""
+
+    def digest(reply: Message) -> bytes:
+        h = hashlib.sha256()
+        for name, record in sorted(reply.content.array_records.items()):
+            h.update(name.encode())
+            for key, arr in record.items():
+                h.update(key.encode() + arr.data)
+        for name, record in sorted(reply.content.metric_records.items()):
+            h.update(repr(sorted(record.items())).encode())
+        return h.digest()
+
+    return sorted(replies, key=lambda r: (digest(r), r.metadata.src_node_id))
 
 
 class SampleNodes:
     """Pick this round's nodes: a seeded fraction of the connected nodes (all of them by default)."""
 
-    name = "sample"
+    name = Stage.SAMPLE
 
     GRACE_S = 2.0  # after the first node appears, how long to wait for the others to register
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         nodes = self._connected(ctx)
         if not nodes:
-            raise RoundFailed(f"no nodes connected within {ctx.cfg.stage_timeout_s:.0f} s")
-        dropped = ctx.run_state.get("dropped", {}).get(rs.server_round, set())
+            raise RoundFailed(f"no nodes connected within {ctx.cfg.federation.stage_timeout_s:.0f} s")
+        dropped = ctx.states.get(Participation).excluded.get(rs.server_round, set())
         nodes = [n for n in nodes if n not in dropped]  # a node that dropped out sits out this round's retry
         if not nodes:
             raise RoundFailed("every connected node dropped out of this round")
-        k = max(1, int(round(ctx.cfg.fraction_train * len(nodes))))
+        k = max(1, int(round(ctx.cfg.federation.fraction_train * len(nodes))))
         if k < len(nodes):
-            rng = np.random.default_rng([ctx.cfg.seed, rs.server_round])  # sampling is public; no CSPRNG needed
+            rng = np.random.default_rng([ctx.cfg.federation.seed, rs.server_round])  # public sampling: no CSPRNG
             nodes = sorted(int(n) for n in rng.choice(nodes, size=k, replace=False))
         rs.node_ids = nodes
 
     def _connected(self, ctx: ServerContext) -> list[int]:
         """Connected node ids, waiting for them to register (the engine may start the ServerApp first)."""
-        deadline = time.monotonic() + ctx.cfg.stage_timeout_s
+        timeout = ctx.cfg.federation.stage_timeout_s
+        deadline = time.monotonic() + timeout
         first_seen: float | None = None
         while True:
             nodes = sorted(int(n) for n in ctx.grid.get_node_ids())
             now = time.monotonic()
             if nodes and first_seen is None:
                 first_seen = now
-            if len(nodes) >= ctx.cfg.num_clients or now >= deadline or (
+            if len(nodes) >= ctx.cfg.federation.num_clients or now >= deadline or (
                     first_seen is not None and now - first_seen >= self.GRACE_S):
                 return nodes
             time.sleep(0.1)
@@ -63,32 +111,33 @@ class SampleNodes:
 class TrainPlain:
     """Send the global model to the sampled nodes and collect their trained weights."""
 
-    name = "train"
+    name = Stage.TRAIN
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         arrays = ArrayRecord(rs.global_state)
-        config = task_config_record(ctx.cfg, rs.server_round)
+        config = config_record(ctx.cfg, rs.server_round)
         replies, failed = rs.messenger(ctx).exchange(
-            self.name, "train", rs.node_ids, lambda _nid: RecordDict({"arrays": arrays, "config": config}),
-            group_id=str(rs.server_round),
+            self.name, MessageType.TRAIN, rs.node_ids,
+            lambda _nid: RecordDict({Record.ARRAYS: arrays, Record.CONFIG: config}), group_id=str(rs.server_round),
         )
         if failed:
             rs.events.append(f"train: {len(failed)} node(s) failed or timed out")
         if not replies:
             raise RoundFailed("no node returned a trained model")
-        rs.replies = replies
+        rs.replies = canonical_order(replies)
 
 
 class AggregateFedAvg:
-    """Example-weighted mean of the returned weights (Flower's FedAvg aggregation)."""
+    """Example-weighted mean of the returned weights (Flower's FedAvg aggregation), in canonical reply order."""
 
-    name = "aggregate"
+    name = Stage.AGGREGATE
 
     def __init__(self) -> None:
         self._strategy = FedAvg(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
-        arrays, metrics = self._strategy.aggregate_train(rs.server_round, rs.replies)
+        replies = canonical_order(rs.replies)
+        arrays, metrics = self._strategy.aggregate_train(rs.server_round, replies)
         if arrays is None:
             raise RoundFailed("aggregation produced no model")
         new_state = arrays.to_torch_state_dict()
@@ -97,15 +146,15 @@ class AggregateFedAvg:
             k: new_state[k].to(v.dtype) if v.is_floating_point() else new_state[k].round().to(v.dtype)
             for k, v in rs.global_state.items()
         }
-        if metrics is not None and "train-loss" in metrics:
-            rs.metrics["train_loss"] = float(metrics["train-loss"])
-        rs.metrics["num_examples"] = int(sum(int(r.content["metrics"]["num-examples"]) for r in rs.replies))
+        if metrics is not None and Key.TRAIN_LOSS in metrics:
+            rs.metrics["train_loss"] = float(metrics[Key.TRAIN_LOSS])
+        rs.metrics["num_examples"] = int(sum(int(r.content[Record.METRICS][Key.NUM_EXAMPLES]) for r in replies))
         collect_client_metrics(rs)
 
 
 def client_metrics_of(reply: Message) -> dict[str, float]:
     """A reply's per-client diagnostics (timings, ABL isolation, poisoned counts) as plain floats."""
-    record = reply.content.config_records.get("client-metrics", ConfigRecord())
+    record = reply.content.config_records.get(Record.CLIENT_METRICS, ConfigRecord())
     return {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
 
 
@@ -117,10 +166,10 @@ def collect_client_metrics(rs: RoundState) -> None:
 
 
 class EvaluateCentral:
-    """Clean accuracy and loss of the new global model on the held-out test set (server side), and the attack
-    success rate on triggered non-target test images when an attack is configured."""
+    """Clean accuracy and loss of the new global model on held-out data (server side), and the attack success rate
+    when an attack is configured (the task decides what both are measured on)."""
 
-    name = "evaluate"
+    name = Stage.EVALUATE
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         state = rs.new_state if rs.new_state is not None else rs.global_state

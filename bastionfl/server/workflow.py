@@ -1,7 +1,9 @@
 """The staged round workflow: a round is a list of named stages run in order over one RoundState.
 
-Plaintext FedAvg is ``sample -> train -> aggregate -> evaluate``; secure aggregation, admission and
-repair insert their own stages into the same list, so every mode shares the rest of the code.
+Plaintext FedAvg is ``sample -> train -> aggregate -> evaluate``; secure aggregation, admission and repair insert
+their own stages into the same list, so every mode shares the rest of the code. State that outlives a round lives
+in typed objects, one per owning stage family, kept by ``StageStates`` (Flower's ``WorkflowState`` is the model):
+a stage asks for its own state by class, never by a string key.
 """
 
 from __future__ import annotations
@@ -10,40 +12,80 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from flwr.app import Message
 from flwr.serverapp import Grid
 
 from bastionfl.config import RunConfig
+from bastionfl.errors import BastionFLError
 from bastionfl.server.messaging import ByteCounter, Messenger
+from bastionfl.tasks.base import Task
 
-__all__ = ["ServerContext", "RoundState", "Stage", "RoundWorkflow", "RoundFailed"]
+__all__ = ["ServerContext", "RoundState", "Stage", "RoundWorkflow", "RoundFailed", "StageStates", "Checkpointable"]
 
 log = logging.getLogger("bastionfl.server")
+S = TypeVar("S")
 
 
-class RoundFailed(RuntimeError):
+class RoundFailed(BastionFLError):
     """A stage could not complete; the round's global model is left unchanged."""
+
+
+@runtime_checkable
+class Checkpointable(Protocol):
+    """A stage state that is written into every checkpoint and read back on ``--resume``."""
+
+    checkpoint_name: ClassVar[str]
+
+    def to_checkpoint(self) -> dict[str, Any]: ...
+
+    def restore(self, saved: dict[str, Any]) -> None: ...
+
+
+class StageStates:
+    """The run-long state of the stages: one object per state class, created on first use."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, object] = {}
+
+    def get(self, cls: type[S]) -> S:
+        """The run's instance of ``cls`` (made with ``cls()`` the first time it is asked for)."""
+        obj = self._by_type.get(cls)
+        if obj is None:
+            obj = cls()
+            self._by_type[cls] = obj
+        return obj  # type: ignore[return-value]
+
+    def checkpoint(self) -> dict[str, dict[str, Any]]:
+        """What the checkpoint keeps of every checkpointable state."""
+        return {o.checkpoint_name: o.to_checkpoint() for o in self._by_type.values() if isinstance(o, Checkpointable)}
+
+    def restore(self, saved: dict[str, Any], classes: list[type]) -> None:
+        """Read back the states of ``classes`` (checkpointable state types) from a checkpoint's record."""
+        for cls in classes:
+            name = getattr(cls, "checkpoint_name")
+            if name in saved:
+                self.get(cls).restore(saved[name])
 
 
 @dataclass
 class ServerContext:
-    """What lives for the whole run: the grid, the configuration, the task, per-run state."""
-
-    def new_model(self) -> Any:
-        """A fresh (untrained) model of the run's task."""
-        return self.task.model_factory()
+    """What lives for the whole run: the grid, the configuration, the task, the stages' typed states."""
 
     grid: Grid
     cfg: RunConfig
-    task: Any  # bastionfl.server.task.ServerTask: model factory, evaluation, clean set
+    task: Task
     out_dir: Path = Path(".")
     run_id: int = 0
-    run_state: dict[str, Any] = field(default_factory=dict)  # stages keep cross-round state here (key epochs, masks)
+    states: StageStates = field(default_factory=StageStates)
     # each wrapper may decorate the round's Messenger (admission adds per-message MACs this way)
     messenger_wrappers: list[Callable[[Messenger, "RoundState"], Messenger]] = field(default_factory=list)
+
+    def new_model(self) -> torch.nn.Module:
+        """A fresh (untrained) model of the run's task."""
+        return self.task.new_model()
 
 
 @dataclass
@@ -60,9 +102,9 @@ class RoundState:
     stage_times: dict[str, float] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
 
-    def messenger(self, ctx: "ServerContext") -> Messenger:
+    def messenger(self, ctx: ServerContext) -> Messenger:
         """The round's message channel, decorated by every registered wrapper."""
-        messenger = Messenger(ctx.grid, ctx.cfg.stage_timeout_s, self.bytes)
+        messenger = Messenger(ctx.grid, ctx.cfg.federation.stage_timeout_s, self.bytes)
         for wrap in ctx.messenger_wrappers:
             messenger = wrap(messenger, self)
         return messenger

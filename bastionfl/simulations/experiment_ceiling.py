@@ -58,17 +58,17 @@ def train_ceiling(cfg: RunConfig, *, epochs: int, evals_per_epoch: int, decay: b
                   progress: Callable[[int, int], None] | None = None) -> tuple[list[CeilingPoint], int]:
     """Train the starting model on the pooled training split; figures before training and ``evals_per_epoch``
     times per epoch. Returns the points and the number of training sentences."""
-    from bastionfl.client.text_local import training_pool
-    from bastionfl.server.text_task import server_model_config, text_server_task
-    from bastionfl.tasks.text import load_text_dataset, load_text_model, train_text
+    from bastionfl.tasks.registry import build_task
+    from bastionfl.tasks.text import train_text
+    from bastionfl.tasks.text_task import training_pool
 
-    task = text_server_task(cfg)
-    data = load_text_dataset(cfg.dataset, Path(cfg.data_dir))
-    pool = training_pool(len(data.train_sentences), cfg.train_subset, cfg.seed)
+    task = build_task(cfg)
+    data = task.data  # type: ignore[attr-defined] - the text task
+    pool = training_pool(len(data.train_sentences), cfg.task.train_subset, cfg.federation.seed)
     sentences = [data.train_sentences[int(i)] for i in pool]
     labels = [int(data.train_labels[int(i)]) for i in pool]
-    model, tokenizer = load_text_model(server_model_config(cfg, data.num_classes))  # the server's starting model
-    per_epoch = -(-len(sentences) // cfg.batch_size)
+    model, tokenizer = task.new_model(), task.tokenizer  # type: ignore[attr-defined] - the server's starting model
+    per_epoch = -(-len(sentences) // cfg.task.batch_size)
     marks = {min(per_epoch, round(per_epoch * k / evals_per_epoch)) + e * per_epoch
              for e in range(epochs) for k in range(1, evals_per_epoch + 1)}
 
@@ -76,16 +76,16 @@ def train_ceiling(cfg: RunConfig, *, epochs: int, evals_per_epoch: int, decay: b
         m = task.evaluate(model)
         return CeilingPoint(step, step / per_epoch, lr, m["accuracy"], m["asr"], m["asr_floor"])
 
-    points = [point(0, cfg.lr)]
+    points = [point(0, cfg.task.lr)]
 
     def on_step(step: int, total: int) -> None:
         if progress is not None:
             progress(step, total)
         if step in marks:
-            points.append(point(step, cfg.lr * (max(0.0, 1 - step / total) if decay else 1.0)))
+            points.append(point(step, cfg.task.lr * (max(0.0, 1 - step / total) if decay else 1.0)))
 
-    train_text(model, tokenizer, sentences, labels, epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-               max_len=cfg.max_len, seed=cfg.seed, decay=decay, on_step=on_step)
+    train_text(model, tokenizer, sentences, labels, epochs=epochs, lr=cfg.task.lr, batch_size=cfg.task.batch_size,
+               max_len=cfg.task.max_len, seed=cfg.federation.seed, decay=decay, on_step=on_step)
     return points, len(sentences)
 
 
@@ -94,16 +94,16 @@ def render_ceiling(points: Sequence[CeilingPoint], cfg: RunConfig, *, command: s
     """The results page: settings, one row per evaluation, and the final figures against the 10 % bar."""
     final = points[-1]
     best = max(points[1:], key=lambda p: p.accuracy)
-    schedule = f"lr {cfg.lr}{' decaying linearly to 0' if decay else ' constant'}"
-    model = "MiniLM (all-MiniLM-L6-v2)" if cfg.model == "minilm" else cfg.model
-    layers = f"first {cfg.text_layers} layer(s)" if cfg.text_layers else "all layers"
+    schedule = f"lr {cfg.task.lr}{' decaying linearly to 0' if decay else ' constant'}"
+    model = "MiniLM (all-MiniLM-L6-v2)" if cfg.task.model == "minilm" else cfg.task.model
+    layers = f"first {cfg.task.text_layers} layer(s)" if cfg.task.text_layers else "all layers"
     lines = [
         *page_header("Text model ceiling: central fine-tuning without attack", "bastionfl experiment text-ceiling",
                      "bastionfl/simulations/experiment_ceiling.py", command),
-        f"* {model}, {layers}, the federation's starting weights and head seed {cfg.seed}; trained centrally on "
-        f"{num_sentences:,} SST-2 training sentences (the pool `train_subset = {cfg.train_subset}` gives the "
-        f"clients), no attack, no defense; {epochs} epoch(s) of AdamW at {schedule}, batch {cfg.batch_size}, "
-        f"sentences cut to {cfg.max_len} tokens.",
+        f"* {model}, {layers}, the federation's starting weights and head seed {cfg.federation.seed}; trained centrally on "
+        f"{num_sentences:,} SST-2 training sentences (the pool `train_subset = {cfg.task.train_subset}` gives the "
+        f"clients), no attack, no defense; {epochs} epoch(s) of AdamW at {schedule}, batch {cfg.task.batch_size}, "
+        f"sentences cut to {cfg.task.max_len} tokens.",
         "* CA: SST-2 dev accuracy. Floor: negative dev sentences called positive. ASR: the same sentences with a "
         "BadNets rare word inserted (the grid's ASR set), called positive by this clean model: what a defense that "
         "gave back a clean model would report.",
@@ -182,8 +182,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     plot_name = None
     if args.plot:
         png = args.results.with_suffix(".png")
-        plot_ceiling(points, png, f"{cfg.model}, lr {cfg.lr}{' decaying' if args.decay else ''}, batch "
-                                  f"{cfg.batch_size}, {n:,} sentences")
+        plot_ceiling(points, png, f"{cfg.task.model}, lr {cfg.task.lr}{' decaying' if args.decay else ''}, batch "
+                                  f"{cfg.task.batch_size}, {n:,} sentences")
         plot_name = png.name
     text = render_ceiling(points, cfg, command=f"{prog} {shlex.join(argv)}", epochs=args.epochs, decay=args.decay,
                           num_sentences=n, wall_s=wall, threads=used, plot_name=plot_name)

@@ -2,7 +2,7 @@
 
 Every arm is a simulated federation (``run_simulated``) on SST-2 with the same seed, clients and data; a no-attack
 run gives the clean-accuracy (CA) reference. With BTU every client runs it, the poisoned ones included
-(``threat = honest``: a data-poisoned client does not know it is poisoned); without it nobody defends. The default
+(``poisoned_clients_defend = true``: a data-poisoned client does not know it is poisoned); without it nobody defends. The default
 configuration: all six MiniLM layers, a seeded subset of 3,000 SST-2 training sentences, 3 rounds of 1 local epoch
 (AdamW 1e-4, batch 16); about 5.5 minutes per row on 2 free CPU cores, so about 50 minutes for the nine
 federations (fewer layers or sentences fit 30 minutes, but then the no-defense backdoor is barely learnt and the
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from bastionfl.config import ConfigError, RunConfig, apply_overrides
+from bastionfl.config import ConfigError, RunConfig, apply_overrides, from_saved
 from bastionfl.simulations.grid import (ExperimentError, GridDisplay, fmt_minutes, page_header, pct,
                                       publish_results, write_results)
 
@@ -62,7 +62,7 @@ class Arm:
         """The config fields that make this arm (on top of the shared base)."""
         if self.attack == "none":
             return {"attack": "none", "client_defense": "none"}
-        return {"attack": self.attack, "client_defense": self.defense, "threat": "honest"}
+        return {"attack": self.attack, "client_defense": self.defense, "poisoned_clients_defend": True}
 
 
 @dataclass
@@ -141,14 +141,17 @@ def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:
         stored, rounds = data["config"], data["rounds"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExperimentError(f"--reference {run_dir}: cannot read a run's metrics.json ({type(exc).__name__})") from None
-    want = {**base.to_dict(), **Arm("none", "none").overrides()}
-    defaults = RunConfig().to_dict()  # a run written before a field existed ran with its default
-    differs = [k for k in want if k not in _REFERENCE_FREE and stored.get(k, defaults[k]) != want[k]]
+    try:
+        have = from_saved(stored).flat()  # a run written before a field existed ran with its default
+    except ConfigError as exc:
+        raise ExperimentError(f"--reference {run_dir}: stored configuration is not valid ({exc})") from None
+    want = {**base.flat(), **Arm("none", "none").overrides()}
+    differs = [k for k in want if k not in _REFERENCE_FREE and have[k] != want[k]]
     if differs:
         raise ExperimentError(f"--reference {run_dir}: not a no-attack run of this configuration (differs in "
                               f"{', '.join(differs)})")
-    if data.get("status") != "completed" or len(rounds) != base.rounds:
-        raise ExperimentError(f"--reference {run_dir}: the run did not complete its {base.rounds} rounds")
+    if data.get("status") != "completed" or len(rounds) != base.federation.rounds:
+        raise ExperimentError(f"--reference {run_dir}: the run did not complete its {base.federation.rounds} rounds")
     last = rounds[-1]
     wall = sum(float(r.get("time_s", 0.0)) for r in rounds)
     return ArmResult(Arm("none", "none"), float(last["accuracy"]), None, last.get("asr_floor"), wall, rounds=rounds)
@@ -188,7 +191,7 @@ def run_arm(base: RunConfig, arm: Arm, work: Path, display: GridDisplay | None) 
     run_dir = work / arm.key.replace("/", "-")
     cfg = apply_overrides(base, {**arm.overrides(), "out_dir": str(run_dir)})
     if display is not None:
-        display.begin_arm(arm.key, cfg.rounds)
+        display.begin_arm(arm.key, cfg.federation.rounds)
     start = time.perf_counter()
     try:
         rounds = run_simulated(cfg, run_dir, observer=display)
@@ -215,37 +218,37 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
                    total_wall_s: float, load: tuple[float, float, float], cores: int, pending: Sequence[Arm] = (),
                    reference_reused: bool = False) -> str:
     """The markdown results page: setup, the table, and the goal column for BadNets (``pending``: arms not run yet)."""
-    from bastionfl.server.text_task import clean_tune_schedule
+    from bastionfl.server.repair import clean_tune_schedule
 
     ref = reference.accuracy
-    subset = "all" if base.train_subset == 0 else f"a seeded subset of {base.train_subset:,}"
-    layers = ("with all layers" if base.text_layers == 0
-              else f"cut to its first {base.text_layers} transformer layers (CPU budget)")
+    subset = "all" if base.task.train_subset == 0 else f"a seeded subset of {base.task.train_subset:,}"
+    layers = ("with all layers" if base.task.text_layers == 0
+              else f"cut to its first {base.task.text_layers} transformer layers (CPU budget)")
     lines = [
         *page_header("Federated text-backdoor grid (SST-2, BTU)", "bastionfl experiment text",
                      "bastionfl/simulations/experiment_text.py", command),
-        f"* Seed {base.seed}. Model {base.model} {layers}, max_len {base.max_len}; SST-2, {subset} "
-        f"training sentences, {base.num_clients} IID clients of which {base.poisoned_clients} hold "
-        f"{100 * base.poison_rate:.0f}%-poisoned data (`mix`: {100 * base.poison_rate:.0f}% of each class carries the "
-        f"trigger and is relabelled {base.target_label}); {base.rounds} rounds x {base.local_epochs} local epoch(s), "
-        f"AdamW lr {base.lr}, batch {base.batch_size}; plaintext FedAvg over all clients.",
+        f"* Seed {base.federation.seed}. Model {base.task.model} {layers}, max_len {base.task.max_len}; SST-2, {subset} "
+        f"training sentences, {base.federation.num_clients} IID clients of which {base.attack.poisoned_clients} hold "
+        f"{100 * base.attack.poison_rate:.0f}%-poisoned data (`mix`: {100 * base.attack.poison_rate:.0f}% of each class carries the "
+        f"trigger and is relabelled {base.attack.target_label}); {base.federation.rounds} rounds x {base.task.local_epochs} local epoch(s), "
+        f"AdamW lr {base.task.lr}, batch {base.task.batch_size}; plaintext FedAvg over all clients.",
         "* CA: accuracy on the 872 SST-2 dev sentences. ASR: share of the triggered negative dev sentences "
         "classified positive; floor: the same sentences without the trigger (the model's own error, a lower bound "
         "for ASR). All of the final global model.",
         "* BTU: every client (poisoned ones included) exposes suspects in round 1 (R1, R2, R3, top 15 each), keeps "
         "them in its node state, and cuts those embedding rows after local training in every round"
         + (" (variant: the cut restores the token's own pretrained values instead of the [PAD] values)"
-           if base.btu_cut_to == "own" else "")
+           if base.defense.btu_cut_to == "own" else "")
         + (f" (variant: only suspects whose sentences at the client carry one label at least "
-           f"{100 * base.btu_purity:.0f}% of the time are cut, the rest spared)" if base.btu_purity > 0 else "")
+           f"{100 * base.defense.btu_purity:.0f}% of the time are cut, the rest spared)" if base.defense.btu_purity > 0 else "")
         + (" (variant: from round 2 it also cuts the received model first and keeps the cut rows fixed while "
-           "training)" if base.btu_hold else "")
+           "training)" if base.defense.btu_hold else "")
         + ". *Flagged*: mean suspects per client; *trigger found*: poisoned clients whose suspects contain every "
         "trigger token.",
         *([f"* Clean tune (BTU's last step, on the server): after the last aggregation the server fine-tunes the "
-            f"global model for one epoch (AdamW {clean_tune_schedule(base)[2]}) on {base.clean_set_size:,} sentences of the SST-2 test "
+            f"global model for one epoch (AdamW {clean_tune_schedule(base)[2]}) on {base.defense.clean_set_size:,} sentences of the SST-2 test "
             "split (disjoint from the clients' data and from dev); every row gets it, the reference included."]
-          if base.repair == "finetune" else []),
+          if base.defense.repair == "finetune" else []),
         f"* Goal (BadNets): ASR <= {100 * GOAL_ASR:.0f} % with CA at most {100 * GOAL_CA_LOSS:.0f} points below the "
         "no-attack run.",
         *(["* The no-attack reference was read from an earlier run of the same configuration (`--reference`); "
@@ -275,22 +278,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the experiment for parsed ``args`` (``argv`` is quoted on the results page): exit 0 on success, 2 on usage/configuration errors, 1 when an arm fails."""
     from rich.console import Console
 
-    from bastionfl.server.text_task import server_clean_sentences
-    from bastionfl.tasks.text import DatasetError, load_text_dataset
-    from bastionfl.tasks.text_backdoor import load_paraphrases
+    from bastionfl.tasks.registry import build_task
+    from bastionfl.tasks.text import DatasetError
 
     prog = "bastionfl experiment text"
     console = Console()
     try:
         base = base_config(args)
         arms = select_arms(args.only)
-        attacks = tuple(dict.fromkeys(a.attack for a in arms))
-        data = load_text_dataset("sst2", base.data_dir)  # fail fast, before any engine starts
-        for attack in attacks:
-            if attack in ("syntactic", "style"):
-                load_paraphrases(data, base.data_dir, attack)
-        if base.repair == "finetune":
-            server_clean_sentences(data, base)  # refuses a clean set larger than the test split, before any run
+        for attack in dict.fromkeys(a.attack for a in arms):  # fail fast, before any engine starts: data,
+            build_task(apply_overrides(base, {"attack": attack})).check_data()  # paraphrases and the clean set
         reused = load_reference(args.reference, base) if args.reference else None
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -299,12 +296,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     command = f"{prog} {shlex.join(argv)}".strip()
     console.print(f"[bold]BastionFL text-backdoor grid[/bold]: {len(arms)} row(s) + the no-attack "
                   f"reference ({'reused' if reused is not None else 'run first'}), "
-                  f"{base.model} ({base.text_layers or 'all'} layers), {base.num_clients} clients "
-                  f"({base.poisoned_clients} poisoned), {base.rounds} rounds, seed {base.seed}")
+                  f"{base.task.model} ({base.task.text_layers or 'all'} layers), {base.federation.num_clients} clients "
+                  f"({base.attack.poisoned_clients} poisoned), {base.federation.rounds} rounds, seed {base.federation.seed}")
     tmp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="bastionfl-text-grid-")
     work = args.work_dir or Path(tmp.name)  # type: ignore[union-attr]
     work.mkdir(parents=True, exist_ok=True)
-    display = GridDisplay(console, base.rounds * (len(arms) + (reused is None)), label_width=18,
+    display = GridDisplay(console, base.federation.rounds * (len(arms) + (reused is None)), label_width=18,
                           round_extra=_round_extra)
     start = time.perf_counter()
     display.start()

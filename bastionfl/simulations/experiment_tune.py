@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from bastionfl.config import ConfigError, RunConfig, apply_overrides
+from bastionfl.config import ConfigError, RunConfig, apply_overrides, from_saved
 from bastionfl.simulations.grid import ExperimentError, fmt_minutes, page_header, pct, publish_results
 
 __all__ = ["run", "RunTunes", "tune_seeds", "load_run", "tune_runs", "render_tunes"]
@@ -28,7 +28,7 @@ __all__ = ["run", "RunTunes", "tune_seeds", "load_run", "tune_runs", "render_tun
 GOAL_ASR = 0.10
 GOAL_CA_LOSS = 0.02
 # fields that may differ between the runs compared (what makes the rows different, and bookkeeping)
-_ROW_FIELDS = ("attack", "client_defense", "threat", "poisoned_clients", "btu_cut_to", "btu_hold", "btu_purity",
+_ROW_FIELDS = ("attack", "client_defense", "poisoned_clients_defend", "poisoned_clients", "btu_cut_to", "btu_hold", "btu_purity",
                "out_dir", "data_dir", "verbose", "threads_per_client")
 
 
@@ -44,7 +44,7 @@ class RunTunes:
 
 def tune_seeds(cfg: RunConfig, count: int) -> list[int]:
     """The server's own seed for the final round's repair first (``seed * 1_000_003 + rounds``), then the next ones."""
-    first = cfg.seed * 1_000_003 + cfg.rounds
+    first = cfg.federation.seed * 1_000_003 + cfg.federation.rounds
     return [first + i for i in range(count)]
 
 
@@ -58,35 +58,35 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExperimentError(f"{run_dir}: cannot read a run's metrics.json ({type(exc).__name__})") from None
     try:
-        cfg = apply_overrides(RunConfig(), {k: v for k, v in stored.items() if k in RunConfig().to_dict()})
+        cfg = from_saved(stored)
     except ConfigError as exc:
         raise ExperimentError(f"{run_dir}: stored configuration is not valid ({exc})") from None
-    if data.get("status") != "completed" or len(data.get("rounds", [])) != cfg.rounds:
-        raise ExperimentError(f"{run_dir}: the run did not complete its {cfg.rounds} rounds")
-    if cfg.dataset not in ("sst2", "hsol"):
-        raise ExperimentError(f"{run_dir}: not a text run (dataset {cfg.dataset})")
-    if cfg.repair != "none":
-        raise ExperimentError(f"{run_dir}: the run already repaired its model ({cfg.repair}); give an untuned run")
+    if data.get("status") != "completed" or len(data.get("rounds", [])) != cfg.federation.rounds:
+        raise ExperimentError(f"{run_dir}: the run did not complete its {cfg.federation.rounds} rounds")
+    if cfg.task.dataset not in ("sst2", "hsol"):
+        raise ExperimentError(f"{run_dir}: not a text run (dataset {cfg.task.dataset})")
+    if cfg.defense.repair != "none":
+        raise ExperimentError(f"{run_dir}: the run already repaired its model ({cfg.defense.repair}); give an untuned run")
     try:
         ck = load_checkpoint(Path(run_dir), restore_rng=False)
     except CheckpointError as exc:
         raise ExperimentError(str(exc)) from None
-    if int(ck["round"]) != cfg.rounds:
-        raise ExperimentError(f"{run_dir}: checkpoint is from round {ck['round']}, not the final round {cfg.rounds}")
+    if int(ck["round"]) != cfg.federation.rounds:
+        raise ExperimentError(f"{run_dir}: checkpoint is from round {ck['round']}, not the final round {cfg.federation.rounds}")
     return cfg, ck["model"]
 
 
 def _check_same_setup(runs: Sequence[tuple[str, RunConfig]]) -> None:
     ref_name, ref = runs[0]
-    if ref.attack != "none":
+    if ref.attack.kind != "none":
         raise ExperimentError(f"{ref_name}: the first run is the reference and must have no attack "
-                              f"(it has {ref.attack})")
-    want = ref.to_dict()
+                              f"(it has {ref.attack.kind})")
+    want = ref.flat()
     for name, cfg in runs[1:]:
-        differs = [k for k, v in cfg.to_dict().items() if k not in _ROW_FIELDS and want.get(k) != v]
+        differs = [k for k, v in cfg.flat().items() if k not in _ROW_FIELDS and want.get(k) != v]
         if differs:
             raise ExperimentError(f"{name}: not the reference's setup (differs in {', '.join(differs)})")
-    attacks = {cfg.attack for _, cfg in runs[1:]}
+    attacks = {cfg.attack.kind for _, cfg in runs[1:]}
     if len(attacks) > 1:
         raise ExperimentError(f"the attacked runs use different attacks ({', '.join(sorted(attacks))}); compare one "
                               "attack at a time")
@@ -99,13 +99,16 @@ def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progres
     ``lr`` / ``batch_size``: the tune's (``repair_lr`` / ``repair_batch_size``; 0: the runs' own lr and batch size);
     ``decay``: linear lr decay to 0 (``repair_lr_decay``).
     """
-    from bastionfl.server.text_task import text_server_task
+    from bastionfl.config import Repair, TaskKind
+    from bastionfl.server.repair import REPAIRS
+    from bastionfl.tasks.registry import build_task
 
     loaded = [(str(d), *load_run(d)) for d in run_dirs]
     _check_same_setup([(n, c) for n, c, _ in loaded])
-    attack = next((c.attack for _, c, _ in loaded[1:]), "none")
+    attack = next((c.attack.kind for _, c, _ in loaded[1:]), "none")
     out: list[RunTunes] = []
     task = None
+    repair = REPAIRS[(TaskKind.TEXT, Repair.FINETUNE)]
     for name, cfg, state in loaded:
         # evaluated with the attacked runs' trigger set (the reference too: its ASR is the clean model's)
         cfg = apply_overrides(cfg, {"attack": attack, "repair": "finetune", "clean_set_size": clean_set_size,
@@ -113,13 +116,13 @@ def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progres
                                     "repair_lr": lr, "repair_batch_size": batch_size,
                                     "repair_lr_decay": decay})
         if task is None:
-            task = text_server_task(cfg)  # same model, data, clean set and trigger set for every run (checked above)
-        assert task.repair is not None
-        model = task.model_factory()
+            task = build_task(cfg)  # same model, data, clean set and trigger set for every run (checked above)
+            clean = task.clean_set()
+        model = task.new_model()
         model.load_state_dict(state)
         row = RunTunes("/".join(Path(name).parts[-2:]), cfg, task.evaluate(model))
         for seed in tune_seeds(cfg, seeds):
-            tuned, _ = task.repair(model, seed)
+            tuned, _, _ = repair(task, model, clean, seed, None)
             row.after.append({**task.evaluate(tuned), "seed": float(seed)})
             if progress is not None:
                 progress()
@@ -129,9 +132,9 @@ def tune_runs(run_dirs: Sequence[Path], clean_set_size: int, seeds: int, progres
 
 def _tune_flags(cfg: RunConfig) -> str:
     """The ``experiment text`` options that give a federation this tune's lr and batch size."""
-    return ((f" --clean-tune-lr {cfg.repair_lr}" if cfg.repair_lr else "")
-            + (f" --clean-tune-batch {cfg.repair_batch_size}" if cfg.repair_batch_size else "")
-            + (" --clean-tune-decay" if cfg.repair_lr_decay else ""))
+    return ((f" --clean-tune-lr {cfg.defense.repair_lr}" if cfg.defense.repair_lr else "")
+            + (f" --clean-tune-batch {cfg.defense.repair_batch_size}" if cfg.defense.repair_batch_size else "")
+            + (" --clean-tune-decay" if cfg.defense.repair_lr_decay else ""))
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -142,7 +145,7 @@ def _mean_sd(values: Sequence[float]) -> str:
 
 def render_tunes(rows: Sequence[RunTunes], *, command: str, clean_set_size: int, wall_s: float) -> str:
     """Markdown: the untuned and tuned figures per run (mean ± sd over seeds), and each seed's paired figures."""
-    from bastionfl.server.text_task import clean_tune_schedule
+    from bastionfl.server.repair import clean_tune_schedule
 
     ref = rows[0]
     cfg = ref.cfg
@@ -168,7 +171,7 @@ def render_tunes(rows: Sequence[RunTunes], *, command: str, clean_set_size: int,
         loss = [a["accuracy"] - b["accuracy"] for a, b in zip(ref.after, r.after)]
         is_ref = r is ref
         goal = "-"
-        if not is_ref and r.cfg.attack == "badnets":
+        if not is_ref and r.cfg.attack.kind == "badnets":
             hits = sum(1 for b, d in zip(r.after, loss) if b.get("asr", 1.0) <= GOAL_ASR + 1e-12
                        and d <= GOAL_CA_LOSS + 1e-12)
             goal = f"{hits}/{n}"

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bastionfl.errors import BastionFLError
+
 __all__ = ["ExperimentError", "GridDisplay", "KEEP_MARKER", "fmt_minutes", "pct", "write_results", "publish_results"]
 
 KEEP_MARKER = "<!-- text below this line is kept when the experiment rewrites this file -->"
 
 
-class ExperimentError(RuntimeError):
+class ExperimentError(BastionFLError):
     """The grid cannot run as asked (a bad selection, missing data, a failed row)."""
 
 
@@ -61,7 +63,13 @@ class GridDisplay:
 
     def __init__(self, console: Any, total_rounds: int, *, label_width: int = 22,
                  round_extra: Callable[[dict[str, Any]], str] | None = None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.console = console
         self.width = label_width

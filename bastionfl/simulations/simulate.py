@@ -31,23 +31,24 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
     """Run the BastionFL ServerApp and ClientApp on the Simulation Engine in this process."""
     from flwr.simulation import run_simulation
 
-    quiet_flower(cfg.verbose)
+    quiet_flower(cfg.runtime.verbose)
 
     from bastionfl.client.app import app as client_app
     from bastionfl.server.app import make_server_app
     from bastionfl.server.report import read_metrics
     from bastionfl.simulations.auth_setup import prepare_simulated_ha
 
-    if cfg.auth == "pseudonym":
+    if cfg.admission.mode == "pseudonym":
         prepare_simulated_ha(cfg, out_dir)  # enrols the simulated clients once; kept on resume
     errors: list[BaseException] = []
     server_app = make_server_app(cfg, out_dir, resume=resume, observer=observer, stop_after=stop_after,
                                  on_error=errors.append)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
-                             "logging_level": "INFO" if cfg.verbose else "ERROR", "log_to_driver": cfg.verbose}}
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=cfg.num_clients,
-                   backend_config=backend, verbose_logging=cfg.verbose)
+                             "logging_level": "INFO" if cfg.runtime.verbose else "ERROR",
+                             "log_to_driver": cfg.runtime.verbose}}
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=cfg.federation.num_clients,
+                   backend_config=backend, verbose_logging=cfg.runtime.verbose)
     if errors:
         raise errors[0]
     return list(read_metrics(out_dir)["rounds"])

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bastionfl.errors import BastionFLError
+
 __all__ = ["ImageData", "DatasetError", "load_image_dataset", "read_idx", "DATASETS"]
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10")
@@ -26,7 +28,7 @@ _IDX_FILES = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(BastionFLError, ValueError):
     """A dataset is missing or malformed; the message names the path and what was expected."""
 
 

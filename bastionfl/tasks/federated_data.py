@@ -5,16 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from bastionfl.tasks.data import ImageData, load_image_dataset
 from bastionfl.tasks.partition import partition_indices
 from bastionfl.tasks.training import seeded_generator
-
-if TYPE_CHECKING:
-    from bastionfl.config import RunConfig
 
 __all__ = ["DataSpec", "load_dataset_cached", "client_partition", "subset_training", "server_clean_set",
            "client_pool"]
@@ -32,12 +27,6 @@ class DataSpec:
     seed: int
     train_subset: int = 0
     clean_set_size: int = 0  # examples held back for the server's repair set, never given to a client
-
-    @classmethod
-    def from_config(cls, cfg: "RunConfig", num_partitions: int) -> "DataSpec":
-        """The spec every node derives identically from the run configuration."""
-        return cls(cfg.dataset, cfg.data_dir, num_partitions, cfg.partition, cfg.alpha, cfg.seed, cfg.train_subset,
-                   cfg.clean_set_size)
 
 
 @lru_cache(maxsize=2)

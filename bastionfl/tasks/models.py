@@ -10,9 +10,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from bastionfl.config import IMAGE_MODELS
+
 __all__ = ["SmallCNN", "WideResNet", "build_model", "MODEL_NAMES"]
 
-MODEL_NAMES = ("cnn", "wrn-16-1", "wrn-16-4")
+MODEL_NAMES = IMAGE_MODELS  # the configuration's catalogue is the one list
 
 
 class SmallCNN(nn.Module):

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bastionfl.errors import BastionFLError
+
 __all__ = ["partition_indices", "PartitionError"]
 
 
-class PartitionError(ValueError):
+class PartitionError(BastionFLError, ValueError):
     """The requested partition cannot be built (too few examples, bad arguments)."""
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from bastionfl.tasks.data import DatasetError
 
 __all__ = [
-    "TEXT_DATASETS",
+    "TEXT_FOLDERS",
     "TextModelConfig",
     "TextData",
     "DatasetError",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 # name -> (folder, name of the optional third column with the poisoned paraphrase)
-TEXT_DATASETS: dict[str, tuple[str, str | None]] = {
+TEXT_FOLDERS: dict[str, tuple[str, str | None]] = {
     "sst2": ("sst2", None),
     "hsol": ("hsol", None),
     "sst2-syntactic": ("sst2-syntactic", "syntactic"),
@@ -271,9 +271,9 @@ def load_text_dataset(name: str, data_dir: str | Path) -> TextData:
 
     ``data_dir`` may be the parent of the dataset folders or the dataset folder itself.
     """
-    if name not in TEXT_DATASETS:
-        raise DatasetError(f"unknown text dataset {name!r}; expected one of {', '.join(TEXT_DATASETS)}")
-    folder, extra = TEXT_DATASETS[name]
+    if name not in TEXT_FOLDERS:
+        raise DatasetError(f"unknown text dataset {name!r}; expected one of {', '.join(TEXT_FOLDERS)}")
+    folder, extra = TEXT_FOLDERS[name]
     root = Path(data_dir)
     base = root / folder if (root / folder).is_dir() else root
     if not (base / "train.tsv").is_file():

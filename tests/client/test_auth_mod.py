@@ -16,7 +16,8 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from bastionfl.auth import FileCredentialStore, HomeAuthority, load_or_create_kek
-from bastionfl.client.auth_mod import HANDSHAKE_RECORD, TAG_RECORD, auth_mod, content_digest
+from bastionfl.client.auth_mod import auth_mod
+from bastionfl.protocol.admission import HANDSHAKE_RECORD, TAG_RECORD, content_digest
 from bastionfl.config import RunConfig
 from bastionfl.server.admission import AdmissionStage
 from bastionfl.server.messaging import Messenger
@@ -53,7 +54,7 @@ def federation(tmp_path: Path) -> tuple[RunConfig, HomeAuthority, Path]:
     ha = HomeAuthority.open(auth / "ha.sqlite", load_or_create_kek(auth / "ha.kek"))
     for i in range(3):
         FileCredentialStore(auth / f"cred-{i}.json").save(ha.enroll(f"client-{i}", [SERVER]))
-    cfg = RunConfig(auth="pseudonym", auth_server_id=SERVER, out_dir=str(tmp_path), num_clients=3)
+    cfg = RunConfig.build(auth="pseudonym", auth_server_id=SERVER, out_dir=str(tmp_path), num_clients=3)
     yield cfg, ha, auth
     ha.store.close()
 

@@ -19,7 +19,7 @@ from bastionfl.simulations.simulate import run_simulated
 def _cfg(out: Path, **kw: Any) -> RunConfig:
     base: dict[str, Any] = {"num_clients": 3, "rounds": 2, "seed": 3, "out_dir": str(out)}
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.build(**base)
 
 
 def _credential_secrets(out: Path, n: int) -> list[bytes]:
@@ -147,4 +147,4 @@ def test_simulated_enrolment_is_private_and_idempotent(tmp_path: Path) -> None:
     prepare_simulated_ha(cfg, tmp_path)  # kept as they are (a resumed run goes on with its pseudonyms)
     assert [(auth / f"cred-{i}.json").read_bytes() for i in range(3)] == creds
     with pytest.raises(ConfigError, match="out_dir"):
-        prepare_simulated_ha(RunConfig(auth="pseudonym"), tmp_path)
+        prepare_simulated_ha(RunConfig.build(auth="pseudonym"), tmp_path)

@@ -12,7 +12,7 @@ from bastionfl.simulations.simulate import run_simulated
 
 @pytest.mark.parametrize("repair", ["rnp", "nad"])
 def test_attack_with_client_abl_and_server_repair(tmp_path: Path, repair: str) -> None:
-    cfg = RunConfig(num_clients=3, rounds=2, seed=1, attack="badnets", poisoned_clients=1, poison_rate=0.2,
+    cfg = RunConfig.build(num_clients=3, rounds=2, seed=1, attack="badnets", poisoned_clients=1, poison_rate=0.2,
                     client_defense="abl", repair=repair, clean_set_size=120)
     rounds = run_simulated(cfg, tmp_path)
     assert [r["round"] for r in rounds] == [1, 2]
@@ -26,7 +26,7 @@ def test_attack_with_client_abl_and_server_repair(tmp_path: Path, repair: str) -
 
 
 def test_malicious_clients_skip_their_defense(tmp_path: Path) -> None:
-    cfg = RunConfig(num_clients=3, rounds=1, seed=2, attack="blended", poisoned_clients=1, threat="malicious",
+    cfg = RunConfig.build(num_clients=3, rounds=1, seed=2, attack="blended", poisoned_clients=1, poisoned_clients_defend=False,
                     client_defense="abl")
     rounds = run_simulated(cfg, tmp_path)
     per_client = rounds[0]["client_metrics"].values()

@@ -10,11 +10,12 @@ import torch
 from flwr.app import Array, Message
 
 from bastionfl.client.app import app as client_app
-from bastionfl.client.secure import BLOB_STYPE, STATE_KEY
+from bastionfl.protocol import BLOB_STYPE
+from bastionfl.protocol import NodeState
 from bastionfl.config import RunConfig
 from bastionfl.crypto import KeyShare, get_profile
 from bastionfl.server.federation import build_workflow
-from bastionfl.server.task import build_server_task
+from bastionfl.tasks.registry import build_task
 from bastionfl.server.workflow import RoundState, ServerContext
 from tests.flower_helpers import LoopGrid, node_context
 
@@ -56,10 +57,10 @@ def _secret_blob(key: KeyShare) -> bytes:
 
 @pytest.mark.parametrize("profile", ["precise", "lean"])
 def test_no_secret_in_any_message_of_two_secure_rounds(profile: str) -> None:
-    cfg = RunConfig(num_clients=3, rounds=2, secure_aggregation="xmkckks", he_profile=profile, key_epoch_rounds=1)
+    cfg = RunConfig.build(num_clients=3, rounds=2, secure_aggregation="xmkckks", he_profile=profile, key_epoch_rounds=1)
     contexts = {100 + i: node_context(i, 3, node_id=100 + i) for i in range(3)}
     grid = RecordingGrid(client_app, contexts)
-    ctx = ServerContext(grid=grid, cfg=cfg, task=build_server_task(cfg))
+    ctx = ServerContext(grid=grid, cfg=cfg, task=build_task(cfg))
     workflow = build_workflow(cfg)
     torch.manual_seed(0)
     state = ctx.new_model().state_dict()
@@ -70,7 +71,7 @@ def test_no_secret_in_any_message_of_two_secure_rounds(profile: str) -> None:
         workflow.run_round(ctx, rs)
         state = rs.new_state
         for node_ctx in contexts.values():
-            local = bytes(node_ctx.state.config_records[STATE_KEY]["key"])
+            local = bytes(node_ctx.state.config_records[NodeState.XMK]["key"])
             exports.append(local)
             secrets.append(_secret_blob(KeyShare.import_local(get_profile(profile), local)))
     assert len({s[-64:] for s in secrets}) == 6  # 3 nodes x 2 epochs, all distinct

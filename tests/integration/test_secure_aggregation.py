@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bastionfl.client.local import local_train
+from bastionfl.client.training import local_train
 from bastionfl.config import RunConfig
 from bastionfl.server.checkpoint import load_checkpoint
 from bastionfl.simulations.simulate import run_simulated
@@ -19,7 +19,7 @@ from bastionfl.tasks.vectorize import state_to_vector
 def _cfg(**kw: object) -> RunConfig:
     base: dict[str, object] = {"num_clients": 3, "rounds": 1, "seed": 5}
     base.update(kw)
-    return RunConfig(**base)  # type: ignore[arg-type]
+    return RunConfig.build(**base)  # type: ignore[arg-type]
 
 
 def _model(out: Path) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_he_fedavg_equals_plaintext_fedavg(tmp_path: Path, plaintext_run: Path) 
 
 def _expected_survivor_mean(cfg: RunConfig, init: dict[str, torch.Tensor], survivors: list[int]) -> np.ndarray:
     """FedAvg of the survivors' round-1 models, computed here from the same seeded local training."""
-    results = [local_train(cfg, init, pid, cfg.num_clients, 1) for pid in survivors]
+    results = [local_train(cfg, init, pid, cfg.federation.num_clients, 1) for pid in survivors]
     counts = np.array([r.num_examples for r in results], dtype=np.float64)
     models = np.stack([state_to_vector(r.state_dict) for r in results])
     return (models * counts[:, None]).sum(0) / counts.sum()
@@ -62,10 +62,10 @@ def test_dropout_at_each_stage_ends_with_a_correct_model(tmp_path: Path, stage: 
     assert r["dropouts"] == {label: 1}, r.get("events")
     assert r["clients"] == 2 and any("dropped out" in e for e in r["events"])
     # the node that dropped sits out round 1; the model is the FedAvg of the two survivors, nothing partial
-    torch.manual_seed(cfg.seed)
-    from bastionfl.server.task import build_server_task
+    torch.manual_seed(cfg.federation.seed)
+    from bastionfl.tasks.registry import build_task
 
-    init = build_server_task(cfg).model_factory().state_dict()
+    init = build_task(cfg).new_model().state_dict()
     expected = _expected_survivor_mean(cfg, init, [1, 2])
     got = _model(tmp_path)
     int_free = np.abs(got - expected)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bastionfl.client.local import poisoned_partitions
+from bastionfl.tasks.base import poisoned_partitions
 from bastionfl.config import RunConfig
 from bastionfl.simulations.simulate import run_simulated
 from tests.conftest import shared_data_dir
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(DATA is None or not (DATA / "sst2").is_dir(),
 
 
 def test_two_round_text_federation_with_btu(tmp_path: Path) -> None:
-    cfg = RunConfig(dataset="sst2", data_dir=str(DATA), model="tiny-bert", num_clients=2, rounds=2, seed=1,
+    cfg = RunConfig.build(dataset="sst2", data_dir=str(DATA), model="tiny-bert", num_clients=2, rounds=2, seed=1,
                     train_subset=240, max_len=32, batch_size=32, lr=1e-3, attack="badnets", poisoned_clients=1,
-                    poison_rate=0.1, target_label=1, client_defense="btu", threat="honest")
+                    poison_rate=0.1, target_label=1, client_defense="btu", poisoned_clients_defend=True)
     rounds = run_simulated(cfg, tmp_path)
     assert [r["round"] for r in rounds] == [1, 2]
     for r in rounds:
@@ -39,7 +39,7 @@ def test_two_round_text_federation_with_btu(tmp_path: Path) -> None:
 
 def test_server_clean_tune_runs_in_the_last_round_only(tmp_path: Path) -> None:
     """repair = finetune on text: BTU's clean tune on test-split sentences, after the last aggregation only."""
-    cfg = RunConfig(dataset="sst2", data_dir=str(DATA), model="tiny-bert", num_clients=2, rounds=2, seed=1,
+    cfg = RunConfig.build(dataset="sst2", data_dir=str(DATA), model="tiny-bert", num_clients=2, rounds=2, seed=1,
                     train_subset=120, max_len=32, batch_size=32, lr=1e-3, repair="finetune", clean_set_size=40,
                     repair_last_rounds=1)
     rounds = run_simulated(cfg, tmp_path)
@@ -50,17 +50,20 @@ def test_server_clean_tune_runs_in_the_last_round_only(tmp_path: Path) -> None:
 
 
 def test_server_clean_set_is_held_out_of_dev_and_sized(tmp_path: Path) -> None:
-    from bastionfl.server.text_task import server_clean_sentences
     from bastionfl.tasks.text import DatasetError, TextData, load_text_dataset
+    from bastionfl.tasks.text_task import TextTask
+
+    def server_clean_sentences(data: TextData, cfg: RunConfig) -> tuple[list[str], list[int]] | None:
+        return TextTask(cfg, data).clean_set()
 
     data = load_text_dataset("sst2", DATA)  # type: ignore[arg-type]
-    cfg = RunConfig(dataset="sst2", data_dir=str(DATA), model="tiny-bert", lr=1e-3, clean_set_size=100)
+    cfg = RunConfig.build(dataset="sst2", data_dir=str(DATA), model="tiny-bert", lr=1e-3, clean_set_size=100)
     s, y = server_clean_sentences(data, cfg)
     assert len(s) == len(y) == 100 and set(s) <= set(data.test_sentences)
     assert not set(s) & set(data.dev_sentences)  # (SST-2 itself repeats 2 test sentences in train)
     assert server_clean_sentences(data, cfg) == (s, y)  # seeded
     with pytest.raises(DatasetError, match="more than"):
-        server_clean_sentences(data, RunConfig(dataset="sst2", model="tiny-bert", lr=1e-3, clean_set_size=10**5))
+        server_clean_sentences(data, RunConfig.build(dataset="sst2", model="tiny-bert", lr=1e-3, clean_set_size=10**5))
     same = TextData("sst2", data.train_sentences, data.train_labels, data.dev_sentences, data.dev_labels,
                     list(data.dev_sentences), list(data.dev_labels))
     with pytest.raises(DatasetError, match="dev split"):

@@ -7,7 +7,8 @@ from flwr.app import ArrayRecord, RecordDict
 
 from bastionfl.client.app import app as client_app
 from bastionfl.config import RunConfig
-from bastionfl.server.stages import AggregateFedAvg, task_config_record
+from bastionfl.protocol import config_record as task_config_record
+from bastionfl.server.stages import AggregateFedAvg
 from bastionfl.server.workflow import RoundState
 from bastionfl.tasks.data import load_image_dataset
 from bastionfl.tasks.models import build_model
@@ -15,7 +16,7 @@ from tests.flower_helpers import call, node_context
 
 
 def test_fedavg_equals_weighted_mean_of_client_models() -> None:
-    cfg = RunConfig(partition="dirichlet", alpha=0.5, num_clients=3)  # unequal partition sizes
+    cfg = RunConfig.build(partition="dirichlet", alpha=0.5, num_clients=3)  # unequal partition sizes
     data = load_image_dataset("digits")
     torch.manual_seed(0)
     global_state = build_model("cnn", data.in_channels, data.num_classes).state_dict()
@@ -45,7 +46,7 @@ def test_fedavg_equals_weighted_mean_of_client_models() -> None:
 
 
 def test_client_query_and_evaluate_actions() -> None:
-    cfg = RunConfig(num_clients=2)
+    cfg = RunConfig.build(num_clients=2)
     data = load_image_dataset("digits")
     state = build_model("cnn", data.in_channels, data.num_classes).state_dict()
     ctx = node_context(1, 2)

@@ -30,7 +30,7 @@ def _args(**kw: object) -> argparse.Namespace:
 
 @needs_data
 def test_points_start_at_the_servers_model_and_follow_the_schedule() -> None:
-    from bastionfl.server.text_task import text_server_task
+    from bastionfl.tasks.registry import build_task
 
     cfg = ceiling.ceiling_config(_args())
     ticks: list[tuple[int, int]] = []
@@ -41,8 +41,8 @@ def test_points_start_at_the_servers_model_and_follow_the_schedule() -> None:
     assert [p.step for p in points] == [0, 2, 3, 5, 6]  # before training, then twice per epoch
     assert [p.epoch for p in points] == pytest.approx([0, 2 / 3, 1, 5 / 3, 2])
     assert [p.lr for p in points] == pytest.approx([1e-3, 1e-3 * 4 / 6, 1e-3 * 3 / 6, 1e-3 / 6, 0.0])
-    task = text_server_task(cfg)
-    start = task.evaluate(task.model_factory())  # the federation's round-0 global model
+    task = build_task(cfg)
+    start = task.evaluate(task.new_model())  # the federation's round-0 global model
     assert (points[0].accuracy, points[0].asr, points[0].asr_floor) == (start["accuracy"], start["asr"],
                                                                        start["asr_floor"])
     again, _ = ceiling.train_ceiling(cfg, epochs=2, evals_per_epoch=2, decay=True)

@@ -72,10 +72,10 @@ def test_threat_models_per_row() -> None:
     arms = {a.key: a for a in exp.grid_arms()}
     assert len(arms) == 10
     assert arms["badnets/abl"].overrides() == {"attack": "badnets", "client_defense": "abl", "repair": "none",
-                                               "threat": "honest"}
+                                               "poisoned_clients_defend": True}
     for d in ("rnp", "nad", "finetune"):
         o = arms[f"blended/{d}"].overrides()
-        assert o["threat"] == "malicious" and o["client_defense"] == "none" and o["repair"] == d
+        assert o["poisoned_clients_defend"] is False and o["client_defense"] == "none" and o["repair"] == d
     assert [a.key for a in exp.select_arms("*/nad,blended/abl")] == ["badnets/nad", "blended/abl", "blended/nad"]
 
 
@@ -94,7 +94,7 @@ def test_failed_arm_is_reported_with_its_label(monkeypatch: pytest.MonkeyPatch, 
     import bastionfl.simulations.simulate as simulate
 
     def fails(cfg: RunConfig, *args: object, **kwargs: object) -> list[dict[str, object]]:
-        if cfg.secure_aggregation == "xmkckks":
+        if cfg.secure.mode == "xmkckks":
             raise RuntimeError("stage key_setup timed out")
         return [{"round": 1, "accuracy": 0.5, "loss": 1.0, "time_s": 1.0}]
 

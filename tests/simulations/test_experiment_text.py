@@ -42,7 +42,7 @@ def test_goal_needs_both_the_asr_bound_and_the_ca_bound() -> None:
 
 
 def test_results_page_reports_rows_losses_goal_and_pending_rows() -> None:
-    base = RunConfig(dataset="sst2", model="minilm", text_layers=0, train_subset=3000, rounds=3)
+    base = RunConfig.build(dataset="sst2", model="minilm", text_layers=0, train_subset=3000, rounds=3)
     ref = ArmResult(Arm("none", "none"), 0.8555, None, None, 330.0)
     rows = [ArmResult(Arm("badnets", "none"), 0.8509, 0.965, 0.1706, 312.0),
             ArmResult(Arm("badnets", "btu"), 0.8401, 0.09, 0.08, 354.0, flagged=41.0, trigger_found="2/2")]
@@ -78,7 +78,7 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
     run = tmp_path / "none-none"
     run.mkdir()
     rounds = [{"round": r, "accuracy": 0.8 + r / 100, "asr_floor": 0.2 - r / 100, "time_s": 100.0} for r in (1, 2, 3)]
-    config = {**base.to_dict(), "attack": "none", "client_defense": "none", "out_dir": "elsewhere",
+    config = {**base.flat(), "attack": "none", "client_defense": "none", "out_dir": "elsewhere",
               "data_dir": "other/data"}
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds}))
     ref = exp.load_reference(run, base)
@@ -87,7 +87,7 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
     assert exp.load_reference(run, base).accuracy == ref.accuracy
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds}))
     assert ref.asr is None and (ref.accuracy, ref.asr_floor, ref.wall_s) == pytest.approx((0.83, 0.17, 300.0))
-    with pytest.raises(ExperimentError, match="differs in seed, lr"):
+    with pytest.raises(ExperimentError, match="differs in lr, seed"):
         exp.load_reference(run, exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--seed", "1",
                                                                          "--lr", "2e-4"])))
     # the clean tune changes the model, so a tuned grid needs a tuned reference; BTU variants do not touch it
@@ -95,11 +95,11 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
         exp.load_reference(run, exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--clean-tune", "500"])))
     paper_tune = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--clean-tune", "500",
                                                            "--clean-tune-lr", "2e-5", "--clean-tune-batch", "64"]))
-    assert (paper_tune.repair_lr, paper_tune.repair_batch_size, paper_tune.lr) == (2e-5, 64, 1e-4)
+    assert (paper_tune.defense.repair_lr, paper_tune.defense.repair_batch_size, paper_tune.task.lr) == (2e-5, 64, 1e-4)
     with pytest.raises(ExperimentError, match="repair_last_rounds, repair_lr, repair_batch_size"):
         exp.load_reference(run, paper_tune)
     purity = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--btu-purity", "0.95"]))
-    assert purity.btu_purity == 0.95 and exp.load_reference(run, purity).accuracy == pytest.approx(0.83)
+    assert purity.defense.btu_purity == 0.95 and exp.load_reference(run, purity).accuracy == pytest.approx(0.83)
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds[:2]}))
     with pytest.raises(ExperimentError, match="did not complete"):
         exp.load_reference(run, base)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from bastionfl.cli import experiment as cli
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from bastionfl.config import RunConfig
+from bastionfl.config import RunConfig, apply_overrides
 from bastionfl.server.checkpoint import load_checkpoint
 from bastionfl.simulations import experiment_tune as tune
 from bastionfl.simulations.grid import ExperimentError
@@ -23,13 +22,13 @@ needs_data = pytest.mark.skipif(DATA is None or not (DATA / "sst2").is_dir(),
 
 
 def _cfg(**kw: object) -> RunConfig:
-    base = RunConfig(dataset="sst2", data_dir=str(DATA), model="tiny-bert", num_clients=2, rounds=2, seed=1,
+    base = RunConfig.build(dataset="sst2", data_dir=str(DATA), model="tiny-bert", num_clients=2, rounds=2, seed=1,
                      train_subset=120, max_len=32, batch_size=32, lr=1e-3, target_label=1)
-    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+    return apply_overrides(base, kw)
 
 
 def test_seeds_start_with_the_servers_final_round_seed() -> None:
-    assert tune.tune_seeds(RunConfig(seed=2, rounds=3), 3) == [2_000_009, 2_000_010, 2_000_011]
+    assert tune.tune_seeds(RunConfig.build(seed=2, rounds=3), 3) == [2_000_009, 2_000_010, 2_000_011]
 
 
 @needs_data

@@ -1,0 +1,79 @@
+"""Checks that span settings, run whenever a configuration is built: each names the key it refuses, in one line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .enums import IMAGE_MODELS, TASK_PROFILES, Auth, Repair, TaskKind
+
+if TYPE_CHECKING:
+    from .run import RunConfig
+
+__all__ = ["cross_check", "MIN_CLEAN_SET"]
+
+MIN_CLEAN_SET = 10  # examples: below this a server repair has nothing to learn from
+
+
+def _fail(key: str, text: str) -> None:
+    from .run import ConfigError
+
+    raise ConfigError(f"config key '{key}': {text}")
+
+
+def _task(cfg: "RunConfig") -> None:
+    t, kind = cfg.task, cfg.kind
+    profile = TASK_PROFILES[kind]
+    if kind is TaskKind.IMAGE and t.model not in IMAGE_MODELS:
+        _fail("model", f"image datasets need one of {', '.join(IMAGE_MODELS)}, got {t.model!r}")
+    if kind is TaskKind.TEXT and t.model in IMAGE_MODELS:
+        _fail("model", f"dataset {t.dataset} needs a text model (minilm, tiny-bert or a Hugging Face id), got "
+                       f"{t.model!r}")
+    if kind is TaskKind.TEXT and t.lr > 0.01:
+        _fail("lr", f"text models train with AdamW, where lr {t.lr} diverges; use about 1e-4 (0.05 is an SGD rate)")
+    if cfg.attack.kind not in profile.attacks:
+        article = "an" if kind is TaskKind.IMAGE else "a"
+        _fail("attack", f"{cfg.attack.kind} is not {article} {kind} attack (dataset {t.dataset}); {kind} attacks: "
+                        f"{', '.join(profile.attacks)}")
+    if cfg.defense.client_defense not in profile.client_defenses:
+        _fail("client_defense", f"{cfg.defense.client_defense} does not apply to {t.dataset} ({kind} task)")
+    if cfg.defense.repair not in profile.repairs:
+        _fail("repair", f"{cfg.defense.repair} does not apply to {kind} models; {kind} runs take "
+                        f"{' or '.join(profile.repairs)}" + (" (BTU's clean tune)" if kind is TaskKind.TEXT else ""))
+
+
+def _attack(cfg: "RunConfig") -> None:
+    if cfg.attack.poisoned_clients > cfg.federation.num_clients:
+        _fail("poisoned_clients", f"{cfg.attack.poisoned_clients} poisoned clients but only "
+                                  f"{cfg.federation.num_clients} clients")
+
+
+def _repair(cfg: "RunConfig") -> None:
+    d = cfg.defense
+    if d.repair is not Repair.NONE and d.clean_set_size < MIN_CLEAN_SET:
+        _fail("clean_set_size", f"repair = {d.repair} needs clean_set_size >= {MIN_CLEAN_SET}, got "
+                                f"{d.clean_set_size}")
+    if d.repair_last_rounds > cfg.federation.rounds:
+        _fail("repair_last_rounds", f"{d.repair_last_rounds} is more than the {cfg.federation.rounds} rounds")
+    text_tune = cfg.kind is TaskKind.TEXT and d.repair is Repair.FINETUNE
+    if (d.repair_lr or d.repair_batch_size or d.repair_lr_decay) and not text_tune:
+        _fail("repair_lr", "'repair_lr' / 'repair_lr_decay' / 'repair_batch_size' set the text clean tune (text "
+                           f"dataset, repair = finetune); this run has dataset {cfg.task.dataset}, repair {d.repair}")
+
+
+def _admission(cfg: "RunConfig") -> None:
+    a = cfg.admission
+    if a.mode is not Auth.PSEUDONYM:
+        return
+    if a.ha_url:
+        if not a.ha_url.startswith("https://"):
+            _fail("auth_ha_url", f"the Home Authority must be reached over https://, got {a.ha_url!r}")
+        if not a.ha_token_file:
+            _fail("auth_ha_token_file", "required with auth_ha_url (the FL server's bearer token at the HA)")
+
+
+def cross_check(cfg: "RunConfig") -> None:
+    """Refuse combinations that cannot run (a model of the wrong task, an attack of the other modality, ...)."""
+    _task(cfg)
+    _attack(cfg)
+    _repair(cfg)
+    _admission(cfg)

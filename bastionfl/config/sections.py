@@ -1,0 +1,185 @@
+"""The sections of a run configuration: task, federation, secure aggregation, attack, defense, admission, runtime.
+
+Every setting has one flat key (what ``--set``, TOML files and Flower's run config use; unique across sections),
+a default, a one-line help text, an optional range or choice check, and whether clients receive it: a client is
+sent only the settings it needs, never a server-side path or the Home Authority's token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Callable
+
+from .enums import Attack, Auth, BTUCut, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation
+
+__all__ = [
+    "TaskConfig",
+    "FederationConfig",
+    "SecureAggregationConfig",
+    "AttackConfig",
+    "DefenseConfig",
+    "AdmissionConfig",
+    "RuntimeConfig",
+    "SECTIONS",
+]
+
+Check = Callable[[Any], "str | None"]
+
+
+def _choice(*options: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in options else f"must be one of {', '.join(options)}"
+
+    return check
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+
+    return check
+
+
+def setting(default: Any, help_text: str, check: Check | None = None, *, key: str | None = None,
+            clients: bool = True) -> Any:
+    """One configuration field: its default, help, check, flat key (default: the field name), sent to clients?"""
+    if isinstance(default, StrEnum) and check is None:
+        check = _choice(*[m.value for m in type(default)])
+    return field(default=default, metadata={"help": help_text, "check": check, "key": key, "clients": clients})
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What is learned and how each client trains (defaults follow the dataset's task kind)."""
+
+    dataset: str = setting("digits", "digits | fashion-mnist | mnist | cifar10 (images); sst2 | hsol (text)",
+                           _choice(*DATASETS))
+    data_dir: str = setting("", "folder holding the dataset files; empty: the standard loader (needs the network, "
+                            "except the embedded digits)")
+    model: str = setting("cnn", "cnn | wrn-16-1 | wrn-16-4 (images); minilm | tiny-bert | a Hugging Face model id "
+                         "(text); a text dataset defaults to minilm")
+    text_layers: int = setting(0, "text: keep the first N transformer layers (0: all)", _range(0, 48))
+    max_len: int = setting(48, "text: tokens per sentence", _range(8, 512))
+    train_subset: int = setting(0, "use only the first N training examples after shuffling (0: all)", _range(0))
+    local_epochs: int = setting(1, "local epochs per round", _range(1, 1000))
+    batch_size: int = setting(32, "local batch size (text default 16)", _range(1, 100000))
+    lr: float = setting(0.05, "local learning rate: SGD for images (0.05); AdamW for text (default 1e-4, at most "
+                        "0.01)", _range(0.0, 10.0, lo_open=True))
+    momentum: float = setting(0.9, "local SGD momentum (images)", _range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """How many clients, how many rounds, how data is split, and the seed of everything."""
+
+    num_clients: int = setting(5, "number of simulated clients (SuperNodes)", _range(1, 1000), clients=False)
+    rounds: int = setting(5, "number of federated rounds (text default 3)", _range(1, 100000), clients=False)
+    fraction_train: float = setting(1.0, "share of clients sampled per round", _range(0.0, 1.0, lo_open=True),
+                                    clients=False)
+    partition: Partition = setting(Partition.IID, "how the training set is split: iid | dirichlet")
+    alpha: float = setting(0.5, "Dirichlet concentration (partition = dirichlet)", _range(0.0, None, lo_open=True))
+    seed: int = setting(0, "seed for partitioning, sampling, initialisation and training", _range(0))
+    stage_timeout_s: float = setting(600.0, "seconds to wait for replies in one stage",
+                                     _range(0.0, None, lo_open=True), clients=False)
+
+
+@dataclass(frozen=True)
+class SecureAggregationConfig:
+    """Whether and how updates are encrypted so that the server sees only their sum."""
+
+    mode: SecureAggregation = setting(SecureAggregation.NONE, "none | xmkckks", key="secure_aggregation")
+    he_profile: HEProfile = setting(HEProfile.PRECISE, "xMK-CKKS parameter profile: precise | lean")
+    key_epoch_rounds: int = setting(10, "start a new key epoch every K rounds (and when participants change)",
+                                    _range(1))
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """A simulated data-poisoning backdoor: which attack, on how many clients, at what rate, towards which label."""
+
+    kind: Attack = setting(Attack.NONE, "data-poisoning backdoor: none | badnets | blended (images); badnets (rare "
+                           "word) | addsent | syntactic | style (text)", key="attack")
+    poisoned_clients: int = setting(0, "how many clients hold poisoned data (a seeded choice; at most num_clients)",
+                                    _range(0))
+    poison_rate: float = setting(0.1, "share of a poisoned client's examples that carry the trigger", _range(0.0, 1.0))
+    target_label: int = setting(0, "the attack's target class", _range(0))
+    poisoned_clients_defend: bool = setting(True, "whether clients holding poisoned data still run their defense "
+                                            "(true: victims of poisoning; false: attackers that skip it)")
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """The clients' training-time defense and the server's repair of the global model."""
+
+    client_defense: ClientDefense = setting(ClientDefense.NONE, "defense in local training: none | abl (images) | "
+                                            "btu (text)")
+    repair: Repair = setting(Repair.NONE, "server-side repair of the global model: none | rnp | nad | finetune "
+                             "(text: finetune only, BTU's clean tune)", clients=False)
+    clean_set_size: int = setting(0, "server's clean set for repair, held out of the clients' training data (text: "
+                                  "drawn from the test split); clients need it to leave those examples out",
+                                  _range(0))
+    repair_last_rounds: int = setting(0, "run the server repair only in the last K rounds (0: every round)",
+                                      _range(0), clients=False)
+    repair_lr: float = setting(0.0, "learning rate of the text clean tune (0: the run's lr; BTU's paper: 2e-5)",
+                               _range(0.0, 0.01), clients=False)
+    repair_lr_decay: bool = setting(False, "text clean tune: lr falls linearly to 0 over the epoch (not in the "
+                                    "paper, which keeps it constant)", clients=False)
+    repair_batch_size: int = setting(0, "batch size of the text clean tune (0: the run's batch_size; BTU's paper: "
+                                     "64)", _range(0), clients=False)
+    btu_cut_to: BTUCut = setting(BTUCut.PAD, "BTU's replacement for a flagged token's moved dims: pad (the paper) | "
+                                 "own (the token's own pretrained values; keeps its meaning, and lets the backdoor "
+                                 "back in)")
+    btu_purity: float = setting(0.0, "BTU variant: cut only suspects whose sentences in the client's data carry one "
+                                "label at least this share of the time, e.g. 0.95 (0: off, the paper)",
+                                _range(0.0, 1.0))
+    btu_hold: bool = setting(False, "BTU in later rounds: cut the received model first and keep the cut rows fixed "
+                             "while training (the rest of the model adapts to them)")
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """Pseudonymous admission of clients through a Home Authority (HA)."""
+
+    mode: Auth = setting(Auth.NONE, "admission of clients: none | pseudonym (5G-style one-time pseudonyms via a "
+                         "Home Authority)", key="auth")
+    server_id: str = setting("fl-server", "this FL server's id at the Home Authority", key="auth_server_id")
+    ha_url: str = setting("", "Home Authority service URL (deployment); empty: an in-process HA (simulation)",
+                          key="auth_ha_url", clients=False)
+    ha_token_file: str = setting("", "file with this FL server's bearer token for the HA service",
+                                 key="auth_ha_token_file", clients=False)
+    ha_ca: str = setting("", "CA certificate that signed the HA service's TLS certificate", key="auth_ha_ca",
+                         clients=False)
+    ha_db: str = setting("", "in-process HA database (simulation); empty: <out_dir>/auth/ha.sqlite", key="auth_ha_db",
+                         clients=False)
+    cred_dir: str = setting("", "simulation: folder of client credential files cred-<partition-id>.json (empty: "
+                            "<out_dir>/auth); deployment nodes use --node-config auth-cred=FILE", key="auth_cred_dir",
+                            clients=False)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where results go, threads, logging, and testing aids."""
+
+    out_dir: str = setting("", "where metrics.json, the plot and checkpoints go (flwr run default: "
+                           "./runs/flwr-<run id>)", clients=False)
+    threads_per_client: int = setting(1, "torch threads per ClientApp", _range(1, 64))
+    verbose: bool = setting(False, "show Flower's and Ray's own logs", clients=False)
+    inject_dropout: str = setting("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
+                                  "train, decrypt); for dropout tests")
+
+
+# section attribute name on RunConfig -> its dataclass, in display order
+SECTIONS: dict[str, type] = {
+    "task": TaskConfig,
+    "federation": FederationConfig,
+    "secure": SecureAggregationConfig,
+    "attack": AttackConfig,
+    "defense": DefenseConfig,
+    "admission": AdmissionConfig,
+    "runtime": RuntimeConfig,
+}

@@ -1,0 +1,86 @@
+"""The admission stage on its own, against a scripted messenger: enrolled nodes answer through the real client Mod,
+a silent node and a node that answers garbage are refused, and later stages of the round reach only admitted nodes.
+(Tag forgery, replay and downgrade are played against the Mod in tests/client/test_auth_mod.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from bastionfl.auth import FileCredentialStore, HomeAuthority, load_or_create_kek
+from bastionfl.client.auth_mod import auth_mod
+from bastionfl.config import RunConfig
+from bastionfl.protocol import MessageType, Record
+from bastionfl.protocol.admission import HANDSHAKE_RECORD
+from bastionfl.server.admission import AdmissionStage
+from bastionfl.server.workflow import RoundFailed
+from tests.flower_helpers import call, node_context
+from tests.server.fakes import round_state, stage_context
+
+
+def _app() -> ClientApp:
+    app = ClientApp(mods=[auth_mod])
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return Message(RecordDict({Record.INFO: MetricRecord({"ok": 1})}), reply_to=msg)
+
+    return app
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> RunConfig:
+    """An in-process HA with three enrolled clients (credential files cred-<i>.json)."""
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    ha = HomeAuthority.open(auth / "ha.sqlite", load_or_create_kek(auth / "ha.kek"))
+    for i in range(3):
+        FileCredentialStore(auth / f"cred-{i}.json").save(ha.enroll(f"client-{i}", ["fl-server"]))
+    ha.store.close()
+    return RunConfig.build(auth="pseudonym", out_dir=str(tmp_path), num_clients=4)
+
+
+def _nodes(behaviour: dict[int, str]):  # noqa: ANN202
+    """Node 100+i is partition i; ``honest`` answers through the Mod, ``silent`` never, ``garbage`` with noise."""
+    app, contexts = _app(), {nid: node_context(nid - 100, 4, nid) for nid in behaviour}
+
+    def respond(nid: int, mtype: str, content: RecordDict) -> RecordDict | None:
+        kind = behaviour[nid]
+        if kind == "silent":
+            return None
+        if kind == "garbage" and HANDSHAKE_RECORD in content.config_records:
+            step = content.config_records[HANDSHAKE_RECORD]["step"]
+            field = {"start": "msg1", "respond": "msg3", "finish": "ack"}[str(step)]
+            return RecordDict({HANDSHAKE_RECORD: ConfigRecord({field: b"\x00" * 8})})
+        reply = call(app, content, mtype, contexts[nid])
+        if reply.has_error():
+            raise RuntimeError(reply.error.reason)
+        return reply.content
+
+    return respond
+
+
+def test_only_nodes_that_complete_the_handshake_stay_in_the_round(cfg: RunConfig) -> None:
+    behaviour = {100: "honest", 101: "silent", 102: "honest", 103: "garbage"}
+    ctx, messenger = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
+    rs = round_state(ctx)
+    AdmissionStage().run(ctx, rs)
+    assert rs.node_ids == [100, 102]
+    assert (rs.metrics["auth_admitted"], rs.metrics["auth_rejected"]) == (2, 2)
+    assert any("not admitted" in e for e in rs.events)
+    sent_before = len(messenger.sent)
+    replies, failed = rs.messenger(ctx).exchange("probe", MessageType.QUERY, [100, 101, 102, 103],
+                                                 lambda _n: RecordDict({Record.CONFIG: ConfigRecord(
+                                                     {"round": 1, "auth": "pseudonym"})}), group_id="1")
+    assert sorted(r.metadata.src_node_id for r in replies) == [100, 102] and failed == [101, 103]
+    assert {s.node for s in messenger.sent[sent_before:]} == {100, 102}  # refused nodes get nothing more
+
+
+def test_a_round_where_nobody_is_admitted_fails(cfg: RunConfig) -> None:
+    behaviour = {100: "silent", 101: "garbage"}
+    ctx, _ = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
+    with pytest.raises(RoundFailed, match="no node passed admission"):
+        AdmissionStage().run(ctx, round_state(ctx))
