@@ -28,6 +28,7 @@ from .messages import (
     transcript_hash,
 )
 from .primitives import RoundContext, ct_equal, encode_server_id, random_bytes
+from .roster import endorsement_key
 from .session import Session
 
 __all__ = ["AuthClient", "ClientOutcome", "CredentialStore"]
@@ -141,7 +142,8 @@ class AuthClient:
             k_session = session_key(self._k_s, th)
             if ct_equal(sconf(k_session, th), bytes(msg4)):
                 assert self._ctx is not None
-                session = Session(key=k_session, server_id=self._server_id, ctx=self._ctx, role="client")
+                session = Session(key=k_session, server_id=self._server_id, ctx=self._ctx, role="client",
+                                  endorse_key=endorsement_key(self._k_s, th))
                 reply = ack(k_session, th)
         if session is None:
             reply = random_bytes(ACK_LEN)

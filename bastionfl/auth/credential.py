@@ -40,6 +40,7 @@ class ClientCredential:
     servers: tuple[str, ...]
     pid_burned: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    roster_public_key: bytes | None = None  # the HA's Ed25519 roster key (None: enrolled before rosters existed)
 
     def __repr__(self) -> str:
         return f"ClientCredential(kid={self.kid}, servers={list(self.servers)!r}, <secret fields hidden>)"
@@ -58,6 +59,8 @@ class ClientCredential:
             "ctr": self.ctr,
             "servers": list(self.servers),
         }
+        if self.roster_public_key is not None:
+            doc["roster_public_key"] = self.roster_public_key.hex()
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
@@ -86,6 +89,8 @@ class ClientCredential:
             ctr=ctr,
             servers=tuple(servers),
             pid_burned=bool(doc.get("pid_burned", False)),
+            roster_public_key=(None if doc.get("roster_public_key") is None
+                               else _hex(doc.get("roster_public_key"), 32, "roster_public_key")),
         )
 
 

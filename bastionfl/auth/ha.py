@@ -28,6 +28,8 @@ from .messages import (
     transcript_hash,
 )
 from .primitives import RoundContext, ct_equal, encode_server_id, gcm_open, random_bytes, x25519_public, x25519_shared
+from .roster import SignedRoster, endorsement_key
+from .roster_desk import RosterDesk
 from .server import ChallengeReply, ConfirmReply
 from .store import HAStore
 
@@ -79,6 +81,7 @@ class _HASession:
     server_id: bytes
     ctx: bytes
     expires: float
+    run_id: int = 0
 
 
 class HomeAuthority:
@@ -111,6 +114,7 @@ class HomeAuthority:
         if not store.keys():
             self._new_key(1)
         self._reload_keys(force=True)
+        self.rosters = RosterDesk(store, clock)
 
     def __repr__(self) -> str:
         return f"HomeAuthority(kids={sorted(self._keys)}, sessions={len(self._sessions)})"
@@ -188,7 +192,8 @@ class HomeAuthority:
         kid, pk = self.current_key()
         cid, key, p0 = random_bytes(16), random_bytes(32), random_bytes(16)
         self._store.create_client(label, cid, key, p0, list(servers))
-        return ClientCredential(cid=cid, key=key, kid=kid, ha_public_key=pk, pid=p0, ctr=0, servers=tuple(servers))
+        return ClientCredential(cid=cid, key=key, kid=kid, ha_public_key=pk, pid=p0, ctr=0, servers=tuple(servers),
+                                roster_public_key=self.rosters.public_key)
 
     def revoke(self, label: str) -> bool:
         """Revoke the client enrolled as ``label``: its pseudonyms vanish and every later attempt gets a decoy."""
@@ -281,7 +286,7 @@ class HomeAuthority:
             sid = random_bytes(SID_LEN)
             self._sessions[sid] = _HASession(
                 ok, cid, ctr, secrets.xres, p_next, secrets.k_s, msg1, secrets.msg2, sid_b, ctx_d,
-                now + self.SESSION_TTL_S,
+                now + self.SESSION_TTL_S, ctx.run_id,
             )
             return ChallengeReply(sid, secrets.msg2, secrets.hxres if ok else random_bytes(HXRES_LEN))
 
@@ -305,7 +310,16 @@ class HomeAuthority:
             if not self._store.commit(sess.cid, sess.ctr, sess.p_next, handle, server_id):
                 return ConfirmReply(False)
             th = transcript_hash(sid_b, sess.ctx, sess.msg1, sess.msg2, bytes(res))
+            self.rosters.admitted(handle, sess.cid, endorsement_key(sess.k_s, th), server_id, sess.run_id)
             return ConfirmReply(True, session_key(sess.k_s, th), handle)
+
+    def register_epoch_key(self, server_id: str, handle: bytes, key_epoch: int, vk: bytes, tag: bytes) -> bool:
+        """Put an admitted client's endorsed epoch key into the roster of ``key_epoch`` (see ``RosterDesk``)."""
+        return self.rosters.register(server_id, handle, key_epoch, vk, tag)
+
+    def sign_roster(self, server_id: str, run_id: int, key_epoch: int) -> SignedRoster:
+        """Sign and seal the roster of (server, run, key epoch) (see ``RosterDesk``)."""
+        return self.rosters.sign(server_id, run_id, key_epoch)
 
 
 class LocalRelay:
@@ -325,3 +339,11 @@ class LocalRelay:
     def confirm(self, sid: bytes, res: bytes) -> ConfirmReply:
         """Forward the confirm request to the in-process HA."""
         return self._ha.confirm(self._server_id, sid, res)
+
+    def register_epoch_key(self, handle: bytes, key_epoch: int, vk: bytes, tag: bytes) -> bool:
+        """Forward an endorsed epoch key to the in-process HA."""
+        return self._ha.register_epoch_key(self._server_id, handle, key_epoch, vk, tag)
+
+    def sign_roster(self, run_id: int, key_epoch: int) -> bytes:
+        """The signed roster of this server's ``key_epoch`` (wire bytes)."""
+        return self._ha.sign_roster(self._server_id, run_id, key_epoch).to_bytes()

@@ -70,6 +70,20 @@ class HttpRelay:
         except MalformedInput:
             raise AuthError("Home Authority sent a malformed answer") from None
 
+    def register_epoch_key(self, handle: bytes, key_epoch: int, vk: bytes, tag: bytes) -> bool:
+        """POST /v1/epoch-key: an admitted client's endorsed epoch key."""
+        out = self._post("/v1/epoch-key", {"handle": bytes(handle).hex(), "key_epoch": key_epoch,
+                                           "vk": bytes(vk).hex(), "tag": bytes(tag).hex()})
+        return out.get("ok") is True
+
+    def sign_roster(self, run_id: int, key_epoch: int) -> bytes:
+        """POST /v1/roster: the signed roster of ``key_epoch`` (wire bytes; the client verifies it)."""
+        out = self._post("/v1/roster", {"run_id": run_id, "key_epoch": key_epoch})
+        try:
+            return _hexfield(out, "roster")
+        except MalformedInput:
+            raise AuthError("Home Authority sent a malformed answer") from None
+
     def confirm(self, sid: bytes, res: bytes) -> ConfirmReply:
         """POST /v1/confirm."""
         out = self._post("/v1/confirm", {"sid": bytes(sid).hex(), "res": bytes(res).hex()})

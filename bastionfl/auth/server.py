@@ -74,6 +74,10 @@ class HARelay(Protocol):
 
     def confirm(self, sid: bytes, res: bytes) -> ConfirmReply: ...
 
+    def register_epoch_key(self, handle: bytes, key_epoch: int, vk: bytes, tag: bytes) -> bool: ...
+
+    def sign_roster(self, run_id: int, key_epoch: int) -> bytes: ...
+
 
 class ServerHandshake:
     """One node's handshake at the FL server: :meth:`challenge` -> :meth:`confirm` -> :meth:`accept`."""

@@ -93,6 +93,7 @@ class Session:
     handle: bytes | None = None
     _sent: int = field(default=0)
     _received: int = field(default=-1)
+    endorse_key: bytes | None = field(default=None, repr=False)  # client only: endorses its epoch keys to the HA
 
     def __repr__(self) -> str:
         return f"Session(role={self.role!r}, server_id={self.server_id!r}, epoch={self.ctx.epoch}, key=<secret>)"

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -29,6 +30,10 @@ CREATE TABLE IF NOT EXISTS registry (label TEXT PRIMARY KEY, cid BLOB NOT NULL U
 CREATE TABLE IF NOT EXISTS handles (handle BLOB PRIMARY KEY, cid BLOB NOT NULL, server_id TEXT NOT NULL, t REAL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('decoys', 0), ('challenges', 0), ('pid_seq', 0);
+CREATE TABLE IF NOT EXISTS roster_key (id INTEGER PRIMARY KEY CHECK (id = 1), sk_enc BLOB NOT NULL, pk BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rosters (
+    server_id TEXT NOT NULL, run_id INTEGER NOT NULL, key_epoch INTEGER NOT NULL, roster BLOB NOT NULL,
+    t REAL NOT NULL, PRIMARY KEY (server_id, run_id, key_epoch));
 """
 
 
@@ -140,6 +145,33 @@ class HAStore:
                 (now,),
             )
             return cur.rowcount
+
+    # -- epoch rosters ------------------------------------------------------------------------------------------
+    def roster_key(self, make: Callable[[], tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+        """The HA's Ed25519 roster signing key ``(private, public)``, made by ``make`` on first use (encrypted)."""
+        with self._lock:
+            row = self._db.execute("SELECT sk_enc, pk FROM roster_key WHERE id = 1").fetchone()
+            if row is None:
+                sk, pk = make()
+                self._db.execute("INSERT INTO roster_key VALUES (1, ?, ?)", (self._seal(sk, PREFIX + b"roster"), pk))
+                return sk, pk
+        return self._open(row[0], PREFIX + b"roster"), bytes(row[1])
+
+    def sealed_roster(self, server_id: str, run_id: int, key_epoch: int) -> bytes | None:
+        """The roster already signed under this label, if any (the HA never signs a second one)."""
+        with self._lock:
+            row = self._db.execute("SELECT roster FROM rosters WHERE server_id = ? AND run_id = ? AND key_epoch = ?",
+                                   (server_id, run_id, key_epoch)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def seal_roster(self, server_id: str, run_id: int, key_epoch: int, roster: bytes) -> bytes:
+        """Record a signed roster under its label; returns the one stored (the first wins)."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO rosters VALUES (?, ?, ?, ?, ?)",
+                             (server_id, run_id, key_epoch, roster, time.time()))
+        stored = self.sealed_roster(server_id, run_id, key_epoch)
+        assert stored is not None
+        return stored
 
     # -- clients ------------------------------------------------------------------------------------------------
     def create_client(self, label: str, cid: bytes, key: bytes, p0: bytes, servers: list[str]) -> None:

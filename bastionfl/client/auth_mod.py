@@ -45,7 +45,7 @@ from bastionfl.protocol.admission import (
     content_digest,
 )
 
-__all__ = ["auth_mod"]
+__all__ = ["auth_mod", "current_session"]
 
 log = logging.getLogger("bastionfl.client")
 
@@ -67,7 +67,14 @@ def _save_session(context: Context, session: Session) -> None:
     context.state[_SESSION] = ConfigRecord({
         "key": session.key, "server_id": session.server_id, "run_id": ctx.run_id, "epoch": ctx.epoch,
         "node_id": ctx.node_id, "expiry": ctx.expiry, "sent": session._sent, "received": session._received,
+        "endorse_key": session.endorse_key or b"",
     })
+
+
+def current_session(context: Context) -> Session | None:
+    """This node's authenticated session of the current round (the secure-aggregation client endorses its epoch
+    key with it), or None."""
+    return _load_session(context)
 
 
 def _load_session(context: Context) -> Session | None:
@@ -76,7 +83,8 @@ def _load_session(context: Context) -> Session | None:
         return None
     ctx = RoundContext(int(rec["run_id"]), int(rec["epoch"]), int(rec["node_id"]), int(rec["expiry"]))
     return Session(key=bytes(rec["key"]), server_id=str(rec["server_id"]), ctx=ctx, role="client",
-                   _sent=int(rec["sent"]), _received=int(rec["received"]))
+                   _sent=int(rec["sent"]), _received=int(rec["received"]),
+                   endorse_key=bytes(rec.get("endorse_key", b"")) or None)
 
 
 def _save_handshake(context: Context, client: AuthClient) -> None:

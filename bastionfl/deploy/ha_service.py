@@ -2,7 +2,9 @@
 
 API (JSON, hex-encoded bytes; the caller's server id comes from its bearer token, never from the body):
 ``POST /v1/challenge {msg1, run_id, epoch, node_id, expiry}`` -> ``{sid, msg2, hxres}``;
-``POST /v1/confirm {sid, res}`` -> ``{ok, session_key?, handle?}``; ``GET /v1/keys`` -> ``{kid: pk}``.
+``POST /v1/confirm {sid, res}`` -> ``{ok, session_key?, handle?}``; ``GET /v1/keys`` -> ``{kid: pk}``;
+``POST /v1/epoch-key {handle, key_epoch, vk, tag}`` -> ``{ok}``; ``POST /v1/roster {run_id, key_epoch}`` ->
+``{roster}`` (the signed roster of that key epoch, hex).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from bastionfl.auth.errors import AuthError, MalformedInput, RateLimited
 from bastionfl.auth.ha import HomeAuthority
-from bastionfl.auth.messages import MSG3_LEN, SID_LEN
+from bastionfl.auth.messages import HANDLE_LEN, MSG3_LEN, SID_LEN
 from bastionfl.auth.primitives import RoundContext
 from bastionfl.auth.wirejson import hexfield as _hexfield, intfield as _intfield, load_json_object as _load
 
@@ -98,6 +100,38 @@ def create_app(ha: HomeAuthority, server_tokens: Mapping[str, str]) -> FastAPI:
             return JSONResponse({"ok": False})
         assert reply.session_key is not None and reply.handle is not None
         return JSONResponse({"ok": True, "session_key": reply.session_key.hex(), "handle": reply.handle.hex()})
+
+    @app.post("/v1/epoch-key")
+    async def epoch_key(request: Request) -> Response:
+        server_id = _server_id(request)
+        if server_id is None:
+            return _err(401, "unknown server")
+        try:
+            doc = _load(await request.body())
+            handle = _hexfield(doc, "handle", HANDLE_LEN)
+            vk, tag = _hexfield(doc, "vk", 32), _hexfield(doc, "tag", 32)
+            with lock:
+                ok = ha.register_epoch_key(server_id, handle, _intfield(doc, "key_epoch"), vk, tag)
+        except MalformedInput as exc:
+            return _err(400, str(exc))
+        except AuthError as exc:
+            return _err(429, str(exc))
+        return JSONResponse({"ok": ok})
+
+    @app.post("/v1/roster")
+    async def roster(request: Request) -> Response:
+        server_id = _server_id(request)
+        if server_id is None:
+            return _err(401, "unknown server")
+        try:
+            doc = _load(await request.body())
+            with lock:
+                signed = ha.sign_roster(server_id, _intfield(doc, "run_id"), _intfield(doc, "key_epoch"))
+        except MalformedInput as exc:
+            return _err(400, str(exc))
+        except AuthError as exc:
+            return _err(409, str(exc))
+        return JSONResponse({"roster": signed.to_bytes().hex()})
 
     @app.get("/v1/keys")
     async def keys() -> Response:

@@ -137,3 +137,34 @@ def test_rate_limit_maps_to_429(tmp_path):
         server.should_exit = True
         thread.join(timeout=10)
         ha.store.close()
+
+
+def test_epoch_keys_and_rosters_over_https(service):
+    """A roster through the service: endorsed keys in, one signed roster out; another server's token gets nothing."""
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from bastionfl.auth.roster import SignedRoster, endorse_epoch_key
+
+    ha, url, cert, tokens, buf = service
+    relay = HttpRelay(url, tokens[SERVER], verify=cert)
+    other = HttpRelay(url, tokens[OTHER], verify=cert)
+    server = AuthServer(SERVER, relay)
+    keys = []
+    for i in range(3):
+        client = make_client(ha, time.time, f"c{i}")
+        t = handshake(client, server, ctx_for(time.time, 1, node_id=i, run_id=7))
+        vk = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        tag = endorse_epoch_key(t.client_session.endorse_key, SERVER, 7, 1, vk)
+        assert not other.register_epoch_key(t.server_session.handle, 1, vk, tag)  # not its handle
+        assert relay.register_epoch_key(t.server_session.handle, 1, vk, tag)
+        keys.append(vk)
+    roster = SignedRoster.from_bytes(relay.sign_roster(7, 1))
+    assert roster.verify(client._store.load().roster_public_key, server_id=SERVER, run_id=7, key_epoch=1,
+                         min_members=3) == frozenset(keys)
+    with pytest.raises(AuthError):
+        other.sign_roster(7, 1)  # the other server endorsed nobody
+    relay.close()
+    other.close()
