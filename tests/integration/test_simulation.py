@@ -49,8 +49,11 @@ def test_interrupt_and_resume_lists_every_round_once(tmp_path: Path, two_round_r
 
 
 def _without_times(value: object) -> object:
-    """Metrics with every timing removed (keys ending in _s, the per-stage times): what a seed must reproduce."""
+    """Metrics with every timing removed (keys ending in _s, the per-stage times) and the per-node maps as sorted
+    lists (node ids are drawn afresh by every run): what a seed must reproduce."""
     if isinstance(value, dict):
+        if value and all(k.isdigit() for k in value):  # keyed by node id
+            return sorted((_without_times(v) for v in value.values()), key=repr)
         return {k: _without_times(v) for k, v in value.items() if not k.endswith("_s") and k != "stages"}
     if isinstance(value, list):
         return [_without_times(v) for v in value]
