@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from bastionfl.config import RunConfig
+from bastionfl.config import ConfigError, RunConfig
 from bastionfl.errors import BastionFLError
 from bastionfl.protocol import Action, Key, NodeState, Record, Stage, config_from_record, round_of
 
@@ -39,7 +39,7 @@ def node_partition(context: Context) -> tuple[int, int]:
     try:
         return int(context.node_config[Key.PARTITION_ID]), int(context.node_config[Key.NUM_PARTITIONS])
     except KeyError as exc:
-        raise ValueError(f"node config lacks {exc.args[0]!r}: start the SuperNode with --node-config "
+        raise ConfigError(f"node config lacks {exc.args[0]!r}: start the SuperNode with --node-config "
                          "'partition-id=<i> num-partitions=<n>'") from None
 
 
@@ -74,7 +74,7 @@ def _train_locally(cfg: RunConfig, context: Context, global_state: dict, server_
     return result
 
 
-class InjectedDropout(ValueError):
+class InjectedDropout(BastionFLError):
     """A dropout requested by the ``inject_dropout`` testing aid."""
 
 
@@ -87,7 +87,7 @@ def _maybe_drop(cfg: RunConfig, stage: str, msg: Message, context: Context) -> N
         want_stage, want_round, want_pid = spec.split(":")
         target = (want_stage, int(want_round), int(want_pid))
     except ValueError:
-        raise ValueError(f"config key 'inject_dropout': expected stage:round:partition-id, got {spec!r}") from None
+        raise ConfigError(f"config key 'inject_dropout': expected stage:round:partition-id, got {spec!r}") from None
     marker = f"dropped:{spec}"
     done = context.state.config_records.get(NodeState.TESTING, ConfigRecord())
     if (stage, _round(msg), node_partition(context)[0]) == target and marker not in done:

@@ -11,6 +11,7 @@ import json
 import torch
 
 from bastionfl.client.training import TrainingRound
+from bastionfl.protocol import ProtocolError
 from bastionfl.tasks.base import derive_seed
 
 __all__ = ["BTU_STATE_KEY", "btu_train"]
@@ -25,7 +26,8 @@ def _cached_suspects(node_state: dict[str, str]) -> list[int] | None:
     try:
         return [int(i) for i in json.loads(raw)["suspects"]]
     except (ValueError, KeyError, TypeError):
-        raise ValueError(f"node state {BTU_STATE_KEY!r} is not a BTU record (expected JSON with 'suspects')") from None
+        raise ProtocolError(f"node state {BTU_STATE_KEY!r} is not a BTU record (expected JSON with "
+                            "'suspects')") from None
 
 
 def btu_train(job: TrainingRound) -> tuple[float, dict[str, float]]:

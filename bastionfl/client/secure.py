@@ -20,7 +20,7 @@ from bastionfl.crypto import (
     encrypt_vector,
     get_profile,
 )
-from bastionfl.protocol import Key, NodeState, Record, array_blob, blob_array
+from bastionfl.protocol import Key, NodeState, ProtocolError, Record, array_blob, blob_array
 from bastionfl.tasks.vectorize import state_delta
 
 __all__ = ["handle_keygen", "handle_train", "handle_decrypt"]
@@ -36,7 +36,7 @@ def _state(context: Context) -> ConfigRecord:
 def _load_key(context: Context, cfg: RunConfig) -> KeyShare:
     saved = _state(context)
     if _KEY not in saved:
-        raise ValueError("no key share on this node for the current key epoch (it joined late or restarted)")
+        raise ProtocolError("no key share on this node for the current key epoch (it joined late or restarted)")
     return KeyShare.import_local(get_profile(str(cfg.secure.he_profile)), bytes(saved[_KEY]))
 
 
@@ -95,7 +95,7 @@ def handle_decrypt(msg: Message, context: Context, cfg: RunConfig) -> Message:
     key = _load_key(context, cfg)
     saved = _state(context)
     if _OWN_C1 not in saved:
-        raise ValueError("this node uploaded no update in the current key epoch")
+        raise ProtocolError("this node uploaded no update in the current key epoch")
     request = DecryptionRequest.from_bytes(params, array_blob(msg.content[Record.XMK][Key.REQUEST]))
     share = key.decryption_share(request, bytes(saved[_OWN_C1]))
     blob = share.to_bytes()

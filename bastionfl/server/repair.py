@@ -74,7 +74,8 @@ def _nad(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, t
     return (*nad_repair(model, *clean, seed=seed), None)
 
 
-def _finetune(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
+def _finetune(task: Task, model: nn.Module, clean: Any, seed: int,
+              saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
     from bastionfl.defenses.finetune import finetune_repair
 
     return (*finetune_repair(model, *clean, seed=seed), None)

@@ -118,7 +118,8 @@ class KeySetupStage:
         shares, counts, nodes = [], [], []
         for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
             try:
-                shares.append(PublicKeyShare.from_bytes(params, array_blob(reply.content[Record.XMK][Key.PUBLIC_SHARE])))
+                blob = array_blob(reply.content[Record.XMK][Key.PUBLIC_SHARE])
+                shares.append(PublicKeyShare.from_bytes(params, blob))
                 counts.append(float(reply.content[Record.METRICS][Key.NUM_EXAMPLES]))
             except _REFUSED as exc:
                 log.warning("key setup: malformed share from a node (%s); leaving it out", exc)
@@ -207,7 +208,8 @@ class DecryptStage:
             per_node = rs.metrics.setdefault("client_metrics", {}).setdefault(str(reply.metadata.src_node_id), {})
             per_node.update(client_metrics_of(reply))
             try:
-                crypto.shares.append(DecryptionShare.from_bytes(params, array_blob(reply.content[Record.XMK][Key.SHARE])))
+                blob = array_blob(reply.content[Record.XMK][Key.SHARE])
+                crypto.shares.append(DecryptionShare.from_bytes(params, blob))
             except _REFUSED as exc:
                 log.warning("decrypt: malformed share (%s)", exc)
                 failed.append(reply.metadata.src_node_id)
