@@ -12,11 +12,16 @@ from .decryption import DecryptionRequest, DecryptionShare, fuse, weighted_mean
 from .encryption import EncryptedVector, encrypt_vector
 from .epochs import EpochPolicy
 from .errors import (
+    BackendError,
     CryptoError,
     CryptoFormatError,
     EpochError,
     IncompleteShareSetError,
     ParameterError,
+    ProtocolStateError,
+    RangeCheckError,
+    ReplayError,
+    RosterError,
     VerificationError,
 )
 from .keys import AggregatedPublicKey, KeyShare, PublicKeyShare
@@ -25,6 +30,7 @@ from .params import Params, custom_params, get_profile
 __all__ = [
     "Aggregate",
     "AggregatedPublicKey",
+    "BackendError",
     "CrsSeed",
     "CryptoError",
     "CryptoFormatError",
@@ -37,7 +43,11 @@ __all__ = [
     "KeyShare",
     "Params",
     "ParameterError",
+    "ProtocolStateError",
     "PublicKeyShare",
+    "RangeCheckError",
+    "ReplayError",
+    "RosterError",
     "StreamingAggregator",
     "VerificationError",
     "custom_params",
