@@ -7,6 +7,7 @@ server ``AggregatedPublicKey.aggregate`` and publishes it → clients ``accept``
 """
 
 from .aggregation import Aggregate, StreamingAggregator
+from .client_epoch import ClientEpoch
 from .crs import CrsSeed
 from .decryption import DecryptionRequest, DecryptionShare, fuse, weighted_mean
 from .encryption import EncryptedVector, encrypt_vector
@@ -26,14 +27,20 @@ from .errors import (
 )
 from .keys import AggregatedPublicKey, KeyShare, PublicKeyShare
 from .params import Params, custom_params, get_profile
+from .server_epoch import ServerEpoch
+from .server_round import ServerRound
+from .threat import DEFAULT_THREAT_MODEL, ClientPolicy, ThreatModel
 
 __all__ = [
     "Aggregate",
     "AggregatedPublicKey",
     "BackendError",
+    "ClientEpoch",
+    "ClientPolicy",
     "CrsSeed",
     "CryptoError",
     "CryptoFormatError",
+    "DEFAULT_THREAT_MODEL",
     "DecryptionRequest",
     "DecryptionShare",
     "EncryptedVector",
@@ -48,7 +55,10 @@ __all__ = [
     "RangeCheckError",
     "ReplayError",
     "RosterError",
+    "ServerEpoch",
+    "ServerRound",
     "StreamingAggregator",
+    "ThreatModel",
     "VerificationError",
     "custom_params",
     "encrypt_vector",
