@@ -8,9 +8,17 @@ server ``AggregatedPublicKey.aggregate`` and publishes it → clients ``accept``
 
 from .aggregation import Aggregate, StreamingAggregator
 from .client_epoch import ClientEpoch
+from .commitment import MemberEntry, UploadCommitment
 from .crs import CrsSeed
 from .decryption import DecryptionRequest, DecryptionShare, fuse, weighted_mean
 from .encryption import EncryptedVector, encrypt_vector
+from .epoch_messages import (
+    EpochConfirmation,
+    EpochOpening,
+    EpochProposal,
+    KeyResponse,
+    KeySetupReply,
+)
 from .epochs import EpochPolicy
 from .errors import (
     BackendError,
@@ -27,38 +35,59 @@ from .errors import (
 )
 from .keys import AggregatedPublicKey, KeyShare, PublicKeyShare
 from .params import Params, custom_params, get_profile
+from .round_messages import (
+    CommitmentList,
+    RoundConfirmation,
+    RoundProposal,
+    RoundShare,
+    TranscriptSignature,
+    Upload,
+)
 from .server_epoch import ServerEpoch
 from .server_round import ServerRound
 from .threat import DEFAULT_THREAT_MODEL, ClientPolicy, ThreatModel
 
 __all__ = [
+    "DEFAULT_THREAT_MODEL",
     "Aggregate",
     "AggregatedPublicKey",
     "BackendError",
     "ClientEpoch",
     "ClientPolicy",
+    "CommitmentList",
     "CrsSeed",
     "CryptoError",
     "CryptoFormatError",
-    "DEFAULT_THREAT_MODEL",
     "DecryptionRequest",
     "DecryptionShare",
     "EncryptedVector",
+    "EpochConfirmation",
     "EpochError",
+    "EpochOpening",
     "EpochPolicy",
+    "EpochProposal",
     "IncompleteShareSetError",
+    "KeyResponse",
+    "KeySetupReply",
     "KeyShare",
-    "Params",
+    "MemberEntry",
     "ParameterError",
+    "Params",
     "ProtocolStateError",
     "PublicKeyShare",
     "RangeCheckError",
     "ReplayError",
     "RosterError",
+    "RoundConfirmation",
+    "RoundProposal",
+    "RoundShare",
     "ServerEpoch",
     "ServerRound",
     "StreamingAggregator",
     "ThreatModel",
+    "TranscriptSignature",
+    "Upload",
+    "UploadCommitment",
     "VerificationError",
     "custom_params",
     "encrypt_vector",

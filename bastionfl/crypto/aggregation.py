@@ -11,7 +11,12 @@ import tenseal.sealapi as sa
 from . import sealraw
 from .backend import backend
 from .encryption import EncryptedVector, require_epoch
-from .errors import CryptoError, IncompleteShareSetError, ParameterError, VerificationError
+from .errors import (
+    CryptoError,
+    IncompleteShareSetError,
+    ParameterError,
+    VerificationError,
+)
 from .keys import AggregatedPublicKey
 from .params import Params
 from .polyarith import add_mod_inplace
@@ -44,7 +49,7 @@ class Aggregate:
             for ct in self.data
         ]
 
-    def decryption_request(self, round_number: int) -> "DecryptionRequest":
+    def decryption_request(self, round_number: int) -> DecryptionRequest:
         """What the server sends every client in the decrypt stage of ``round_number``."""
         from .decryption import DecryptionRequest
 

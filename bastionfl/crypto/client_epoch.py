@@ -13,7 +13,7 @@ sums them itself. No member can pick its share after seeing the others' (rogue k
 from __future__ import annotations
 
 import hmac
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -28,7 +28,12 @@ from .epoch_messages import (
     KeySetupReply,
     key_sketch_shape,
 )
-from .errors import CryptoFormatError, ProtocolStateError, RosterError, VerificationError
+from .errors import (
+    CryptoFormatError,
+    ProtocolStateError,
+    RosterError,
+    VerificationError,
+)
 from .identity import VK_BYTES, EpochIdentity, verify
 from .keys import KeyShare, key_shape, read_crs, write_crs
 from .params import Params
@@ -105,7 +110,7 @@ class ClientEpoch(ClientRoundSteps):
 
     # ---- K1 ----
     @classmethod
-    def open(cls, params: Params, opening_bytes: bytes, policy: ClientPolicy | None = None) -> tuple["ClientEpoch", bytes]:
+    def open(cls, params: Params, opening_bytes: bytes, policy: ClientPolicy | None = None) -> tuple[ClientEpoch, bytes]:
         """K1: parse the server's opening, make the key share (and the epoch signing key), return the reply."""
         policy = policy or ClientPolicy()
         opening = EpochOpening.from_bytes(params, opening_bytes)
@@ -243,7 +248,7 @@ class ClientEpoch(ClientRoundSteps):
         return seal(Kind.LOCAL_CLIENT_STATE, self.params, w.getvalue())
 
     @classmethod
-    def import_local(cls, params: Params, data: bytes) -> "ClientEpoch":
+    def import_local(cls, params: Params, data: bytes) -> ClientEpoch:
         """Inverse of :meth:`export_local` (``CryptoFormatError`` on any defect)."""
         r = Reader(open_envelope(Kind.LOCAL_CLIENT_STATE, params, data), "local client state")
         try:

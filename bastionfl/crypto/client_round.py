@@ -20,7 +20,12 @@ import numpy as np
 from . import scheme
 from .commitment import UploadCommitment, component_digests
 from .encryption import check_values
-from .errors import CryptoFormatError, ProtocolStateError, ReplayError, VerificationError
+from .errors import (
+    CryptoFormatError,
+    ProtocolStateError,
+    ReplayError,
+    VerificationError,
+)
 from .identity import verify
 from .polyarith import digest, sum_mod
 from .round_messages import (
@@ -35,7 +40,7 @@ from .round_messages import (
 )
 from .sketch import challenge_key, sketch, sketch_bytes, sketch_sum
 from .threat import ThreatModel
-from .transcript import round_transcript, transcript_signature_message
+from .transcript import hash_parts, round_transcript, transcript_signature_message
 from .wire import Reader, Writer
 
 if TYPE_CHECKING:
@@ -65,8 +70,9 @@ class RoundRecord:
     signature: bytes | None = None
     own_sketch: np.ndarray | None = field(default=None, repr=False)
     shared: bool = False
+    vector: bytes | None = None  # digest of the uploaded values: the same update may not meet two upload sets
 
-    def write(self, w: Writer, params: "Params") -> Writer:
+    def write(self, w: Writer, params: Params) -> Writer:
         w.u8(0) if self.commitment is None else self.commitment.write(w.u8(1))
         w.u8(0) if self.own is None else w.u8(1).u8(self.own.ndim).array(self.own)
         if self.revealed is None:
@@ -79,13 +85,14 @@ class RoundRecord:
         w.u8(0) if self.signature is None else w.u8(1).raw(self.signature)
         w.u8(0) if self.own_sketch is None else w.u8(1).array(self.own_sketch)
         w.u8(0) if self.proposal is None else w.u8(1).blob(self.proposal.to_bytes(params))
+        w.u8(0) if self.vector is None else w.u8(1).raw(self.vector)
         return w.u8(int(self.shared))
 
     @classmethod
-    def read(cls, params: "Params", r: Reader) -> "RoundRecord":
-        from .round_messages import RoundProposal as _Proposal
-        from .encryption import ciphertext_shape
+    def read(cls, params: Params, r: Reader) -> RoundRecord:
         from .decryption import c1_shape
+        from .encryption import ciphertext_shape
+        from .round_messages import RoundProposal as _Proposal
 
         def flag() -> bool:
             f = r.u8()
@@ -108,6 +115,7 @@ class RoundRecord:
         rec.signature = r.raw(64) if flag() else None
         rec.own_sketch = r.array(round_sketch_shape(params)) if flag() else None
         rec.proposal = _Proposal.from_bytes(params, r.blob(1 << 40)) if flag() else None
+        rec.vector = r.raw(32) if flag() else None
         rec.shared = flag()
         return rec
 
@@ -115,11 +123,11 @@ class RoundRecord:
 class ClientRoundSteps:
     """Round steps of :class:`ClientEpoch` (mixed in; the state lives on the epoch object)."""
 
-    def _record(self: "ClientEpoch", number: int) -> RoundRecord:
+    def _record(self: ClientEpoch, number: int) -> RoundRecord:
         return self.rounds.setdefault(number, RoundRecord())
 
     # ---- U1 ----
-    def upload(self: "ClientEpoch", round_number: int, values: np.ndarray, weight: float = 1.0) -> bytes:
+    def upload(self: ClientEpoch, round_number: int, values: np.ndarray, weight: float = 1.0) -> bytes:
         """U1: encrypt ``values`` (already multiplied by ``weight`` for FedAvg) under the verified key; return the
         upload (with its signed commitment), or in malicious-colluding the signed commitment alone."""
         self._require("ready")
@@ -135,13 +143,14 @@ class ClientRoundSteps:
         if self.identity is not None:
             c = c.signed(self.identity)
         rec.commitment = c
+        rec.vector = hash_parts(b"update-vector", np.ascontiguousarray(flat, dtype="<f8").tobytes())
         if self.threat is ThreatModel.MALICIOUS_COLLUDING:
             rec.own = data
             return commitment_to_bytes(self.params, c)
         rec.own = np.ascontiguousarray(data[:, 1]) if self.threat is ThreatModel.MALICIOUS else None
         return Upload(c, data).to_bytes(self.params)
 
-    def prepare_smudging(self: "ClientEpoch", round_number: int, uploads: int | None = None) -> None:
+    def prepare_smudging(self: ClientEpoch, round_number: int, uploads: int | None = None) -> None:
         """Sample this round's flood ahead of time (while waiting for the aggregate); optional."""
         rec = self._record(round_number)
         if rec.commitment is None:
@@ -153,7 +162,7 @@ class ClientRoundSteps:
         self.key._prepared.append((bits, sample_flood(self.params, bits, k)))
 
     # ---- U2 (malicious-colluding) ----
-    def on_commitment_list(self: "ClientEpoch", data: bytes) -> bytes:
+    def on_commitment_list(self: ClientEpoch, data: bytes) -> bytes:
         """U2: reveal the ciphertexts only once every commitment of the round is fixed and signed."""
         if self.threat is not ThreatModel.MALICIOUS_COLLUDING:
             raise ProtocolStateError("only malicious-colluding has a commitment list")
@@ -171,7 +180,7 @@ class ClientRoundSteps:
         rec.revealed = digests
         return Upload(rec.commitment, rec.own).to_bytes(self.params)
 
-    def _check_commitments(self: "ClientEpoch", round_number: int, uploads: tuple[int, ...],
+    def _check_commitments(self: ClientEpoch, round_number: int, uploads: tuple[int, ...],
                            commitments: tuple[UploadCommitment, ...]) -> None:
         if list(uploads) != sorted(set(uploads)) or any(not 0 <= i < len(self.members) for i in uploads):
             raise VerificationError("upload set is not a sorted set of epoch members")
@@ -187,7 +196,7 @@ class ClientRoundSteps:
             raise VerificationError("commitments of different lengths in one round")
 
     # ---- D1 ----
-    def on_round_proposal(self: "ClientEpoch", data: bytes) -> bytes:
+    def on_round_proposal(self: ClientEpoch, data: bytes) -> bytes:
         """D1: check U and the commitments; honest-but-curious returns the share at once, otherwise the signed
         transcript (malicious: with a sketch of the client's own c1)."""
         self._require("ready")
@@ -214,6 +223,8 @@ class ClientRoundSteps:
                              [c.digest for c in prop.commitments], prop.aggregate_digest)
         if rec.transcript is not None and rec.transcript != t:
             raise ReplayError(f"already signed another transcript for round {prop.round_number}")
+        if own_pos is not None:
+            self._check_same_update(prop.round_number, rec, prop.uploads)
         own_sketch = None
         if self.threat is ThreatModel.MALICIOUS and own_pos is not None:
             own_c1 = rec.own if rec.own is not None else prop.own_c1
@@ -229,12 +240,20 @@ class ClientRoundSteps:
             rec.own = None  # the sketch is made: the client's c1 is not needed any more
         return TranscriptSignature(self.index, t, own_sketch, sig).to_bytes(self.params)
 
+    def _check_same_update(self: ClientEpoch, round_number: int, rec: RoundRecord, uploads: tuple[int, ...]) -> None:
+        """Refuse to offer an update already signed into another round under a different upload set: the two sums
+        would differ by the other members' updates alone (a retried round that drops one member isolates it)."""
+        for number, other in self.rounds.items():
+            if number != round_number and other.vector == rec.vector and other.proposal is not None:
+                if other.proposal.uploads != uploads:
+                    raise ReplayError("this update was already signed into another round with a different upload set")
+
     # ---- D2 ----
-    def decrypting_set(self: "ClientEpoch") -> tuple[int, ...]:
+    def decrypting_set(self: ClientEpoch) -> tuple[int, ...]:
         """Members whose signatures a share needs: all of them (N-of-N; a t-of-N scheme would require >= t)."""
         return tuple(range(len(self.members)))
 
-    def on_round_confirmation(self: "ClientEpoch", data: bytes) -> bytes:
+    def on_round_confirmation(self: ClientEpoch, data: bytes) -> bytes:
         """D2: every member of the decrypting set signed the same transcript and C1 checks out -> the share."""
         self._require("ready")
         conf = RoundConfirmation.from_bytes(self.params, data)
@@ -279,7 +298,7 @@ class ClientRoundSteps:
                 raise VerificationError("the sum of the committed c1 is not the aggregate the transcript binds")
         return self._share(rec, prop, t, c1)
 
-    def _share(self: "ClientEpoch", rec: RoundRecord, prop: RoundProposal, t: bytes, c1: np.ndarray) -> bytes:
+    def _share(self: ClientEpoch, rec: RoundRecord, prop: RoundProposal, t: bytes, c1: np.ndarray) -> bytes:
         self.key.check_share_allowed(prop.round_number, [prop.aggregate_digest])
         self.key.record_share(prop.round_number, [prop.aggregate_digest])
         rec.shared = True

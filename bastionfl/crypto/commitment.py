@@ -35,7 +35,7 @@ class MemberEntry:
     signature: bytes = field(default=NO_SIGNATURE, repr=False)
 
     @classmethod
-    def make(cls, identity: EpochIdentity, opening: bytes, share_digest: bytes, purpose: bytes) -> "MemberEntry":
+    def make(cls, identity: EpochIdentity, opening: bytes, share_digest: bytes, purpose: bytes) -> MemberEntry:
         """Signed by the member's epoch key over (opening, share digest, verification key)."""
         vk = identity.verification_key
         return cls(vk, share_digest, identity.sign(purpose, member_message(opening, share_digest, vk)))
@@ -49,7 +49,7 @@ class MemberEntry:
         return w.raw(self.verification_key).raw(self.share_digest).raw(self.signature)
 
     @classmethod
-    def read(cls, r: Reader) -> "MemberEntry":
+    def read(cls, r: Reader) -> MemberEntry:
         return cls(r.raw(VK_BYTES), r.raw(32), r.raw(SIG_BYTES))
 
 
@@ -78,7 +78,7 @@ class UploadCommitment:
         """What the round transcript lists for this upload."""
         return self.message
 
-    def signed(self, identity: EpochIdentity) -> "UploadCommitment":
+    def signed(self, identity: EpochIdentity) -> UploadCommitment:
         """The same commitment with the member's signature."""
         return UploadCommitment(self.epoch, self.round_number, self.member, self.length, self.bound, self.weight,
                                 self.c0_digest, self.c1_digest, identity.sign(b"upload", self.message))
@@ -97,7 +97,7 @@ class UploadCommitment:
         return w.f64(self.weight).raw(self.c0_digest).raw(self.c1_digest).raw(self.signature)
 
     @classmethod
-    def read(cls, r: Reader) -> "UploadCommitment":
+    def read(cls, r: Reader) -> UploadCommitment:
         epoch, round_number, member, length = r.raw(32), r.u64(), r.u32(), r.u64()
         bound, weight = r.f64(), r.f64()
         c0, c1, sig = r.raw(32), r.raw(32), r.raw(SIG_BYTES)

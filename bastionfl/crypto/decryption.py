@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class DecryptionRequest:
     _digests: tuple[bytes, list[bytes]] | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, aggregate: Aggregate, round_number: int) -> "DecryptionRequest":
+    def build(cls, aggregate: Aggregate, round_number: int) -> DecryptionRequest:
         """Server side: ``C1`` of the aggregate and the transcript recorded for fusion."""
         if not 0 <= round_number < 2**63:
             raise CryptoError("round number out of range")
@@ -93,7 +94,7 @@ class DecryptionRequest:
         return seal(Kind.DECRYPTION_REQUEST, self.params, w.getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "DecryptionRequest":
+    def from_bytes(cls, params: Params, data: bytes) -> DecryptionRequest:
         """Parse and validate every coefficient (``CryptoFormatError`` on any defect)."""
         r = Reader(open_envelope(Kind.DECRYPTION_REQUEST, params, data), "decryption request")
         epoch_id = r.raw(16)
@@ -128,7 +129,7 @@ class DecryptionShare:
         return seal(Kind.DECRYPTION_SHARE, self.params, w.u32(self.data.shape[0]).array(self.data).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "DecryptionShare":
+    def from_bytes(cls, params: Params, data: bytes) -> DecryptionShare:
         """Parse and validate (count, every coefficient below its prime): never reaches SEAL."""
         r = Reader(open_envelope(Kind.DECRYPTION_SHARE, params, data), "decryption share")
         epoch_id = r.raw(16)
@@ -143,7 +144,7 @@ class DecryptionShare:
         return cls(params, epoch_id, round_number, transcript, sender, arr)
 
 
-def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector | bytes) -> DecryptionShare:
+def make_share(key: KeyShare, request: DecryptionRequest, own: EncryptedVector | bytes) -> DecryptionShare:
     """Client side of the decrypt stage; see ``KeyShare.decryption_share``."""
     params = key.params
     if request.params != params or (isinstance(own, EncryptedVector) and own.params != params):

@@ -87,7 +87,7 @@ class EncryptedVector:
         return seal(Kind.ENCRYPTED_VECTOR, self.params, w.getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "EncryptedVector":
+    def from_bytes(cls, params: Params, data: bytes) -> EncryptedVector:
         """Parse and validate every coefficient before use."""
         r = Reader(open_envelope(Kind.ENCRYPTED_VECTOR, params, data), "encrypted vector")
         epoch_id = r.raw(16)

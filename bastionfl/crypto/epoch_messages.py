@@ -69,7 +69,7 @@ class EpochOpening:
         return seal(Kind.EPOCH_OPENING, params, write_crs(Writer().u8(self.threat_model.code), self.crs).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "EpochOpening":
+    def from_bytes(cls, params: Params, data: bytes) -> EpochOpening:
         r = Reader(open_envelope(Kind.EPOCH_OPENING, params, data), "epoch opening")
         threat = _threat(r)
         crs = read_crs(r)
@@ -90,7 +90,7 @@ class KeySetupReply:
         return seal(Kind.KEY_SETUP_REPLY, params, _write_optional(w, self.b).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "KeySetupReply":
+    def from_bytes(cls, params: Params, data: bytes) -> KeySetupReply:
         r = Reader(open_envelope(Kind.KEY_SETUP_REPLY, params, data), "key setup reply")
         threat = _threat(r)
         entry = MemberEntry.read(r)
@@ -115,7 +115,7 @@ class EpochProposal:
         return seal(Kind.EPOCH_PROPOSAL, params, _write_optional(w, self.b_tilde).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "EpochProposal":
+    def from_bytes(cls, params: Params, data: bytes) -> EpochProposal:
         r = Reader(open_envelope(Kind.EPOCH_PROPOSAL, params, data), "epoch proposal")
         threat = _threat(r)
         crs = read_crs(r)
@@ -139,7 +139,7 @@ class KeyResponse:
         return _write_optional(w, self.b)
 
     @classmethod
-    def read(cls, params: Params, r: Reader) -> "KeyResponse":
+    def read(cls, params: Params, r: Reader) -> KeyResponse:
         member = r.u32()
         flag = r.u8()
         if flag not in (0, 1):
@@ -154,7 +154,7 @@ class KeyResponse:
         return seal(Kind.KEY_RESPONSE, params, self.write(Writer()).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "KeyResponse":
+    def from_bytes(cls, params: Params, data: bytes) -> KeyResponse:
         r = Reader(open_envelope(Kind.KEY_RESPONSE, params, data), "key response")
         out = cls.read(params, r)
         r.done()
@@ -174,7 +174,7 @@ class EpochConfirmation:
         return seal(Kind.EPOCH_CONFIRMATION, params, w.getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "EpochConfirmation":
+    def from_bytes(cls, params: Params, data: bytes) -> EpochConfirmation:
         r = Reader(open_envelope(Kind.EPOCH_CONFIRMATION, params, data), "epoch confirmation")
         responses = tuple(KeyResponse.read(params, r) for _ in range(_count(r, "epoch confirmation")))
         r.done()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from .errors import CryptoFormatError, ParameterError
 
@@ -34,7 +37,7 @@ class EpochIdentity:
         )
 
     @classmethod
-    def generate(cls) -> "EpochIdentity":
+    def generate(cls) -> EpochIdentity:
         """A fresh key from the operating system's CSPRNG (through OpenSSL)."""
         return cls(Ed25519PrivateKey.generate())
 
@@ -49,7 +52,7 @@ class EpochIdentity:
         )
 
     @classmethod
-    def from_private_bytes(cls, seed: bytes) -> "EpochIdentity":
+    def from_private_bytes(cls, seed: bytes) -> EpochIdentity:
         """Inverse of :meth:`private_bytes` (``CryptoFormatError`` if malformed)."""
         try:
             return cls(Ed25519PrivateKey.from_private_bytes(bytes(seed)))

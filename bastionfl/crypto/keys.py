@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tenseal.sealapi as sa
@@ -80,7 +81,7 @@ class PublicKeyShare:
         return seal(Kind.PUBLIC_SHARE, self.params, write_crs(Writer(), self.crs).array(self.b).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "PublicKeyShare":
+    def from_bytes(cls, params: Params, data: bytes) -> PublicKeyShare:
         """Parse and validate (every coefficient below its prime)."""
         r = Reader(open_envelope(Kind.PUBLIC_SHARE, params, data), "public key share")
         crs = read_crs(r)
@@ -127,7 +128,7 @@ class AggregatedPublicKey:
         return scheme.encryptor(self.params, self.crs, self.b_tilde)
 
     @classmethod
-    def aggregate(cls, params: Params, crs: CrsSeed, shares: Sequence[PublicKeyShare]) -> "AggregatedPublicKey":
+    def aggregate(cls, params: Params, crs: CrsSeed, shares: Sequence[PublicKeyShare]) -> AggregatedPublicKey:
         """Sum the public shares (server side); refuses shares of another CRS, duplicates, or an empty set."""
         if not shares:
             raise ParameterError("no public key shares to aggregate")
@@ -147,7 +148,7 @@ class AggregatedPublicKey:
         return seal(Kind.AGGREGATED_KEY, self.params, w.array(self.b_tilde).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "AggregatedPublicKey":
+    def from_bytes(cls, params: Params, data: bytes) -> AggregatedPublicKey:
         """Parse and validate: sorted distinct digests, every coefficient below its prime."""
         r = Reader(open_envelope(Kind.AGGREGATED_KEY, params, data), "aggregated public key")
         crs = read_crs(r)
@@ -187,7 +188,7 @@ class KeyShare:
         self._prepared: list[tuple[int, np.ndarray]] = []
 
     @classmethod
-    def generate(cls, params: Params, crs: CrsSeed, max_shares: int | None = None) -> "KeyShare":
+    def generate(cls, params: Params, crs: CrsSeed, max_shares: int | None = None) -> KeyShare:
         """Fresh ternary secret from SEAL's unseeded PRNG and its public share ``-(a s_i + e_i)``.
 
         ``max_shares`` (optional) caps the decryption shares this key produces: the client's own K-round rotation.
@@ -261,7 +262,7 @@ class KeyShare:
     def __reduce__(self) -> object:
         raise TypeError("KeyShare holds a secret and cannot be pickled or copied")
 
-    def decryption_share(self, request: "DecryptionRequest", own: "EncryptedVector | bytes") -> "DecryptionShare":
+    def decryption_share(self, request: DecryptionRequest, own: EncryptedVector | bytes) -> DecryptionShare:
         """Check the request (C1 = sum c1_j, own c1 included, epoch, no replay), then return a smudged share.
 
         ``own`` is this client's uploaded ``EncryptedVector`` or just its ``c1_digest()`` (what a client that
@@ -290,7 +291,7 @@ class KeyShare:
         return seal(Kind.LOCAL_KEY_STATE, self.params, self._body().getvalue())
 
     @classmethod
-    def read_local(cls, params: Params, r: Reader) -> "KeyShare":
+    def read_local(cls, params: Params, r: Reader) -> KeyShare:
         """Read the body written by :meth:`export_local` from a reader (also used inside larger local states)."""
         crs = read_crs(r)
         secret_data = r.array((len(params.primes), params.poly_modulus_degree), params.primes)
@@ -313,7 +314,7 @@ class KeyShare:
         return w.raw(self._body().getvalue())
 
     @classmethod
-    def import_local(cls, params: Params, data: bytes) -> "KeyShare":
+    def import_local(cls, params: Params, data: bytes) -> KeyShare:
         """Inverse of :meth:`export_local` (``CryptoFormatError`` on any defect)."""
         r = Reader(open_envelope(Kind.LOCAL_KEY_STATE, params, data), "local key state")
         key = cls.read_local(params, r)

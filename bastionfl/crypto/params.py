@@ -175,7 +175,7 @@ def _integral(value: object, what: str) -> int:
 
 
 def _validate(p: Params) -> None:
-    set_ = lambda field, value: object.__setattr__(p, field, value)  # noqa: E731 - frozen dataclass
+    set_ = lambda field, value: object.__setattr__(p, field, value)
     if not isinstance(p.name, str) or not p.name:
         raise ParameterError("name must be a non-empty string")
     for field in ("poly_modulus_degree", "special_bits", "scale_bits", "smudging_bits", "smudging_target_bits",

@@ -7,7 +7,7 @@ Sums, differences and negations in NTT form are the same as in coefficient form,
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

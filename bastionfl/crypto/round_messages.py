@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .commitment import UploadCommitment
-from .encryption import MAX_LENGTH, ciphertext_shape
 from .decryption import c1_shape
+from .encryption import MAX_LENGTH, ciphertext_shape
 from .errors import CryptoFormatError
 from .identity import SIG_BYTES
 from .keys import MAX_PARTICIPANTS
@@ -66,7 +66,7 @@ class Upload:
         return seal(Kind.UPLOAD, params, self.commitment.write(Writer()).array(self.data).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "Upload":
+    def from_bytes(cls, params: Params, data: bytes) -> Upload:
         r = Reader(open_envelope(Kind.UPLOAD, params, data), "upload")
         c = UploadCommitment.read(r)
         arr = r.array(ciphertext_shape(params, c.length), params.data_primes)
@@ -88,7 +88,7 @@ class CommitmentList:
         return seal(Kind.COMMITMENT_LIST, params, w.getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "CommitmentList":
+    def from_bytes(cls, params: Params, data: bytes) -> CommitmentList:
         r = Reader(open_envelope(Kind.COMMITMENT_LIST, params, data), "commitment list")
         round_number = r.u64()
         commitments = tuple(UploadCommitment.read(r) for _ in range(_count(r, "commitment list")))
@@ -121,7 +121,7 @@ class RoundProposal:
         return seal(Kind.ROUND_PROPOSAL, params, w.getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "RoundProposal":
+    def from_bytes(cls, params: Params, data: bytes) -> RoundProposal:
         r = Reader(open_envelope(Kind.ROUND_PROPOSAL, params, data), "round proposal")
         round_number, length = r.u64(), r.u64()
         if round_number >= 2**63 or not 1 <= length <= MAX_LENGTH:
@@ -152,7 +152,7 @@ class TranscriptSignature:
         return w.raw(self.signature)
 
     @classmethod
-    def read(cls, params: Params, r: Reader) -> "TranscriptSignature":
+    def read(cls, params: Params, r: Reader) -> TranscriptSignature:
         member, transcript = r.u32(), r.raw(32)
         sketch = r.array(round_sketch_shape(params)) if _flag(r) else None
         if sketch is not None and np.any(sketch >= np.asarray(params.data_primes, dtype=np.uint64).reshape(-1, 1)):
@@ -163,7 +163,7 @@ class TranscriptSignature:
         return seal(Kind.TRANSCRIPT_SIGNATURE, params, self.write(Writer()).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "TranscriptSignature":
+    def from_bytes(cls, params: Params, data: bytes) -> TranscriptSignature:
         r = Reader(open_envelope(Kind.TRANSCRIPT_SIGNATURE, params, data), "transcript signature")
         out = cls.read(params, r)
         r.done()
@@ -192,7 +192,7 @@ class RoundConfirmation:
         return seal(Kind.ROUND_CONFIRMATION, params, w.getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "RoundConfirmation":
+    def from_bytes(cls, params: Params, data: bytes) -> RoundConfirmation:
         r = Reader(open_envelope(Kind.ROUND_CONFIRMATION, params, data), "round confirmation")
         round_number, length = r.u64(), r.u64()
         if round_number >= 2**63 or not 1 <= length <= MAX_LENGTH:
@@ -219,7 +219,7 @@ class RoundShare:
         return seal(Kind.ROUND_SHARE, params, w.array(self.data).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "RoundShare":
+    def from_bytes(cls, params: Params, data: bytes) -> RoundShare:
         r = Reader(open_envelope(Kind.ROUND_SHARE, params, data), "round share")
         member, round_number, transcript, count = r.u32(), r.u64(), r.raw(32), r.u64()
         if not 1 <= count <= c1_shape(params, MAX_LENGTH)[0]:

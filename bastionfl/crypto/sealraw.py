@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tenseal.sealapi as sa

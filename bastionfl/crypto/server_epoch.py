@@ -7,14 +7,21 @@ security of the clients never rests on these checks: each client verifies the ro
 from __future__ import annotations
 
 import hmac
-from typing import Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .client_epoch import key_challenge, key_digest_of, share_purpose
 from .commitment import MemberEntry
 from .crs import CrsSeed
-from .epoch_messages import EpochConfirmation, EpochOpening, EpochProposal, KeyResponse, KeySetupReply
+from .epoch_messages import (
+    EpochConfirmation,
+    EpochOpening,
+    EpochProposal,
+    KeyResponse,
+    KeySetupReply,
+)
 from .errors import ProtocolStateError, RosterError, VerificationError
 from .identity import verify
 from .params import Params
@@ -22,6 +29,9 @@ from .polyarith import digest, sum_mod
 from .sketch import sketch, sketch_bytes, sketch_sum
 from .threat import ThreatModel
 from .transcript import epoch_digest, epoch_transcript, key_sketch_message
+
+if TYPE_CHECKING:
+    from .server_round import ServerRound
 
 
 class ServerEpoch:
@@ -43,7 +53,7 @@ class ServerEpoch:
         self.stage = "collecting"
 
     @classmethod
-    def open(cls, params: Params, threat: ThreatModel | str, run_id: str, epoch: int) -> tuple["ServerEpoch", bytes]:
+    def open(cls, params: Params, threat: ThreatModel | str, run_id: str, epoch: int) -> tuple[ServerEpoch, bytes]:
         """K0: a new epoch with the CRS of (run id, epoch); returns the opening every client receives."""
         srv = cls(params, ThreatModel.parse(threat), CrsSeed.from_session(run_id, epoch))
         return srv, srv.opening.to_bytes(params)
@@ -135,7 +145,7 @@ class ServerEpoch:
         if self.stage != stage:
             raise ProtocolStateError(f"this step needs the epoch in stage {stage!r}; it is {self.stage!r}")
 
-    def new_round(self, round_number: int) -> "ServerRound":
+    def new_round(self, round_number: int) -> ServerRound:
         """A round of this (ready) epoch."""
         from .server_round import ServerRound
 

@@ -12,7 +12,8 @@ from .client_round import aggregate_digest_of
 from .commitment import UploadCommitment
 from .decryption import decode_checked
 from .errors import IncompleteShareSetError, ProtocolStateError, VerificationError
-from .polyarith import add_mod_inplace, sum_mod
+from .identity import verify
+from .polyarith import add_mod_inplace
 from .round_messages import (
     CommitmentList,
     RoundConfirmation,
@@ -22,7 +23,6 @@ from .round_messages import (
     Upload,
     commitment_from_bytes,
 )
-from .identity import verify
 from .sketch import sketch_bytes
 from .threat import ThreatModel
 from .transcript import round_transcript, transcript_signature_message
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class ServerRound:
     """One round of a ready epoch, as the server runs it."""
 
-    def __init__(self, epoch: "ServerEpoch", round_number: int) -> None:
+    def __init__(self, epoch: ServerEpoch, round_number: int) -> None:
         if not 0 <= round_number < 2**63:
             raise VerificationError("round number out of range")
         self.epoch = epoch

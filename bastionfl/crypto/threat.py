@@ -17,7 +17,7 @@ class ThreatModel(str, Enum):
     MALICIOUS_COLLUDING = "malicious-colluding"
 
     @classmethod
-    def parse(cls, value: "str | ThreatModel") -> "ThreatModel":
+    def parse(cls, value: str | ThreatModel) -> ThreatModel:
         """The setting named by ``value``; ``ParameterError`` for anything else."""
         try:
             return cls(value)
@@ -30,7 +30,7 @@ class ThreatModel(str, Enum):
         return _CODES[self]
 
     @classmethod
-    def from_code(cls, code: int) -> "ThreatModel":
+    def from_code(cls, code: int) -> ThreatModel:
         """Inverse of :attr:`code` (``ParameterError`` if unknown)."""
         for model, c in _CODES.items():
             if c == code:

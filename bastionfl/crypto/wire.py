@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Sequence
 
 import numpy as np
 
@@ -94,37 +94,37 @@ class Writer:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def u8(self, v: int) -> "Writer":
+    def u8(self, v: int) -> Writer:
         self._parts.append(struct.pack("<B", v))
         return self
 
-    def u32(self, v: int) -> "Writer":
+    def u32(self, v: int) -> Writer:
         self._parts.append(struct.pack("<I", v))
         return self
 
-    def u64(self, v: int) -> "Writer":
+    def u64(self, v: int) -> Writer:
         self._parts.append(struct.pack("<Q", v))
         return self
 
-    def f64(self, v: float) -> "Writer":
+    def f64(self, v: float) -> Writer:
         self._parts.append(struct.pack("<d", v))
         return self
 
-    def raw(self, b: bytes) -> "Writer":
+    def raw(self, b: bytes) -> Writer:
         self._parts.append(bytes(b))
         return self
 
-    def blob(self, b: bytes) -> "Writer":
+    def blob(self, b: bytes) -> Writer:
         self._parts.append(struct.pack("<Q", len(b)))
         self._parts.append(b)
         return self
 
-    def array(self, a: np.ndarray) -> "Writer":
+    def array(self, a: np.ndarray) -> Writer:
         """Raw little-endian uint64 coefficients (the shape is implied by the message)."""
         self._parts.append(np.ascontiguousarray(a, dtype="<u8").tobytes())
         return self
 
-    def blobs(self, items: list[bytes]) -> "Writer":
+    def blobs(self, items: list[bytes]) -> Writer:
         self.u32(len(items))
         for b in items:
             self.blob(b)

@@ -99,7 +99,7 @@ def test_every_step_survives_a_process_restart(tiny, threat):
             step(i, lambda c: c.on_key_confirmation(conf))
     srv = server.new_round(1)
     xs = [np.full(200, 0.1 * (i + 1)) for i in range(3)]
-    ups = [step(i, lambda c: c.upload(1, xs[i])) for i in range(3)]
+    ups = [step(i, lambda c, x=x: c.upload(1, x)) for i, x in enumerate(xs)]
     if model is ThreatModel.MALICIOUS_COLLUDING:
         for u in ups:
             srv.add_commitment(u)

@@ -10,7 +10,7 @@ import tenseal.sealapi as sa
 
 from bastionfl.crypto import ParameterError, Params, custom_params, get_profile
 from bastionfl.crypto.backend import backend
-from bastionfl.crypto.smudging import hellinger_constant, HELLINGER_J
+from bastionfl.crypto.smudging import HELLINGER_J, hellinger_constant
 
 
 def test_profiles(precise, lean):

@@ -19,7 +19,7 @@ from bastionfl.crypto import (
 )
 from bastionfl.crypto import flood as flood_module
 from bastionfl.crypto.decryption import fuse_unchecked
-from bastionfl.crypto.polyarith import add_mod, centred, sum_mod
+from bastionfl.crypto.polyarith import add_mod, sum_mod
 from bastionfl.crypto.scheme import partial_decrypt, secret_data
 
 from .conftest import make_epoch, next_round, values
@@ -282,7 +282,6 @@ def test_encrypted_vector_has_fresh_randomness(tiny3):
 
 
 def test_prepared_smudging_is_used_once_and_gives_correct_shares(tiny):
-    from .conftest import make_epoch
 
     ep = make_epoch(tiny, 2, run_id="prepared")
     xs = values(np.random.default_rng(11), 2, 5000)  # two ciphertexts per client
@@ -304,7 +303,6 @@ def test_local_export_keeps_secret_binding_and_replay_record(tiny):
     """export_local/import_local (client-side storage between processes): same key, same epoch, same refusals."""
     from bastionfl.crypto import CryptoFormatError, KeyShare
 
-    from .conftest import make_epoch
 
     ep = make_epoch(tiny, 2, run_id="export")
     xs = values(np.random.default_rng(12), 2, 300)
