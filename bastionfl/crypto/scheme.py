@@ -80,24 +80,57 @@ def key_level_public_key(params: Params, crs: CrsSeed, b_tilde: np.ndarray) -> s
     return sealraw.to_public_key(be.ctx_a, be.key_parms_id, data, params.key_primes)
 
 
-def encrypt(params: Params, enc: sa.Encryptor, values: np.ndarray) -> np.ndarray:
-    """Encrypt reals (complex packing, zero padded) under the aggregated key: shape (k, 2, L, N)."""
+ENCODE_BITS = 40  # values are quantised at 2^40 (where double precision still rounds exactly), then lifted
+
+
+def _lift(rows: np.ndarray, primes: tuple[int, ...], bits: int) -> np.ndarray:
+    """``rows * 2^bits mod q`` per prime (shape (L, N)), four exact bits at a time (values < 2^60)."""
+    q = np.asarray(primes, dtype=np.uint64).reshape(len(primes), 1)
+    out = rows.copy()
+    for _ in range(bits // 4):
+        np.left_shift(out, np.uint64(4), out=out)
+        np.remainder(out, q, out=out)
+    if bits % 4:
+        np.left_shift(out, np.uint64(bits % 4), out=out)
+        np.remainder(out, q, out=out)
+    return out
+
+
+def encode(params: Params, values: np.ndarray) -> np.ndarray:
+    """Each client's quantised input: ``2^(scale-40) * round(2^40 * emb^-1(x))`` per chunk, NTT form (k, L, N).
+
+    SEAL's encoder computes in double precision: at a scale above ~2^50 its output carries tens of bits of
+    float rounding that depend on the individual vector, and a decrypted sum would reveal their sum too. At 2^40
+    the rounding is to the nearest integer (what any fixed-point secure aggregation reveals); the exact lift by a
+    power of two then gives the scale the flood needs. The decrypted sum is the sum of these inputs, nothing else.
+    """
     be = backend(params)
     per, slots = params.floats_per_ciphertext, params.slots
     n_ct = max(1, -(-values.size // per))
     padded = np.zeros(n_ct * per, dtype=np.float64)
     padded[: values.size] = values
     packed = padded.view(np.complex128)  # (x[2k], x[2k+1]) -> x[2k] + i x[2k+1]
-    key_level = be.ctx_direct.key_parms_id()
-    out = np.empty((n_ct, 2, len(params.data_bits), params.poly_modulus_degree), dtype=np.uint64)
+    bits = min(params.scale_bits, ENCODE_BITS)
+    out = np.empty((n_ct, len(params.data_bits), params.poly_modulus_degree), dtype=np.uint64)
     for k in range(n_ct):
         pt = sa.Plaintext()
-        be.encoder_a.encode(packed[k * slots : (k + 1) * slots].tolist(), be.data_parms_id, params.scale, pt)
+        be.encoder_a.encode(packed[k * slots : (k + 1) * slots].tolist(), be.data_parms_id, float(2.0**bits), pt)
+        row = sealraw.plaintext_data(pt, len(params.data_bits))
+        out[k] = _lift(row, params.data_primes, params.scale_bits - bits) if params.scale_bits > bits else row
+    return out
+
+
+def encrypt(params: Params, enc: sa.Encryptor, values: np.ndarray) -> np.ndarray:
+    """Encrypt reals (complex packing, zero padded) under the aggregated key: shape (k, 2, L, N)."""
+    be = backend(params)
+    z = encode(params, values)
+    key_level = be.ctx_direct.key_parms_id()
+    out = np.empty((z.shape[0], 2, len(params.data_bits), params.poly_modulus_degree), dtype=np.uint64)
+    for k in range(z.shape[0]):
         ct = sa.Ciphertext()
         enc.encrypt_zero(key_level, ct)  # u (b~, a) + (e0, e1) mod Q, fresh u, e0, e1 from SEAL's PRNG
-        ct.scale = params.scale
-        be.eval_a.add_plain_inplace(ct, pt)
         out[k] = sealraw.ciphertext_data(ct)
+        add_mod_inplace(out[k, 0], z[k], params.data_primes)
     return out
 
 

@@ -142,3 +142,18 @@ def test_steps_out_of_order_are_refused(tiny):
     with pytest.raises(TypeError):
         pickle.dumps(c.identity)
     assert c.identity.private_bytes().hex() not in repr(c) + repr(c.identity)
+
+
+def test_epoch_policy_is_the_rotation_rule_and_caps_the_clients_shares(tiny):
+    from bastionfl.crypto import EpochError, EpochPolicy
+
+    pol = EpochPolicy(rotate_every=2)
+    with pytest.raises(ParameterError):
+        EpochPolicy(rotate_every=0)
+    client_policy = pol.client_policy("malicious")
+    assert client_policy.max_shares == 2 and client_policy.threat_model is ThreatModel.MALICIOUS
+    fed = key_epoch(tiny, "malicious", 3, run_id="cap", policy=client_policy)
+    for r in (1, 2):
+        run_round(fed, r, [np.full(10, 0.5)] * 3)
+    with pytest.raises(EpochError, match="new key epoch"):
+        run_round(fed, 3, [np.full(10, 0.5)] * 3)
