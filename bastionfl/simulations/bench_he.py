@@ -5,6 +5,9 @@ Prints one JSON object. For a vector of P floats and n clients each scheme repor
 client and ``upload_ratio`` against float32, and ``max_abs_error`` of the decoded sum. Paillier runs on a subset and
 is extrapolated linearly (said in its entry). OpenFHE threshold CKKS runs in a separate Python 3.10 interpreter
 (``BASTIONFL_OPENFHE_PYTHON`` or ``python3.10`` on PATH) and is reported "unavailable", with the reason, otherwise.
+``--threat-models`` adds, per profile and threat model, one epoch and one round of the protocol engine: time of
+every step (commit, transcript signature with its sketch, consistency and C1 checks, share, fuse) and bytes per
+client of the key, upload and decrypt stages (``bastionfl.crypto.costs``).
 """
 
 from __future__ import annotations
@@ -349,6 +352,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip", default="", help="comma-separated baselines to skip: tenseal,paillier,openfhe")
     ap.add_argument("--openfhe-ring-dim", type=int, default=16384)
     ap.add_argument("--openfhe-timeout", type=int, default=900)
+    ap.add_argument("--threat-models", nargs="?", const="honest-but-curious,malicious,malicious-colluding",
+                    default=None, help="also run the protocol engine per profile and threat model (comma-separated; "
+                    "all three when given without a value)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
     return ap
 
@@ -380,6 +386,16 @@ def main(argv: list[str]) -> int:
         for prof in profiles:
             x = schemes[f"xmkckks_{prof}"]
             x["speedup_vs_paillier_per_client"] = pai["encrypt_s"] / (x["encrypt_s"] + x["share_s"])
+    threat_models: dict[str, Any] = {}
+    if args.threat_models:
+        from bastionfl.crypto import get_profile
+        from bastionfl.crypto.costs import protocol_costs
+
+        for prof in profiles:
+            threat_models[prof] = {
+                tm: protocol_costs(get_profile(prof), tm, args.clients, args.params)
+                for tm in args.threat_models.split(",") if tm
+            }
     result = {
         "params": args.params,
         "clients": args.clients,
@@ -392,6 +408,8 @@ def main(argv: list[str]) -> int:
         },
         "schemes": schemes,
     }
+    if threat_models:
+        result["threat_models"] = threat_models
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
