@@ -165,7 +165,8 @@ class ClientEpoch(ClientRoundSteps):
             self._ready()
             return None
         own = sketch(self.key.public_share().b[None], self.params.key_primes, key_challenge(self.transcript, self.key_digest))
-        assert self.identity is not None
+        if self.identity is None:
+            raise ProtocolStateError("no epoch signing key in a signed threat model")
         sig = self.identity.sign(b"key-sketch", key_sketch_message(self.transcript, self.key_digest, sketch_bytes(own)))
         self.key_sketch, self.stage = own, "proposed"
         return KeyResponse(self.index, own, sig).to_bytes(self.params)
@@ -187,7 +188,8 @@ class ClientEpoch(ClientRoundSteps):
                 if not verify(m.verification_key, b"key-sketch", msg, resp.signature):
                     raise VerificationError("a member's key sketch carries an invalid signature")
                 sketches.append(resp.sketch)
-            assert self.key_sketch is not None and self.b_tilde is not None
+            if self.key_sketch is None or self.b_tilde is None:
+                raise ProtocolStateError("no own key sketch or aggregated key recorded for this epoch")
             if not hmac.compare_digest(sketch_bytes(sketches[self.index]), sketch_bytes(self.key_sketch)):
                 raise VerificationError("this client's own key sketch was altered")
             expected = sketch(self.b_tilde[None], self.params.key_primes, key_challenge(self.transcript, self.key_digest))
@@ -217,7 +219,8 @@ class ClientEpoch(ClientRoundSteps):
         """SEAL encryptor under the verified aggregated key (built once)."""
         self._require("ready")
         if self._encryptor is None:
-            assert self.b_tilde is not None
+            if self.b_tilde is None:
+                raise ProtocolStateError("no aggregated key recorded for this epoch")
             self._encryptor = scheme.encryptor(self.params, self.opening.crs, self.b_tilde)
         return self._encryptor
 

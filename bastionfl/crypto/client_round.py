@@ -232,7 +232,8 @@ class ClientRoundSteps:
                                                          rec.commitment.c1_digest):  # type: ignore[union-attr]
                 raise VerificationError("this client's own c1 is unavailable or does not match its commitment")
             own_sketch = sketch(own_c1, self.params.data_primes, round_challenge(t))
-        assert self.identity is not None
+        if self.identity is None:
+            raise ProtocolStateError("no epoch signing key in a signed threat model")
         sig = self.identity.sign(b"transcript", transcript_signature_message(
             t, b"" if own_sketch is None else sketch_bytes(own_sketch)))
         rec.transcript, rec.proposal, rec.signature, rec.own_sketch = t, prop, sig, own_sketch

@@ -126,7 +126,8 @@ class ServerEpoch:
             raise ProtocolStateError(f"key responses missing from members {self.missing}")
         responses = tuple(self._responses[i] for i in range(len(self.members)))
         if self.threat is ThreatModel.MALICIOUS:
-            assert self.b_tilde is not None
+            if self.b_tilde is None:
+                raise ProtocolStateError("no aggregated key to confirm")
             ck = key_challenge(self.transcript, self.key_digest)
             total = sketch_sum([r.sketch for r in responses], self.params.key_primes)  # type: ignore[misc]
             if not np.array_equal(total, sketch(self.b_tilde[None], self.params.key_primes, ck)):

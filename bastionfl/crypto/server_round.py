@@ -154,7 +154,8 @@ class ServerRound:
         missing = [i for i in range(len(self.epoch.members)) if i not in self._signatures]
         if self._proposal is None or missing:
             raise IncompleteShareSetError(f"transcript signatures missing from members {missing}")
-        assert self._sum is not None
+        if self._sum is None:
+            raise ProtocolStateError("no upload in this round")
         sigs = tuple(self._signatures[i] for i in range(len(self.epoch.members)))
         if self.threat is ThreatModel.MALICIOUS:
             conf = RoundConfirmation(self.round_number, self._proposal.length, sigs,

@@ -283,3 +283,34 @@ def test_malformed_shares_and_messages_are_typed(tiny):
             fed.clients[1].on_round_confirmation(bad)
         with pytest.raises(CryptoFormatError):
             fed.clients[1].on_round_proposal(bad)
+
+
+def test_false_sketch_refused_colluding(tiny):
+    """The attack that passes in malicious (test_limits) is refused in malicious-colluding: no sketch is trusted
+    there; the clients check every c1 against its commitment and sum them themselves."""
+    from bastionfl.crypto.client_round import round_challenge
+    from bastionfl.crypto.polyarith import sub_mod
+    from bastionfl.crypto.sketch import sketch, sketch_bytes
+    from bastionfl.crypto.transcript import transcript_signature_message
+
+    fed = key_epoch(tiny, "malicious-colluding", 3, run_id="false-sketch-mc")
+    srv, ups = collect(fed, 1, _xs())
+    k = next(iter(ups.values())).data.shape[0]
+    forged = constant(tiny, k, X)
+    prop = proposal(fed, 1, ups, forged)
+    colluder = fed.clients[2]
+    sigs = sign_all(fed, prop, fed.clients[:2])
+    t = sigs[0].transcript
+    lie = sub_mod(sketch(forged, tiny.data_primes, round_challenge(t))[None],
+                  sketch(_components(ups)[0], tiny.data_primes, round_challenge(t))[None], tiny.data_primes)[0]
+    false = TranscriptSignature(colluder.index, t, lie, colluder.identity.sign(
+        b"transcript", transcript_signature_message(t, sketch_bytes(lie))))
+    everyone = sorted(sigs + [false], key=lambda s: s.member)
+    for comps, match in ((_components(ups), "sketch"), ((), "sketch")):
+        with pytest.raises(VerificationError, match=match):
+            fed.clients[0].on_round_confirmation(confirmation(fed, 1, 300, everyone, c1=forged, components=comps))
+    honest_sig = TranscriptSignature(colluder.index, t, None, colluder.identity.sign(
+        b"transcript", transcript_signature_message(t, b"")))
+    everyone = sorted(sigs + [honest_sig], key=lambda s: s.member)
+    with pytest.raises(VerificationError, match="aggregate"):  # and the committed c1 do not sum to X
+        fed.clients[0].on_round_confirmation(confirmation(fed, 1, 300, everyone, components=_components(ups)))
