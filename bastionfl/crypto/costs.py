@@ -35,7 +35,7 @@ def protocol_costs(params: Params, threat: ThreatModel | str, clients: int, leng
     model = ThreatModel.parse(threat)
     rng = np.random.default_rng(seed)
     xs = [rng.uniform(-1.0, 1.0, length) for _ in range(clients)]
-    weights = [float(w) for w in rng.integers(1, 100, clients)]
+    weights = [float(w) for w in rng.uniform(0.5, 1.5, clients)]  # the Flower layer normalises n_k to ~1
     policy = ClientPolicy(model, min_members=min(3, clients), min_uploads=min(3, clients))
     t = _Clock()
     down: dict[str, int] = {}
