@@ -257,7 +257,7 @@ def custom_params(
 
 
 _PROFILES: dict[str, dict[str, object]] = {
-    "precise": dict(poly_modulus_degree=16384, data_bits=(60, 60), special_bits=60, scale_bits=96, smudging_bits=40),
+    "precise": dict(poly_modulus_degree=16384, data_bits=(60, 60), special_bits=60, scale_bits=100, smudging_bits=40),
     "lean": dict(
         poly_modulus_degree=16384, data_bits=(60,), special_bits=60, scale_bits=50, smudging_bits=20,
         below_standard=True,
@@ -266,7 +266,7 @@ _PROFILES: dict[str, dict[str, object]] = {
 
 
 def get_profile(name: str) -> Params:
-    """The named profile: ``precise`` (default; 2x60-bit data, Delta=2^96, flood sized for 2^-40 per share) or
+    """The named profile: ``precise`` (default; 2x60-bit data, Delta=2^100, flood sized for 2^-40 per share) or
     ``lean`` (1x60, Delta=2^50, fixed 2^20 flood: below that standard)."""
     if name not in _PROFILES:
         raise ParameterError(f"unknown profile {name!r}; choose one of {sorted(_PROFILES)}")
