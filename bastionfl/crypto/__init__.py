@@ -1,10 +1,16 @@
 """xMK-CKKS for BastionFL: multi-key CKKS on stock TenSEAL (``tenseal.sealapi``) with collaborative decryption.
 
-One key epoch: ``CrsSeed.from_session`` → each client ``KeyShare.generate`` and sends ``public_share()`` →
-server ``AggregatedPublicKey.aggregate`` and publishes it → clients ``accept`` it. One round: clients
-``encrypt_vector`` → server ``StreamingAggregator.add`` … ``result()`` → ``decryption_request(round)`` → each client
-``decryption_share(request, own_update)`` → server ``fuse`` (or ``weighted_mean``). Pure library: numpy + tenseal.
+Protocol engine (bytes in, bytes out; the Flower layer only marshals), for the three ``ThreatModel`` settings:
+server ``ServerEpoch.open`` -> clients ``ClientEpoch.open`` -> ``ServerEpoch.proposal`` -> ``on_key_proposal``
+(-> ``confirmation`` -> ``on_key_confirmation``); a round: ``upload`` (-> ``commitment_list`` ->
+``on_commitment_list``) -> ``ServerRound.proposal`` -> ``on_round_proposal`` (-> ``confirmation`` ->
+``on_round_confirmation``) -> ``ServerRound.weighted_mean``. See docs/crypto.md.
+
+Honest-but-curious building blocks (the previous API, still used by the Flower glue): ``KeyShare``,
+``AggregatedPublicKey``, ``encrypt_vector``, ``StreamingAggregator``, ``DecryptionRequest``, ``fuse``.
+Pure library: numpy, tenseal, cryptography.
 """
+
 
 from .aggregation import Aggregate, StreamingAggregator
 from .client_epoch import ClientEpoch

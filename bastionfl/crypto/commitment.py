@@ -70,7 +70,7 @@ class UploadCommitment:
     @property
     def message(self) -> bytes:
         """The signed bytes."""
-        fields = _UPLOAD.pack(self.round_number, self.member, self.length, 0, self.bound, self.weight)
+        fields = _UPLOAD.pack(self.round_number, self.member, self.length, 0, self.bound, self.weight)  # 0: reserved
         return hash_parts(b"upload-commitment", self.epoch, fields, self.c0_digest, self.c1_digest)
 
     @cached_property

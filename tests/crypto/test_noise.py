@@ -45,3 +45,32 @@ def test_fresh_noise_is_within_the_bound_the_flood_is_sized_for(profile, request
     assert abs(single.std() / model - 1) < 0.1
     assert l2 <= bound
     assert np.abs(agg).max() < 2**14  # far below every flood of a standard set (>= 2^57)
+
+
+def test_direct_encoding_at_the_full_scale_would_leak_float_rounding(precise):
+    """Why inputs are quantised at 2^40: SEAL's double-precision encoder at 2^100 rounds each client's vector
+    with errors of tens of bits, and sum(encode(x_j)) - encode(sum x_j) would be part of what a share reveals."""
+    import tenseal.sealapi as sa
+
+    from bastionfl.crypto import sealraw
+    from bastionfl.crypto.backend import backend
+
+    be = backend(precise)
+    rng = np.random.default_rng(10)
+    xs = [rng.uniform(-1, 1, precise.floats_per_ciphertext) for _ in range(3)]
+
+    def direct(values, scale):
+        pt = sa.Plaintext()
+        be.encoder_a.encode(np.asarray(values).view(np.complex128).tolist(), be.data_parms_id, scale, pt)
+        return sealraw.plaintext_data(pt, 2)
+
+    def gap(scale):
+        diff = sub_mod(sum_mod([direct(x, scale) for x in xs], precise.data_primes),
+                       direct(np.sum(xs, axis=0), scale), precise.data_primes)
+        return coefficients(precise, diff[0]).astype(np.float64)  # first prime: exact while |gap| < q/2
+
+    full, quantised = gap(precise.scale), gap(2.0**40)
+    print(f"direct encoding at 2^{precise.scale_bits}: sum of encodings - encoding of the sum, std "
+          f"2^{math.log2(full.std()):.1f}; at 2^40 (then lifted exactly): max {np.abs(quantised).max():.0f} unit(s)")
+    assert full.std() > 2**30
+    assert np.abs(quantised).max() <= 2  # rounding of 3 vectors: at most 1.5 units per coefficient
