@@ -16,6 +16,8 @@ from bastionfl.crypto import (
     ThreatModel,
 )
 
+from bastionfl.crypto.scheme import secret_data
+
 from .engine import key_epoch, run_round
 
 SETTINGS = [m.value for m in ThreatModel]
@@ -76,17 +78,24 @@ def test_every_step_survives_a_process_restart(tiny, threat):
     model = ThreatModel.parse(threat)
     policy = ClientPolicy(model)
     server, opening = ServerEpoch.open(tiny, model, "restart", 0)
-    states = []
+    states, sent, secrets = [], [], []
     for _ in range(3):
         c, reply = ClientEpoch.open(tiny, opening, policy)
         server.add_key_reply(reply)
+        sent.append(reply)
         states.append(c.export_local())
+        key_bytes = secret_data(tiny, c.key._KeyShare__secret).tobytes()
+        secrets += [key_bytes[i : i + 48] for i in range(0, len(key_bytes) - 48, 4096)]
+        if c.identity is not None:
+            secrets.append(c.identity.private_bytes())
 
     def step(i, fn):
         c = ClientEpoch.import_local(tiny, states[i])
         out = fn(c)
         states[i] = c.export_local()
         assert "secret" not in repr(c).lower() and ClientEpoch.import_local(tiny, states[i]).epoch == c.epoch
+        if out:
+            sent.append(out)
         return out
 
     prop = server.proposal()
@@ -121,6 +130,9 @@ def test_every_step_survives_a_process_restart(tiny, threat):
         with pytest.raises(Exception, match="already|round"):  # the replay record survived the restarts
             step(0, lambda c: c.on_round_confirmation(conf))
     assert np.max(np.abs(srv.weighted_mean() - 0.2)) <= tiny.expected_max_error(3, 0.3, 1)
+    # no message a client sent carries its key secret or its signing key (the local states do, by design)
+    assert len(sent) >= 9 and not any(sec in msg for msg in sent for sec in secrets)
+    assert all(any(sec in st for st in states) for sec in secrets[:1])
     for bad in (states[0][:-1], states[0] + b"\0", b""):
         with pytest.raises(CryptoFormatError):
             ClientEpoch.import_local(tiny, bad)
