@@ -15,7 +15,6 @@ from bastionfl.crypto import (
     ServerEpoch,
     ThreatModel,
 )
-
 from bastionfl.crypto.scheme import secret_data
 
 from .engine import key_epoch, run_round

@@ -91,13 +91,16 @@ def test_flood_meets_the_statistical_target(precise, lean):
     for members, k in ((3, 1), (3, 62), (10, 62), (100, 7), (100, 62)):
         bits = precise.flood_bits(members, members, k)
         sd = precise.share_distance(members, members, k)
-        figures.append(f"n={members} k={k}: flood 2^{bits} sd<=2^{math.log2(sd):.1f}")
+        err = precise.expected_max_error(members, 1.0, k)
+        figures.append(f"n={members} k={k}: flood 2^{bits} sd<=2^{math.log2(sd):.1f} sum error<={err:.1e}")
         assert sd <= 2.0**-40
     assert precise.flood_bits(3, 3, 62) > precise.flood_bits(3, 3, 1)
     assert precise.flood_bits(100, 100, 62) > precise.flood_bits(3, 3, 62)
     lean_sd = lean.share_distance(3, 3, 1)
     print("precise:", "; ".join(figures))
-    print(f"lean (fixed 2^20 flood): sd bound 2^{math.log2(lean_sd):.1f} per one-ciphertext share at n=3")
+    print(f"lean (fixed 2^20 flood): sd bound 2^{math.log2(lean_sd):.1f} per one-ciphertext share at n=3, "
+          f"2^{math.log2(lean.share_distance(3, 3, 62)):.1f} at 62 ciphertexts (> 1 means no bound at all); "
+          f"sum error<={lean.expected_max_error(3, 1.0, 62):.1e} at n=3")
     assert lean_sd > 0.05  # lean offers no meaningful statistical bound, and says so
     assert precise.expected_max_error(3, 1.0, 62) <= 1e-6
     # the Flower layer normalises the FedAvg weights to sum to 1: the mean's error is the sum's
