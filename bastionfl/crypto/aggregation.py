@@ -1,17 +1,25 @@
-"""Server-side homomorphic sum, streaming: one update in memory at a time plus the running sum."""
+"""Server-side homomorphic sum, streaming: one update in memory at a time plus the running sum (numpy, mod q)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import tenseal.sealapi as sa
 
+from . import sealraw
 from .backend import backend
-from .encryption import EncryptedVector, check_ciphertext, require_epoch
-from .errors import CryptoError, ParameterError, VerificationError
+from .encryption import EncryptedVector, require_epoch
+from .errors import (
+    CryptoError,
+    IncompleteShareSetError,
+    ParameterError,
+    VerificationError,
+)
 from .keys import AggregatedPublicKey
 from .params import Params
+from .polyarith import add_mod_inplace
 
 if TYPE_CHECKING:
     from .decryption import DecryptionRequest
@@ -19,18 +27,29 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False)
 class Aggregate:
-    """The summed ciphertexts ``C = Σ ct_j`` of one round, with every participant's c1 list for verification."""
+    """The summed ciphertexts ``C = sum ct_j`` of one round, every participant's c1 for the honest-but-curious
+    request, and the sum of the bounds the clients declared (for the range check of the decoded result)."""
 
     params: Params
     epoch_id: bytes
     participants: int
     share_digests: tuple[bytes, ...]
     length: int
-    ciphertexts: list[sa.Ciphertext] = field(repr=False)
-    components: list[list[bytes]] = field(repr=False)
+    data: np.ndarray = field(repr=False)  # (k, 2, L, N)
+    components: list[np.ndarray] = field(repr=False)  # c1 of each update, (k, L, N)
+    bound_total: float = 0.0
     transcripts: dict[int, bytes] = field(default_factory=dict, repr=False)
 
-    def decryption_request(self, round_number: int) -> "DecryptionRequest":
+    @property
+    def ciphertexts(self) -> list[sa.Ciphertext]:
+        """The aggregate as SEAL ciphertexts (built from the coefficients)."""
+        be = backend(self.params)
+        return [
+            sealraw.to_ciphertext(be.ctx_a, be.data_parms_id, ct, self.params.data_primes, self.params.scale)
+            for ct in self.data
+        ]
+
+    def decryption_request(self, round_number: int) -> DecryptionRequest:
         """What the server sends every client in the decrypt stage of ``round_number``."""
         from .decryption import DecryptionRequest
 
@@ -45,10 +64,11 @@ class StreamingAggregator:
             raise ParameterError("aggregated key of another parameter set")
         self.params = params
         self.apk = apk
-        self._sum: list[sa.Ciphertext] | None = None
+        self._sum: np.ndarray | None = None
         self._length: int | None = None
-        self._components: list[list[bytes]] = []
+        self._components: list[np.ndarray] = []
         self._digests: set[bytes] = set()
+        self._bound = 0.0
 
     @property
     def count(self) -> int:
@@ -56,7 +76,7 @@ class StreamingAggregator:
         return len(self._components)
 
     def add(self, update: EncryptedVector) -> None:
-        """Add one update to the running sum (validates epoch, length, level and scale first)."""
+        """Add one update to the running sum (validates epoch, length, shape and the declared bound first)."""
         require_epoch(update.epoch_id, self.apk.epoch_id, "encrypted update")
         if update.params != self.params:
             raise ParameterError("encrypted update of another parameter set")
@@ -64,32 +84,27 @@ class StreamingAggregator:
             raise ParameterError(f"update length {update.length} differs from the round's {self._length}")
         if self.count >= self.apk.participants:
             raise VerificationError("more updates than participants in the key epoch")
-        for ct in update.ciphertexts:
-            check_ciphertext(self.params, ct, "encrypted update")
-        blobs = update.c1_blobs()
         digest = update.c1_digest()
         if digest in self._digests:
             raise VerificationError("the same ciphertexts were added twice")
-        ev = backend(self.params).eval_a
+        self.params.check_sum_fits(1, self._bound + update.bound)
         if self._sum is None:
-            self._sum = []
-            for ct in update.ciphertexts:
-                neg, acc = sa.Ciphertext(), sa.Ciphertext()
-                ev.negate(ct, neg)
-                ev.negate(neg, acc)  # a copy: no copy constructor is bound (B9); the caller's update stays intact
-                self._sum.append(acc)
+            self._sum = np.array(update.data, dtype=np.uint64, copy=True)
             self._length = update.length
         else:
-            for acc, ct in zip(self._sum, update.ciphertexts):
-                ev.add_inplace(acc, ct)
+            add_mod_inplace(self._sum, update.data, self.params.data_primes)
+        self._bound += update.bound
         self._digests.add(digest)
-        self._components.append(blobs)
+        self._components.append(update.c1())
 
     def result(self) -> Aggregate:
         """The round's aggregate; requires one update from every participant of the epoch (N-of-N)."""
         if self._sum is None or self.count != self.apk.participants:
-            raise CryptoError(f"aggregate has {self.count} of {self.apk.participants} participants' updates")
-        assert self._length is not None
+            raise IncompleteShareSetError(
+                f"aggregate has {self.count} of {self.apk.participants} participants' updates"
+            )
+        if self._length is None:
+            raise CryptoError("aggregate without a length")
         return Aggregate(
             self.params,
             self.apk.epoch_id,
@@ -98,5 +113,5 @@ class StreamingAggregator:
             self._length,
             self._sum,
             list(self._components),
+            self._bound,
         )
-

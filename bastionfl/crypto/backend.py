@@ -14,9 +14,8 @@ from functools import lru_cache
 
 import tenseal.sealapi as sa
 
+from .errors import BackendError
 from .params import Params
-
-_SEAL_MAGIC = b"\x5e\xa1"
 
 
 def _context(params: Params, primes: tuple[int, ...], sec: object, seed: list[int] | None = None) -> sa.SEALContext:
@@ -25,9 +24,12 @@ def _context(params: Params, primes: tuple[int, ...], sec: object, seed: list[in
     parms.set_coeff_modulus([sa.Modulus(p) for p in primes])
     if seed is not None:
         parms.set_random_generator(sa.Blake2xbPRNGFactory(seed))
-    ctx = sa.SEALContext(parms, True, sec)
+    try:
+        ctx = sa.SEALContext(parms, True, sec)
+    except Exception as exc:  # SEAL raises on parameter sets it cannot use
+        raise BackendError(f"SEAL refused the parameters ({type(exc).__name__}: {exc})") from None
     if not ctx.parameters_set():
-        raise RuntimeError(f"SEAL refused the parameters: {ctx.parameter_error_message()}")
+        raise BackendError(f"SEAL refused the parameters: {ctx.parameter_error_message()}")
     return ctx
 
 
@@ -108,7 +110,8 @@ def _scratch_path() -> str:
 
 
 def save(obj: object) -> bytes:
-    """SEAL's versioned binary form of a Ciphertext/Plaintext/PublicKey (never used for secret keys)."""
+    """SEAL's binary form of an object this process made (through a file in the private 0700 scratch folder,
+    unlinked at once; the only secret that passes is the client's own key, on its way to its own storage)."""
     path = _scratch_path()
     obj.save(path)  # type: ignore[attr-defined]
     try:
@@ -119,7 +122,7 @@ def save(obj: object) -> bytes:
 
 
 def load(obj: object, ctx: sa.SEALContext, blob: bytes) -> None:
-    """Load SEAL bytes (already header-checked by ``wire``) into ``obj`` within ``ctx``."""
+    """Load SEAL bytes into ``obj`` within ``ctx``: only blobs built by ``sealraw`` from validated coefficients."""
     path = _scratch_path()
     with open(path, "wb") as fh:
         fh.write(blob)
@@ -127,34 +130,3 @@ def load(obj: object, ctx: sa.SEALContext, blob: bytes) -> None:
         obj.load(ctx, path)  # type: ignore[attr-defined]
     finally:
         os.unlink(path)
-
-
-def seal_header_ok(blob: bytes) -> str | None:
-    """Why a SEAL blob's 16-byte header is unacceptable, or None: magic, header size, version 4.x, mode, size."""
-    if len(blob) < 16:
-        return "SEAL blob shorter than its 16-byte header"
-    if blob[0:2] != _SEAL_MAGIC or blob[2] != 16:
-        return "SEAL blob has a bad magic number or header size"
-    if blob[3] != 4:
-        return f"SEAL blob of major version {blob[3]} (expected 4)"
-    if blob[5] not in (0, 1, 2):
-        return "SEAL blob has an unknown compression mode"
-    if int.from_bytes(blob[8:16], "little") != len(blob):
-        return "SEAL blob length does not match its header"
-    return None
-
-
-def second_components_equal(evaluator: sa.Evaluator, x: sa.Ciphertext, y: sa.Ciphertext) -> bool:
-    """True iff ``x`` and ``y`` have identical c1: their difference is transparent.
-
-    SEAL (built with SEAL_THROW_ON_TRANSPARENT_CIPHERTEXT) raises "result ciphertext is transparent" for exactly that
-    case, so the exception is the positive answer (pinned by a binding test).
-    """
-    diff = sa.Ciphertext()
-    try:
-        evaluator.sub(x, y, diff)
-    except RuntimeError as exc:
-        if "transparent" in str(exc):
-            return True
-        raise
-    return bool(diff.is_transparent())

@@ -25,7 +25,7 @@ class CrsSeed:
     epoch: int
 
     @classmethod
-    def from_session(cls, run_id: str, epoch: int) -> "CrsSeed":
+    def from_session(cls, run_id: str, epoch: int) -> CrsSeed:
         """The deterministic seed of (run id, key epoch): every party recomputes it."""
         if not isinstance(run_id, str) or len(run_id.encode()) > _MAX_RUN_ID:
             raise ParameterError(f"run_id must be a string of at most {_MAX_RUN_ID} UTF-8 bytes")
@@ -49,7 +49,7 @@ class CrsSeed:
         return seal(Kind.CRS_SEED, params, Writer().blob(run).u64(self.epoch).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "CrsSeed":
+    def from_bytes(cls, params: Params, data: bytes) -> CrsSeed:
         """Parse a wire CRS seed; ``CryptoFormatError`` on any defect."""
         r = Reader(open_envelope(Kind.CRS_SEED, params, data), "CRS seed")
         raw = r.blob(_MAX_RUN_ID)

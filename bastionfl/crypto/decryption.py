@@ -1,41 +1,46 @@
-"""Decrypt stage: the server's request, the client's checked and smudged share, and fusion into the decoded sum."""
+"""Decrypt stage (honest-but-curious API): the server's request, the client's checked and smudged share, and
+fusion into the decoded sum with a range check against the bounds the clients declared."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tenseal.sealapi as sa
 
+from . import scheme
 from .aggregation import Aggregate
-from .backend import backend, load, save, second_components_equal
-from .encryption import (
-    EncryptedVector,
-    MAX_LENGTH,
-    chunk_count,
-    ciphertext_blob_limit,
-    decode_plaintexts,
-    load_ciphertexts,
-    set_digest,
+from .encryption import MAX_LENGTH, EncryptedVector, chunk_count
+from .errors import (
+    CryptoError,
+    CryptoFormatError,
+    EpochError,
+    IncompleteShareSetError,
+    RangeCheckError,
+    VerificationError,
 )
-from .errors import CryptoError, CryptoFormatError, EpochError, IncompleteShareSetError, VerificationError
 from .keys import MAX_PARTICIPANTS
-from .noise import smudging_plaintext
 from .params import Params
-from .wire import Kind, Reader, Writer, check_seal_blob, guarded, open_envelope, seal
+from .polyarith import add_mod_inplace, digest, sum_mod
+from .wire import Kind, Reader, Writer, open_envelope, seal
 
 if TYPE_CHECKING:
     from .keys import KeyShare
+
+
+def c1_shape(params: Params, length: int) -> tuple[int, int, int]:
+    """Shape of the c1 components (or a share) of a vector of ``length`` reals: (k, L, N)."""
+    return (chunk_count(params, length), len(params.data_bits), params.poly_modulus_degree)
 
 
 def transcript_digest(
     epoch_id: bytes, round_number: int, length: int, c1_digest: bytes, component_digests: list[bytes]
 ) -> bytes:
     """Digest binding a request: epoch, round, length, aggregate C1 and every participant's c1 list in order."""
-    h = hashlib.sha256(b"bastionfl/xmkckks/transcript/v1\x00" + epoch_id)
+    h = hashlib.sha256(b"bastionfl/xmkckks/transcript/v2\x00" + epoch_id)
     h.update(round_number.to_bytes(8, "little") + length.to_bytes(8, "little") + c1_digest)
     h.update(len(component_digests).to_bytes(4, "little"))
     for d in component_digests:
@@ -45,33 +50,33 @@ def transcript_digest(
 
 @dataclass(eq=False)
 class DecryptionRequest:
-    """Server → clients: aggregate ``C1`` and the list of every participant's ``c1`` (one entry each)."""
+    """Server -> clients: aggregate ``C1`` and the list of every participant's ``c1`` (one entry each)."""
 
     params: Params
     epoch_id: bytes
     round_number: int
     length: int
-    c1: list[bytes] = field(repr=False)
-    components: list[list[bytes]] = field(repr=False)
-    _loaded: tuple[list[sa.Ciphertext], list[list[sa.Ciphertext]]] | None = field(default=None, repr=False)
+    c1: np.ndarray = field(repr=False)  # (k, L, N)
+    components: list[np.ndarray] = field(repr=False)
+    _digests: tuple[bytes, list[bytes]] | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, aggregate: Aggregate, round_number: int) -> "DecryptionRequest":
-        """Server side: extract ``(0, C1)`` per ciphertext and record the transcript for fusion."""
+    def build(cls, aggregate: Aggregate, round_number: int) -> DecryptionRequest:
+        """Server side: ``C1`` of the aggregate and the transcript recorded for fusion."""
         if not 0 <= round_number < 2**63:
             raise CryptoError("round number out of range")
-        be = backend(aggregate.params)
-        c1 = [save(be.c1_only(ct, be.eval_a)) for ct in aggregate.ciphertexts]
+        c1 = np.ascontiguousarray(aggregate.data[:, 1])
         req = cls(aggregate.params, aggregate.epoch_id, round_number, aggregate.length, c1, aggregate.components)
         aggregate.transcripts[round_number] = req.transcript
         return req
 
-    _digests: tuple[bytes, list[bytes]] | None = field(default=None, repr=False)
-
     def digests(self) -> tuple[bytes, list[bytes]]:
-        """SHA-256 of the aggregate C1 blobs and of each participant's c1 blobs (computed once)."""
+        """Digests of the aggregate C1 and of each participant's c1 (computed once)."""
         if self._digests is None:
-            self._digests = (set_digest(self.c1), [set_digest(comp) for comp in self.components])
+            self._digests = (
+                digest(b"aggregate-c1", self.c1),
+                [digest(b"c1", np.ascontiguousarray(c)) for c in self.components],
+            )
         return self._digests
 
     @property
@@ -80,110 +85,66 @@ class DecryptionRequest:
         c1_digest, component_digests = self.digests()
         return transcript_digest(self.epoch_id, self.round_number, self.length, c1_digest, component_digests)
 
-    def loaded(self) -> tuple[list[sa.Ciphertext], list[list[sa.Ciphertext]]]:
-        """The SEAL ciphertexts of C1 and of each component, validated (loaded once)."""
-        if self._loaded is None:
-            what = "decryption request"
-            self._loaded = (
-                load_ciphertexts(self.params, self.c1, what),
-                [load_ciphertexts(self.params, comp, what) for comp in self.components],
-            )
-        return self._loaded
-
     def to_bytes(self) -> bytes:
         """Wire form."""
-        w = Writer().raw(self.epoch_id).u64(self.round_number).u64(self.length).blobs(self.c1)
+        w = Writer().raw(self.epoch_id).u64(self.round_number).u64(self.length).array(self.c1)
         w.u32(len(self.components))
         for comp in self.components:
-            w.blobs(comp)
+            w.array(comp)
         return seal(Kind.DECRYPTION_REQUEST, self.params, w.getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "DecryptionRequest":
-        """Parse and validate every ciphertext (``CryptoFormatError`` on any defect)."""
+    def from_bytes(cls, params: Params, data: bytes) -> DecryptionRequest:
+        """Parse and validate every coefficient (``CryptoFormatError`` on any defect)."""
         r = Reader(open_envelope(Kind.DECRYPTION_REQUEST, params, data), "decryption request")
         epoch_id = r.raw(16)
         round_number = r.u64()
         length = r.u64()
         if not 1 <= length <= MAX_LENGTH or round_number >= 2**63:
             raise CryptoFormatError("decryption request: length or round out of range")
-        n_ct = chunk_count(params, length)
-        limit = ciphertext_blob_limit(params)
-        c1 = r.blobs(n_ct, limit)
+        shape = c1_shape(params, length)
+        c1 = r.array(shape, params.data_primes)
         count = r.u32()
         if not 1 <= count <= MAX_PARTICIPANTS:
             raise CryptoFormatError("decryption request: participant count out of range")
-        components = [r.blobs(n_ct, limit) for _ in range(count)]
+        components = [r.array(shape, params.data_primes) for _ in range(count)]
         r.done()
-        if any(len(x) != n_ct for x in [c1, *components]):
-            raise CryptoFormatError("decryption request: ciphertext count does not match the length")
-        req = cls(params, epoch_id, round_number, length, c1, components)
-        req.loaded()
-        return req
+        return cls(params, epoch_id, round_number, length, c1, components)
 
 
 @dataclass(eq=False)
 class DecryptionShare:
-    """Client → server: ``D_i = s_i·C1 + e*`` per ciphertext, bound to the request's transcript."""
+    """Client -> server: ``D_i = s_i C1 + e*`` per ciphertext, bound to the request's transcript."""
 
     params: Params
     epoch_id: bytes
     round_number: int
     transcript: bytes
     sender: bytes  # digest of the sender's public key share
-    plaintexts: list[sa.Plaintext] = field(repr=False)
+    data: np.ndarray = field(repr=False)  # (k, L, N)
 
     def to_bytes(self) -> bytes:
         """Wire form."""
         w = Writer().raw(self.epoch_id).u64(self.round_number).raw(self.transcript).raw(self.sender)
-        return seal(Kind.DECRYPTION_SHARE, self.params, w.blobs([save(p) for p in self.plaintexts]).getvalue())
+        return seal(Kind.DECRYPTION_SHARE, self.params, w.u32(self.data.shape[0]).array(self.data).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "DecryptionShare":
-        """Parse and validate every plaintext (level, coefficient count, NTT form, scale)."""
+    def from_bytes(cls, params: Params, data: bytes) -> DecryptionShare:
+        """Parse and validate (count, every coefficient below its prime): never reaches SEAL."""
         r = Reader(open_envelope(Kind.DECRYPTION_SHARE, params, data), "decryption share")
         epoch_id = r.raw(16)
         round_number = r.u64()
         transcript = r.raw(32)
         sender = r.raw(32)
-        limit = params.poly_modulus_degree * len(params.data_bits) * 8 + 4096
-        blobs = r.blobs(chunk_count(params, MAX_LENGTH), limit)
+        count = r.u32()
+        if not 1 <= count <= chunk_count(params, MAX_LENGTH):
+            raise CryptoFormatError("decryption share: ciphertext count out of range")
+        arr = r.array((count, len(params.data_bits), params.poly_modulus_degree), params.data_primes)
         r.done()
-        if not blobs:
-            raise CryptoFormatError("decryption share: no plaintexts")
-        be = backend(params)
-        pts = []
-        for blob in blobs:
-            check_seal_blob(blob, "decryption share")
-            pt = sa.Plaintext()
-            guarded("decryption share", lambda: load(pt, be.ctx_a, blob))
-            if (
-                pt.parms_id() != be.data_parms_id
-                or pt.coeff_count() != be.data_coeff_count
-                or not pt.is_ntt_form()
-                or pt.scale != params.scale
-            ):
-                raise CryptoFormatError("decryption share: wrong level, size, form or scale")
-            pts.append(pt)
-        return cls(params, epoch_id, round_number, transcript, sender, pts)
+        return cls(params, epoch_id, round_number, transcript, sender, arr)
 
 
-def share_plaintexts(key: "KeyShare", targets: list[sa.Ciphertext], smudging_std: float) -> list[sa.Plaintext]:
-    """``s_i·c1 + e*`` for each target ``(0, c1)``; ``smudging_std == 0`` only in tests demonstrating the leak."""
-    be = backend(key.params)
-    out = []
-    for t in targets:
-        if smudging_std > 0:
-            e = key.take_smudging() if smudging_std == key.params.smudging_std else None
-            if e is None or e.parms_id() != t.parms_id():
-                e = smudging_plaintext(be.encoder_b, key.params.poly_modulus_degree, t.parms_id(), 1.0, smudging_std)
-            e.scale = t.scale
-            be.eval_a.add_plain_inplace(t, e)
-        out.append(key._secret_decrypt(t))
-    return out
-
-
-def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector | bytes) -> DecryptionShare:
+def make_share(key: KeyShare, request: DecryptionRequest, own: EncryptedVector | bytes) -> DecryptionShare:
     """Client side of the decrypt stage; see ``KeyShare.decryption_share``."""
     params = key.params
     if request.params != params or (isinstance(own, EncryptedVector) and own.params != params):
@@ -194,58 +155,56 @@ def make_share(key: "KeyShare", request: DecryptionRequest, own: EncryptedVector
     if not hmac.compare_digest(request.epoch_id, key.epoch_id) or not own_epoch_ok:
         raise EpochError("request or own update of another (old) key epoch: refused")
     own_digest = own.c1_digest() if isinstance(own, EncryptedVector) else bytes(own)
-    if key.max_shares is not None and len(key.used_rounds) >= key.max_shares:
-        raise EpochError(f"this key share already produced {key.max_shares} shares: a new key epoch is required")
     if len(request.components) != key.participants:
         raise VerificationError(
             f"request lists {len(request.components)} c1 entries, the key epoch has {key.participants} participants"
         )
-    digests = request.digests()[1]
+    c1_digest, digests = request.digests()
     if len(set(digests)) != len(digests):
         raise VerificationError("request lists the same c1 entry twice")
-    if own_digest not in digests:
+    if not any(hmac.compare_digest(own_digest, d) for d in digests):
         raise VerificationError("request does not contain this client's own c1")
     set_id = hashlib.sha256(b"".join(sorted(digests))).digest()
-    if request.round_number in key.used_rounds:
-        raise VerificationError(f"a share was already produced for round {request.round_number}: refused")
-    if set_id in key.used_sets:
-        raise VerificationError("a share was already produced for this ciphertext set: refused")
-    c1_cts, comp_cts = request.loaded()
-    be = backend(params)
-    targets = []
-    for k, c1 in enumerate(c1_cts):
-        acc = sa.Ciphertext()
-        be.eval_a.add_many([comp[k] for comp in comp_cts], acc)
-        if not second_components_equal(be.eval_a, acc, c1):
-            raise VerificationError(f"C1 of ciphertext {k} is not the sum of the listed c1 components: refused")
-        # acc = (Σ c0 of the listed entries, C1): honest entries have c0 = 0; a non-zero c0 chosen by the server only
-        # shifts the share by a polynomial the server already knows, so extracting (0, C1) again is not needed.
-        targets.append(acc)
-    key.used_rounds.add(request.round_number)
-    key.used_sets.add(set_id)
-    pts = share_plaintexts(key, targets, params.smudging_std)
-    return DecryptionShare(params, key.epoch_id, request.round_number, request.transcript, key.public_share().digest, pts)
+    key.check_share_allowed(request.round_number, [set_id, c1_digest])
+    if not np.array_equal(sum_mod(request.components, params.data_primes), request.c1):
+        raise VerificationError("C1 is not the sum of the listed c1 components: refused")
+    key.record_share(request.round_number, [set_id, c1_digest])
+    data = key.partial_decrypt(request.c1, key.participants, key.participants)
+    return DecryptionShare(params, key.epoch_id, request.round_number, request.transcript, key.public_share().digest, data)
 
 
-def fuse_unchecked(aggregate: Aggregate, shares: Sequence[Sequence[sa.Plaintext]]) -> np.ndarray:
-    """``C0 + Σ D_i`` decoded, with no completeness check: for tests that show what a missing share gives."""
-    be = backend(aggregate.params)
-    fused = []
-    for k, ct in enumerate(aggregate.ciphertexts):
-        acc = sa.Ciphertext()
-        if shares:
-            be.eval_a.add_plain(ct, shares[0][k], acc)
-            for s in shares[1:]:
-                be.eval_a.add_plain_inplace(acc, s[k])
-        else:
-            be.eval_a.negate(ct, acc)
-            be.eval_a.negate_inplace(acc)
-        fused.append(be.c0(acc))
-    return decode_plaintexts(aggregate.params, fused, aggregate.length)
+def fuse_unchecked(params: Params, c0: np.ndarray, shares: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """``C0 + sum D_i`` decoded, with no completeness or range check: for tests that show what goes wrong."""
+    acc = np.array(c0, dtype=np.uint64, copy=True)
+    for s in shares:
+        add_mod_inplace(acc, s, params.data_primes)
+    return scheme.decode(params, acc, length)
+
+
+def decode_checked(
+    params: Params, c0: np.ndarray, shares: Sequence[np.ndarray], length: int, bound_total: float,
+    members: int, uploads: int,
+) -> np.ndarray:
+    """Decode ``C0 + sum D_i`` and refuse a result outside the declared range (``RangeCheckError``).
+
+    Each client declared ``max |x|`` of its update; the true sum lies within their total, and the decoding error
+    is below ``noise_error``. A malformed ciphertext or an overflow decodes to values near Q/Delta instead.
+    """
+    out = fuse_unchecked(params, c0, shares, length)
+    margin = 4.0 * params.noise_error(members, uploads, c0.shape[0]) + uploads * max(bound_total, 1.0) * 2.0**-40
+    limit = bound_total + margin
+    worst = float(np.max(np.abs(out))) if np.all(np.isfinite(out)) else float("inf")
+    if not worst <= limit:
+        raise RangeCheckError(
+            f"decoded sum reaches {worst:.3g}, above the declared bound {bound_total:.3g} (+ error margin "
+            f"{margin:.2g}): a malformed or overflowing ciphertext; the result is discarded"
+        )
+    return out
 
 
 def fuse(aggregate: Aggregate, shares: Sequence[DecryptionShare], expected_participants: int) -> np.ndarray:
-    """Decode the sum from one valid share per participant; ``IncompleteShareSetError`` if any is missing."""
+    """Decode the sum from one valid share per participant; ``IncompleteShareSetError`` if any is missing,
+    ``RangeCheckError`` if the decoded sum exceeds the declared bounds."""
     if expected_participants != aggregate.participants:
         raise IncompleteShareSetError(
             f"expected {expected_participants} participants but the key epoch has {aggregate.participants}"
@@ -259,8 +218,8 @@ def fuse(aggregate: Aggregate, shares: Sequence[DecryptionShare], expected_parti
         expected = aggregate.transcripts.get(s.round_number)
         if expected is None or not hmac.compare_digest(expected, s.transcript):
             raise VerificationError("decryption share answers another request (transcript mismatch)")
-        if len(s.plaintexts) != len(aggregate.ciphertexts):
-            raise CryptoFormatError("decryption share has the wrong number of plaintexts")
+        if s.data.shape[0] != aggregate.data.shape[0]:
+            raise CryptoFormatError("decryption share has the wrong number of ciphertexts")
         if s.sender in by_sender:
             raise VerificationError("two decryption shares from the same participant")
         by_sender[s.sender] = s
@@ -271,14 +230,16 @@ def fuse(aggregate: Aggregate, shares: Sequence[DecryptionShare], expected_parti
             f"share set incomplete: {len(by_sender)} of {expected_participants} participants ({missing} missing); "
             "decoding without every share gives noise, so nothing is returned"
         )
-    ordered = [by_sender[d].plaintexts for d in aggregate.share_digests]
-    return fuse_unchecked(aggregate, ordered)
+    ordered = [by_sender[d].data for d in aggregate.share_digests]
+    n = aggregate.participants
+    return decode_checked(aggregate.params, aggregate.data[:, 0], ordered, aggregate.length, aggregate.bound_total,
+                          n, len(aggregate.components))
 
 
 def weighted_mean(
     aggregate: Aggregate, shares: Sequence[DecryptionShare], total_count: float, expected_participants: int
 ) -> np.ndarray:
-    """FedAvg: clients encrypted ``n_k·x_k``; the fused sum divided by ``Σ n_k`` is the weighted mean."""
+    """FedAvg: clients encrypted ``n_k x_k``; the fused sum divided by ``sum n_k`` is the weighted mean."""
     if not total_count > 0:
         raise CryptoError("total_count must be positive")
     return fuse(aggregate, shares, expected_participants) / float(total_count)

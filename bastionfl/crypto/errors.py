@@ -1,4 +1,4 @@
-"""Typed errors of the crypto room: callers catch ``CryptoError`` and never a SEAL or numpy exception."""
+"""Typed errors of the crypto room: callers catch ``CryptoError`` and never a SEAL, numpy or OpenSSL exception."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ class ParameterError(CryptoError):
     """Parameters refused (below the 128-bit bound, inconsistent) or values that would overflow the modulus."""
 
 
+class BackendError(CryptoError):
+    """The SEAL backend refused an operation or produced an object of an unexpected shape or level."""
+
+
 class CryptoFormatError(CryptoError):
     """Bytes that are truncated, corrupted, of another version, kind, parameter set or length."""
 
@@ -22,7 +26,23 @@ class IncompleteShareSetError(CryptoError):
 
 
 class VerificationError(CryptoError):
-    """A decryption request failed the client's checks (forged C1, bad component list, replay)."""
+    """A message failed a check (forged aggregate, bad signature, inconsistent transcript, replay)."""
+
+
+class RosterError(VerificationError):
+    """The epoch's members are not the certified roster, or fewer than the configured minimum."""
+
+
+class ReplayError(VerificationError):
+    """A second share for the same round or aggregate, a second transcript for a round, or the share cap reached."""
+
+
+class ProtocolStateError(CryptoError):
+    """A protocol step was called out of order or in a threat model that does not have it."""
+
+
+class RangeCheckError(CryptoError):
+    """The decoded sum exceeds the bound the clients declared: a malformed ciphertext or an overflow."""
 
 
 class EpochError(CryptoError):

@@ -1,85 +1,49 @@
-"""Key epoch: a client's key share (secret kept inside), its public share, and the aggregated public key."""
+"""Key epoch: a client's key share (secret kept inside), its public share, and the aggregated public key.
+
+This is the honest-but-curious building block (``KeyShare.accept`` trusts the server to have summed the right
+shares); the malicious settings verify the aggregated key in ``client_epoch`` before using the same objects.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING
 
+import numpy as np
 import tenseal.sealapi as sa
 
-from .backend import backend, load, save, second_components_equal
-from .crs import CrsSeed, crs_material
-from .errors import CryptoFormatError, EpochError, ParameterError
+from . import scheme
+from .backend import backend
+from .crs import CrsSeed
+from .errors import CryptoFormatError, EpochError, ParameterError, ReplayError
 from .params import Params
-from .wire import Kind, Reader, Writer, check_seal_blob, guarded, open_envelope, seal
+from .polyarith import digest, sum_mod
+from .wire import Kind, Reader, Writer, open_envelope, seal
 
 if TYPE_CHECKING:
     from .decryption import DecryptionRequest, DecryptionShare
     from .encryption import EncryptedVector
 
 MAX_PARTICIPANTS = 100_000
+_NO_CAP = 2**64 - 1
 
 
-def _key_blob_limit(params: Params) -> int:
-    return 2 * params.poly_modulus_degree * (len(params.data_bits) + 1) * 8 + 4096
+def key_shape(params: Params) -> tuple[int, int]:
+    """Shape of a public share or aggregated ``b~``: (data primes + special prime, N)."""
+    return (len(params.key_primes), params.poly_modulus_degree)
 
 
-def _is_zero_c1(be_eval: sa.Evaluator, ct: sa.Ciphertext, a0: sa.Ciphertext) -> bool:
-    """True if ``ct`` has second component exactly ``a`` (i.e. ``ct − (0, a)`` is transparent)."""
-    return second_components_equal(be_eval, ct, a0)
+def write_crs(w: Writer, crs: CrsSeed) -> Writer:
+    """Append a CRS seed (run id, epoch) to a body."""
+    return w.blob(crs.run_id.encode()).u64(crs.epoch)
 
 
-@dataclass(frozen=True, eq=False)
-class PublicKeyShare:
-    """``(b_i, a)`` with ``b_i = −(a·s_i + e_i)``: what a client publishes for the epoch."""
-
-    params: Params
-    crs: CrsSeed
-    ciphertext: sa.Ciphertext = field(repr=False)
-    _blob: bytes = field(repr=False)
-
-    @property
-    def digest(self) -> bytes:
-        """SHA-256 of the share's SEAL bytes: names the participant within the epoch."""
-        return hashlib.sha256(self._blob).digest()
-
-    def to_bytes(self) -> bytes:
-        """Wire form."""
-        body = Writer().blob(self.crs.run_id.encode()).u64(self.crs.epoch).blob(self._blob).getvalue()
-        return seal(Kind.PUBLIC_SHARE, self.params, body)
-
-    @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "PublicKeyShare":
-        """Parse and validate (level, size, NTT form, ``a`` equal to the CRS polynomial)."""
-        r = Reader(open_envelope(Kind.PUBLIC_SHARE, params, data), "public key share")
-        crs = _read_crs(r)
-        blob = check_seal_blob(r.blob(_key_blob_limit(params)), "public key share")
-        r.done()
-        be = backend(params)
-        ct = sa.Ciphertext()
-        guarded("public key share", lambda: load(ct, be.ctx_b, blob))
-        if ct.parms_id() != be.key_parms_id or ct.size() != 2 or not ct.is_ntt_form() or ct.scale != 1.0:
-            raise CryptoFormatError("public key share: wrong level, size, form or scale for these parameters")
-        a0 = crs_material(params, crs).a0
-        if not guarded("public key share", lambda: _is_zero_c1(be.eval_b, ct, a0)):
-            raise CryptoFormatError("public key share: not built on this epoch's CRS polynomial a")
-        return cls(params, crs, ct, blob)
-
-
-def _scratch_path_for_secret() -> str:
-    """A fresh 0600 file in the RAM-backed scratch folder: SEAL serialises keys only through files."""
-    from .backend import _scratch_path
-
-    path = _scratch_path()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    return path
-
-
-def _read_crs(r: Reader) -> CrsSeed:
+def read_crs(r: Reader) -> CrsSeed:
+    """Read a CRS seed written by :func:`write_crs`."""
     try:
         run_id = r.blob(256).decode()
     except UnicodeDecodeError:
@@ -88,6 +52,42 @@ def _read_crs(r: Reader) -> CrsSeed:
     if epoch >= 2**63:
         raise CryptoFormatError("epoch out of range")
     return CrsSeed(run_id, epoch)
+
+
+@dataclass(frozen=True, eq=False)
+class PublicKeyShare:
+    """``b_i = -(a s_i + e_i)``: what a client publishes for the epoch (``a`` is the CRS polynomial)."""
+
+    params: Params
+    crs: CrsSeed
+    b: np.ndarray = field(repr=False)
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the share's coefficients: names the participant within the epoch."""
+        return digest(b"public-share", self.b)
+
+    @property
+    def ciphertext(self) -> sa.Ciphertext:
+        """``(b_i, a)`` as a SEAL ciphertext of the helper context (key level)."""
+        be = backend(self.params)
+        data = np.stack([self.b, scheme.crs_polynomial(self.params, self.crs)])
+        from .sealraw import to_ciphertext
+
+        return to_ciphertext(be.ctx_b, be.key_parms_id, data, self.params.key_primes, 1.0)
+
+    def to_bytes(self) -> bytes:
+        """Wire form: CRS seed and the coefficients of ``b_i``."""
+        return seal(Kind.PUBLIC_SHARE, self.params, write_crs(Writer(), self.crs).array(self.b).getvalue())
+
+    @classmethod
+    def from_bytes(cls, params: Params, data: bytes) -> PublicKeyShare:
+        """Parse and validate (every coefficient below its prime)."""
+        r = Reader(open_envelope(Kind.PUBLIC_SHARE, params, data), "public key share")
+        crs = read_crs(r)
+        b = r.array(key_shape(params), params.key_primes)
+        r.done()
+        return cls(params, crs, b)
 
 
 def epoch_id_of(crs: CrsSeed, share_digests: Sequence[bytes]) -> bytes:
@@ -100,12 +100,12 @@ def epoch_id_of(crs: CrsSeed, share_digests: Sequence[bytes]) -> bytes:
 
 @dataclass(frozen=True, eq=False)
 class AggregatedPublicKey:
-    """``pk~ = (Σ b_i, a)``: the public key of ``s~ = Σ s_i`` under which every client encrypts in the epoch."""
+    """``pk~ = (sum b_i, a)``: the public key of ``s~ = sum s_i`` under which every client encrypts in the epoch."""
 
     params: Params
     crs: CrsSeed
     share_digests: tuple[bytes, ...]
-    public_key: sa.PublicKey = field(repr=False)
+    b_tilde: np.ndarray = field(repr=False)
 
     @property
     def participants(self) -> int:
@@ -117,71 +117,55 @@ class AggregatedPublicKey:
         """Identity of the key epoch (CRS + participants)."""
         return epoch_id_of(self.crs, self.share_digests)
 
+    @cached_property
+    def public_key(self) -> sa.PublicKey:
+        """The key as a SEAL ``PublicKey`` of the scheme context (key level)."""
+        return scheme.key_level_public_key(self.params, self.crs, self.b_tilde)
+
+    @cached_property
+    def encryptor(self) -> sa.Encryptor:
+        """SEAL encryptor under this key at the data level (built once)."""
+        return scheme.encryptor(self.params, self.crs, self.b_tilde)
+
     @classmethod
-    def aggregate(cls, params: Params, crs: CrsSeed, shares: Sequence[PublicKeyShare]) -> "AggregatedPublicKey":
+    def aggregate(cls, params: Params, crs: CrsSeed, shares: Sequence[PublicKeyShare]) -> AggregatedPublicKey:
         """Sum the public shares (server side); refuses shares of another CRS, duplicates, or an empty set."""
         if not shares:
             raise ParameterError("no public key shares to aggregate")
-        be = backend(params)
-        mat = crs_material(params, crs)
-        digests = []
         for s in shares:
             if s.params != params or s.crs != crs:
                 raise EpochError("a public key share belongs to another parameter set or CRS (key epoch)")
-            if not _is_zero_c1(be.eval_b, s.ciphertext, mat.a0):
-                raise CryptoFormatError("a public key share is not built on this epoch's CRS polynomial a")
-            digests.append(s.digest)
+        digests = [s.digest for s in shares]
         if len(set(digests)) != len(digests):
             raise ParameterError("duplicate public key share")
-        acc = sa.Ciphertext()
-        if len(shares) == 1:
-            be.eval_b.add_plain(shares[0].ciphertext, be.c0(mat.a0), acc)  # copy (B9: no copy constructor)
-        else:
-            be.eval_b.add_many([s.ciphertext for s in shares], acc)  # (Σ b_i, n·a)
-        for _ in range(len(shares) - 1):
-            be.eval_b.sub_inplace(acc, mat.a0)  # (Σ b_i, a)
-        tmp = sa.Ciphertext()
-        be.eval_b.negate(acc, tmp)
-        pk = sa.PublicKey()
-        be.eval_b.negate(tmp, pk.data())  # writes into the key through the mutable reference (B2)
-        if pk.parms_id() != be.key_parms_id:
-            raise RuntimeError("aggregated key landed at an unexpected level")
-        return cls(params, crs, tuple(sorted(digests)), pk)
+        return cls(params, crs, tuple(sorted(digests)), sum_mod((s.b for s in shares), params.key_primes))
 
     def to_bytes(self) -> bytes:
-        """Wire form: CRS, participants' share digests, SEAL public key."""
-        w = Writer().blob(self.crs.run_id.encode()).u64(self.crs.epoch).u32(len(self.share_digests))
+        """Wire form: CRS, participants' share digests, coefficients of ``b~``."""
+        w = write_crs(Writer(), self.crs).u32(len(self.share_digests))
         for d in self.share_digests:
             w.raw(d)
-        return seal(Kind.AGGREGATED_KEY, self.params, w.blob(save(self.public_key)).getvalue())
+        return seal(Kind.AGGREGATED_KEY, self.params, w.array(self.b_tilde).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> "AggregatedPublicKey":
-        """Parse and validate: level, CRS polynomial ``a`` and sorted distinct digests."""
+    def from_bytes(cls, params: Params, data: bytes) -> AggregatedPublicKey:
+        """Parse and validate: sorted distinct digests, every coefficient below its prime."""
         r = Reader(open_envelope(Kind.AGGREGATED_KEY, params, data), "aggregated public key")
-        crs = _read_crs(r)
+        crs = read_crs(r)
         count = r.u32()
         if not 1 <= count <= MAX_PARTICIPANTS:
             raise CryptoFormatError("aggregated public key: participant count out of range")
         digests = tuple(r.raw(32) for _ in range(count))
         if list(digests) != sorted(set(digests)):
             raise CryptoFormatError("aggregated public key: digests not sorted and distinct")
-        blob = check_seal_blob(r.blob(_key_blob_limit(params)), "aggregated public key")
+        b_tilde = r.array(key_shape(params), params.key_primes)
         r.done()
-        be = backend(params)
-        pk = sa.PublicKey()
-        guarded("aggregated public key", lambda: load(pk, be.ctx_a, blob))
-        data = pk.data()
-        if pk.parms_id() != be.key_parms_id or data.size() != 2 or not data.is_ntt_form() or data.scale != 1.0:
-            raise CryptoFormatError("aggregated public key: wrong level, size, form or scale for these parameters")
-        a0 = crs_material(params, crs).a0
-        if not guarded("aggregated public key", lambda: _is_zero_c1(be.eval_b, data, a0)):
-            raise CryptoFormatError("aggregated public key: not built on this epoch's CRS polynomial a")
-        return cls(params, crs, digests, pk)
+        return cls(params, crs, digests, b_tilde)
 
 
 class KeyShare:
-    """A client's secret key share for one epoch. The secret never leaves this object: no serialisation, no repr."""
+    """A client's secret key share for one epoch. The secret never leaves this object except through
+    :meth:`export_local` (the client's own storage): no repr, no pickling, never in a message."""
 
     def __init__(
         self,
@@ -199,64 +183,78 @@ class KeyShare:
         self.epoch_id: bytes | None = None
         self.participants: int | None = None
         self.used_rounds: set[int] = set()
-        self.used_sets: set[bytes] = set()
+        self.used_sets: set[bytes] = set()  # digests of the c1 lists and of the aggregate C1 already shared
         self.max_shares = max_shares
-        self._prepared: list[sa.Plaintext] = []
+        self._prepared: list[tuple[int, np.ndarray]] = []
 
     @classmethod
-    def generate(cls, params: Params, crs: CrsSeed, max_shares: int | None = None) -> "KeyShare":
-        """Fresh ternary secret from SEAL's unseeded PRNG and its public share ``(−(a·s_i + e_i), a)``.
+    def generate(cls, params: Params, crs: CrsSeed, max_shares: int | None = None) -> KeyShare:
+        """Fresh ternary secret from SEAL's unseeded PRNG and its public share ``-(a s_i + e_i)``.
 
         ``max_shares`` (optional) caps the decryption shares this key produces: the client's own K-round rotation.
         """
-        be = backend(params)
-        z = crs_material(params, crs).z
-        secret = sa.KeyGenerator(be.ctx_b).secret_key()
-        dec = sa.Decryptor(be.ctx_b, secret)
-        x = sa.Plaintext()
-        dec.decrypt(z, x)  # z0 + a·s_i
-        pk = sa.Ciphertext()
-        be.eval_b.sub_plain(z, x, pk)  # (−a·s_i, a)
-        noise_ct = sa.Ciphertext()
-        sa.Encryptor(be.ctx_b, secret).encrypt_zero_symmetric(z.parms_id(), noise_ct)
-        e = sa.Plaintext()
-        dec.decrypt(noise_ct, e)  # −e_i: fresh SEAL error, std 3.2
-        be.eval_b.add_plain_inplace(pk, e)
-        return cls(params, crs, secret, PublicKeyShare(params, crs, pk, save(pk)), max_shares)
+        secret = scheme.generate_secret(params)
+        return cls(params, crs, secret, PublicKeyShare(params, crs, scheme.public_share(params, crs, secret)), max_shares)
 
     def public_share(self) -> PublicKeyShare:
         """The share to send to the server."""
         return self._public
 
     def accept(self, apk: AggregatedPublicKey) -> None:
-        """Bind to the epoch's aggregated key after checking it contains this client's share and CRS."""
+        """Bind to the epoch's aggregated key after checking it contains this client's share and CRS.
+
+        Honest-but-curious only: whether ``b~`` really is the sum of the listed shares is the server's word.
+        """
         if apk.params != self.params or apk.crs != self.crs:
             raise EpochError("aggregated key of another parameter set or key epoch")
         if not any(hmac.compare_digest(d, self._public.digest) for d in apk.share_digests):
             raise EpochError("aggregated key does not include this client's public share")
-        self.epoch_id = apk.epoch_id
-        self.participants = apk.participants
+        self.bind(apk.epoch_id, apk.participants)
+
+    def bind(self, epoch_id: bytes, participants: int) -> None:
+        """Record the epoch this key answers for (after the caller verified the aggregated key)."""
+        self.epoch_id = bytes(epoch_id)
+        self.participants = int(participants)
 
     def prepare_smudging(self, count: int) -> None:
-        """Sample ``count`` smudging plaintexts ahead of time (e.g. right after uploading): each is used once.
+        """Sample the floods of a share of ``count`` ciphertexts ahead of time (e.g. right after uploading).
 
-        Moves the noise sampling off the decrypt stage's critical path; nothing about the noise is published.
+        Moves the noise sampling off the decrypt stage's critical path; each flood is used once, never published.
         """
-        from .noise import smudging_plaintext
+        from .flood import sample_flood
 
-        be = backend(self.params)
-        n, std = self.params.poly_modulus_degree, self.params.smudging_std
-        for _ in range(count):
-            self._prepared.append(smudging_plaintext(be.encoder_b, n, be.data_parms_id, self.params.scale, std))
+        if self.participants is None:
+            raise EpochError("accept the aggregated key before preparing smudging (its size depends on the epoch)")
+        bits = self.params.flood_bits(self.participants, self.participants, count)
+        self._prepared.append((bits, sample_flood(self.params, bits, count)))
 
-    def take_smudging(self) -> sa.Plaintext | None:
-        """One prepared smudging plaintext (removed from the pool), or None."""
-        return self._prepared.pop() if self._prepared else None
+    def take_flood(self, bits: int, count: int) -> np.ndarray:
+        """A prepared flood of this size (removed from the pool), else a fresh one."""
+        from .flood import sample_flood
 
-    def _secret_decrypt(self, ct: sa.Ciphertext) -> sa.Plaintext:
-        out = sa.Plaintext()
-        self._decryptor.decrypt(ct, out)
-        return out
+        for i, (b, flood) in enumerate(self._prepared):
+            if b == bits and flood.shape[0] == count:
+                return self._prepared.pop(i)[1]
+        return sample_flood(self.params, bits, count)
+
+    def partial_decrypt(self, c1: np.ndarray, members: int, uploads: int) -> np.ndarray:
+        """``s_i C1 + E`` for a verified aggregate ``C1`` (shape (k, L, N)); the flood is sized for the epoch."""
+        bits = self.params.flood_bits(members, uploads, c1.shape[0])
+        return scheme.partial_decrypt(self.params, self._decryptor, c1, self.take_flood(bits, c1.shape[0]))
+
+    def check_share_allowed(self, round_number: int, aggregate_digests: Sequence[bytes]) -> None:
+        """``EpochError`` at the share cap (rotate the epoch); ``ReplayError`` for a round or aggregate already used."""
+        if self.max_shares is not None and len(self.used_rounds) >= self.max_shares:
+            raise EpochError(f"this key share already produced {self.max_shares} shares: a new key epoch is required")
+        if round_number in self.used_rounds:
+            raise ReplayError(f"a share was already produced for round {round_number}: refused")
+        if any(d in self.used_sets for d in aggregate_digests):
+            raise ReplayError("a share was already produced for this ciphertext set or aggregate: refused")
+
+    def record_share(self, round_number: int, aggregate_digests: Sequence[bytes]) -> None:
+        """Remember a share given (store the export afterwards, or a restart forgets it)."""
+        self.used_rounds.add(round_number)
+        self.used_sets.update(aggregate_digests)
 
     def __repr__(self) -> str:
         return f"KeyShare(params={self.params.name!r}, epoch={self.crs.epoch}, public={self._public.digest[:6].hex()}…)"
@@ -264,8 +262,8 @@ class KeyShare:
     def __reduce__(self) -> object:
         raise TypeError("KeyShare holds a secret and cannot be pickled or copied")
 
-    def decryption_share(self, request: "DecryptionRequest", own: "EncryptedVector | bytes") -> "DecryptionShare":
-        """Check the request (C1 = Σ c1_j, own c1 included, epoch, no replay), then return a smudged share.
+    def decryption_share(self, request: DecryptionRequest, own: EncryptedVector | bytes) -> DecryptionShare:
+        """Check the request (C1 = sum c1_j, own c1 included, epoch, no replay), then return a smudged share.
 
         ``own`` is this client's uploaded ``EncryptedVector`` or just its ``c1_digest()`` (what a client that
         restarted between upload and decryption still has).
@@ -274,6 +272,15 @@ class KeyShare:
 
         return make_share(self, request, own)
 
+    def _body(self) -> Writer:
+        w = write_crs(Writer(), self.crs).array(scheme.secret_data(self.params, self.__secret)).array(self._public.b)
+        w.raw(self.epoch_id or bytes(16)).u8(1 if self.epoch_id else 0).u32(self.participants or 0)
+        w.u64(self.max_shares if self.max_shares is not None else _NO_CAP)
+        w.u32(len(self.used_rounds))
+        for r in sorted(self.used_rounds):
+            w.u64(r)
+        return w.blobs(sorted(self.used_sets))
+
     def export_local(self) -> bytes:
         """This key share, secret included, for the client's OWN storage between protocol steps.
 
@@ -281,52 +288,35 @@ class KeyShare:
         the client (they are the secret). Carries the epoch binding and the replay record, so a reloaded share
         still refuses a second decryption for the same round or ciphertext set.
         """
-        path = _scratch_path_for_secret()
-        try:
-            self.__secret.save(path)
-            with open(path, "rb") as fh:
-                secret_blob = fh.read()
-        finally:
-            os.unlink(path)
-        w = Writer().blob(self.crs.run_id.encode()).u64(self.crs.epoch).blob(secret_blob).blob(self._public._blob)
-        w.raw(self.epoch_id or bytes(16)).u8(1 if self.epoch_id else 0).u32(self.participants or 0)
-        w.u64(self.max_shares if self.max_shares is not None else 2**64 - 1)
-        w.u32(len(self.used_rounds))
-        for r in sorted(self.used_rounds):
-            w.u64(r)
-        w.blobs(sorted(self.used_sets))
-        return seal(Kind.LOCAL_KEY_STATE, self.params, w.getvalue())
+        return seal(Kind.LOCAL_KEY_STATE, self.params, self._body().getvalue())
 
     @classmethod
-    def import_local(cls, params: Params, data: bytes) -> "KeyShare":
-        """Inverse of :meth:`export_local` (``CryptoFormatError`` on any defect)."""
-        r = Reader(open_envelope(Kind.LOCAL_KEY_STATE, params, data), "local key state")
-        crs = _read_crs(r)
-        secret_blob = check_seal_blob(r.blob(_key_blob_limit(params)), "local key state")
-        public_blob = check_seal_blob(r.blob(_key_blob_limit(params)), "local key state")
+    def read_local(cls, params: Params, r: Reader) -> KeyShare:
+        """Read the body written by :meth:`export_local` from a reader (also used inside larger local states)."""
+        crs = read_crs(r)
+        secret_data = r.array((len(params.primes), params.poly_modulus_degree), params.primes)
+        b = r.array(key_shape(params), params.key_primes)
         epoch_id, bound, participants = r.raw(16), r.u8(), r.u32()
         max_shares = r.u64()
         used_rounds = {r.u64() for _ in range(r.u32())}
         used_sets = set(r.blobs(1 << 20, 32))
-        r.done()
-        be = backend(params)
-        secret = sa.SecretKey()
-        guarded("local key state", lambda: load(secret, be.ctx_b, secret_blob))
-        if secret.parms_id() != be.ctx_b.key_parms_id() or used_rounds and max(used_rounds) >= 2**63:
-            raise CryptoFormatError("local key state: secret key at the wrong level, or a bad replay record")
-        public = sa.Ciphertext()
-        guarded("local key state", lambda: load(public, be.ctx_b, public_blob))
-        if public.parms_id() != be.key_parms_id or public.size() != 2 or public.scale != 1.0:
-            raise CryptoFormatError("local key state: public share at the wrong level, size or scale")
-        a0 = crs_material(params, crs).a0
-        if not guarded("local key state", lambda: _is_zero_c1(be.eval_b, public, a0)):
-            raise CryptoFormatError("local key state: public share not built on the CRS polynomial a")
-        if bound not in (0, 1) or any(len(d) != 32 for d in used_sets):
+        if bound not in (0, 1) or any(len(d) != 32 for d in used_sets) or any(x >= 2**63 for x in used_rounds):
             raise CryptoFormatError("local key state: malformed epoch binding or replay record")
-        key = cls(params, crs, secret, PublicKeyShare(params, crs, public, public_blob),
-                  None if max_shares == 2**64 - 1 else max_shares)
+        key = cls(params, crs, scheme.secret_from_data(params, secret_data), PublicKeyShare(params, crs, b),
+                  None if max_shares == _NO_CAP else max_shares)
         if bound:
             key.epoch_id, key.participants = epoch_id, participants
         key.used_rounds, key.used_sets = used_rounds, used_sets
         return key
 
+    def write_local(self, w: Writer) -> Writer:
+        """Append this key's local state to a larger local state body."""
+        return w.raw(self._body().getvalue())
+
+    @classmethod
+    def import_local(cls, params: Params, data: bytes) -> KeyShare:
+        """Inverse of :meth:`export_local` (``CryptoFormatError`` on any defect)."""
+        r = Reader(open_envelope(Kind.LOCAL_KEY_STATE, params, data), "local key state")
+        key = cls.read_local(params, r)
+        r.done()
+        return key

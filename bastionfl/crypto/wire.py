@@ -1,8 +1,9 @@
 """Envelope of every object that crosses the network: magic, version, kind, parameter fingerprint, length, SHA-256.
 
 Layout: ``b"BFXM" | version u8 | kind u8 | fingerprint 16B | body length u64 LE | body | SHA-256(all before)``.
-The checksum is verified before any byte reaches SEAL's loader, so corrupted input never gets that far; every
-failure is a ``CryptoFormatError``.
+Polynomials travel as raw little-endian uint64 RNS coefficients of a shape fixed by the parameters and the message;
+SEAL never parses bytes from the network (``sealraw`` builds its blobs from coefficients checked to lie below their
+primes). Every failure is a ``CryptoFormatError``.
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Callable, TypeVar
 
-from .backend import seal_header_ok
-from .errors import CryptoError, CryptoFormatError
+import numpy as np
+
+from .errors import CryptoFormatError
 from .params import Params
 
 MAGIC = b"BFXM"
-VERSION = 1
+VERSION = 2
 _PREFIX = struct.Struct("<4sBB16sQ")
 _DIGEST = 32
 MAX_BODY = 1 << 34  # 16 GiB: refuses absurd length fields before any allocation
-
-T = TypeVar("T")
 
 
 class Kind(IntEnum):
@@ -37,6 +37,19 @@ class Kind(IntEnum):
     DECRYPTION_REQUEST = 6
     DECRYPTION_SHARE = 7
     LOCAL_KEY_STATE = 8  # a client's own key share, for its own storage only: never sent
+    EPOCH_OPENING = 9
+    KEY_SETUP_REPLY = 10
+    EPOCH_PROPOSAL = 11
+    KEY_RESPONSE = 12
+    EPOCH_CONFIRMATION = 13
+    UPLOAD_COMMITMENT = 14
+    UPLOAD = 15
+    COMMITMENT_LIST = 16
+    ROUND_PROPOSAL = 17
+    TRANSCRIPT_SIGNATURE = 18
+    ROUND_CONFIRMATION = 19
+    ROUND_SHARE = 20
+    LOCAL_CLIENT_STATE = 21  # a client's own protocol state (secrets included), for its own storage only
 
 
 def seal(kind: Kind, params: Params, body: bytes) -> bytes:
@@ -81,32 +94,37 @@ class Writer:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def u8(self, v: int) -> "Writer":
+    def u8(self, v: int) -> Writer:
         self._parts.append(struct.pack("<B", v))
         return self
 
-    def u32(self, v: int) -> "Writer":
+    def u32(self, v: int) -> Writer:
         self._parts.append(struct.pack("<I", v))
         return self
 
-    def u64(self, v: int) -> "Writer":
+    def u64(self, v: int) -> Writer:
         self._parts.append(struct.pack("<Q", v))
         return self
 
-    def f64(self, v: float) -> "Writer":
+    def f64(self, v: float) -> Writer:
         self._parts.append(struct.pack("<d", v))
         return self
 
-    def raw(self, b: bytes) -> "Writer":
+    def raw(self, b: bytes) -> Writer:
         self._parts.append(bytes(b))
         return self
 
-    def blob(self, b: bytes) -> "Writer":
+    def blob(self, b: bytes) -> Writer:
         self._parts.append(struct.pack("<Q", len(b)))
         self._parts.append(b)
         return self
 
-    def blobs(self, items: list[bytes]) -> "Writer":
+    def array(self, a: np.ndarray) -> Writer:
+        """Raw little-endian uint64 coefficients (the shape is implied by the message)."""
+        self._parts.append(np.ascontiguousarray(a, dtype="<u8").tobytes())
+        return self
+
+    def blobs(self, items: list[bytes]) -> Writer:
         self.u32(len(items))
         for b in items:
             self.blob(b)
@@ -152,6 +170,19 @@ class Reader:
             raise CryptoFormatError(f"{self._what}: field of {n} bytes exceeds the maximum {max_len}")
         return bytes(self._take(n))
 
+    def array(self, shape: Sequence[int], primes: Sequence[int] | None = None) -> np.ndarray:
+        """``prod(shape)`` uint64 values as an array of ``shape``; with ``primes``, each value below the prime of
+        its row (axis -2), else ``CryptoFormatError``."""
+        count = 1
+        for d in shape:
+            count *= int(d)
+        out = np.frombuffer(self._take(8 * count), dtype="<u8").astype(np.uint64).reshape(tuple(shape))
+        if primes is not None:
+            q = np.asarray(primes, dtype=np.uint64).reshape((len(primes), 1))
+            if out.shape[-2] != len(primes) or np.any(out >= q):
+                raise CryptoFormatError(f"{self._what}: coefficient out of range for its prime")
+        return out
+
     def blobs(self, max_count: int, max_len: int) -> list[bytes]:
         count = self.u32()
         if count > max_count:
@@ -161,21 +192,3 @@ class Reader:
     def done(self) -> None:
         if self._pos != len(self._b):
             raise CryptoFormatError(f"{self._what}: {len(self._b) - self._pos} unexpected trailing bytes")
-
-
-def check_seal_blob(blob: bytes, what: str) -> bytes:
-    """Refuse a SEAL blob whose header is malformed before SEAL parses it."""
-    why = seal_header_ok(blob)
-    if why is not None:
-        raise CryptoFormatError(f"{what}: {why}")
-    return blob
-
-
-def guarded(what: str, fn: Callable[[], T]) -> T:
-    """Run a SEAL load/validation step, turning any library exception into ``CryptoFormatError``."""
-    try:
-        return fn()
-    except CryptoError:
-        raise
-    except Exception as exc:  # SEAL raises ValueError/RuntimeError/TypeError on invalid data
-        raise CryptoFormatError(f"{what}: rejected by the SEAL loader ({type(exc).__name__}: {exc})") from None

@@ -5,6 +5,9 @@ Prints one JSON object. For a vector of P floats and n clients each scheme repor
 client and ``upload_ratio`` against float32, and ``max_abs_error`` of the decoded sum. Paillier runs on a subset and
 is extrapolated linearly (said in its entry). OpenFHE threshold CKKS runs in a separate Python 3.10 interpreter
 (``BASTIONFL_OPENFHE_PYTHON`` or ``python3.10`` on PATH) and is reported "unavailable", with the reason, otherwise.
+``--threat-models`` adds, per profile and threat model, one epoch and one round of the protocol engine: time of
+every step (commit, transcript signature with its sketch, consistency and C1 checks, share, fuse) and bytes per
+client of the key, upload and decrypt stages (``bastionfl.crypto.costs``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +60,6 @@ def _inputs(p: int, n: int, seed: int = 0) -> list[np.ndarray]:
 def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
     from bastionfl import crypto as xc
     from bastionfl.crypto.backend import backend
-    from bastionfl.crypto.decryption import share_plaintexts
 
     params = xc.get_profile(profile)
     backend(params)  # contexts are built once per process; not part of any step
@@ -78,7 +81,7 @@ def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
     upload, t_ser = _timed(lambda: evs[0].to_bytes())
     _, t_deser = _timed(lambda: xc.EncryptedVector.from_bytes(params, upload))
 
-    _, t_c1 = _timed(lambda: [ev.c1_blobs() for ev in evs])  # (0, c1) of each update for the request's list
+    _, t_c1 = _timed(lambda: [ev.c1_digest() for ev in evs])  # c1 of each update for the request's list
 
     def aggregate() -> Any:
         agg = xc.StreamingAggregator(params, apk)
@@ -93,7 +96,7 @@ def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
     parsed, t_req_parse = _timed(lambda: xc.DecryptionRequest.from_bytes(params, request_bytes))
     # client 0 samples its smudging floods beforehand (KeyShare.prepare_smudging, e.g. right after its upload);
     # clients 1..n-1 sample them inside decryption_share: share_s is their mean
-    _, t_prep = _timed(lambda: keys[0].prepare_smudging(len(aggregate_ct.ciphertexts)))
+    _, t_prep = _timed(lambda: keys[0].prepare_smudging(len(aggregate_ct.data)))
     shares, t_share, t_share_prep = [], 0.0, 0.0
     for i, (k, ev) in enumerate(zip(keys, evs)):
         req = parsed if i == 0 else xc.DecryptionRequest.from_bytes(params, request_bytes)
@@ -106,15 +109,13 @@ def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
     share_mean = t_share / (n - 1)
     share_bytes = shares[0].to_bytes()
     # the share alone (smudging + s_i·C1), without the C1 verification, for the profile of share_s
-    be = backend(params)
-    targets = [be.c1_only(ct, be.eval_a) for ct in aggregate_ct.ciphertexts]
-    _, t_core = _timed(lambda: share_plaintexts(keys[0], targets, params.smudging_std))
+    _, t_core = _timed(lambda: keys[0].partial_decrypt(aggregate_ct.data[:, 1], n, n))
     out, t_fuse = _timed(lambda: xc.fuse(aggregate_ct, shares, n))
     err = float(np.max(np.abs(out - np.sum(xs, axis=0))))
     return {
         "scheme": f"xMK-CKKS {profile} (tenseal.sealapi, N={params.poly_modulus_degree}, "
         f"data {list(params.data_bits)} | special {params.special_bits}, scale 2^{params.scale_bits}, "
-        f"smudging 2^{params.smudging_bits:g}, complex packing)",
+        f"smudging 2^{params.flood_bits(n, n, len(evs[0].data))}, complex packing)",
         "keygen_s": t_keygen / n,
         "key_aggregate_s": t_apk,
         "encrypt_s": t_enc / n,
@@ -131,7 +132,7 @@ def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
         "prepare_smudging_s": t_prep,
         "share_with_prepared_smudging_s": t_share_prep,
         "fuse_s": t_fuse,
-        "ciphertexts_per_client": len(evs[0].ciphertexts),
+        "ciphertexts_per_client": len(evs[0].data),
         "upload_bytes": len(upload),
         "upload_ratio": len(upload) / (4 * p),
         "share_bytes": len(share_bytes),
@@ -140,7 +141,7 @@ def _xmk(profile: str, xs: list[np.ndarray]) -> dict[str, Any]:
         "public_share_bytes": len(keys[0].public_share().to_bytes()),
         "aggregated_key_bytes": len(apk.to_bytes()),
         "max_abs_error": err,
-        "expected_max_error": params.expected_max_error(n, 1.0),
+        "expected_max_error": params.expected_max_error(n, 1.0, len(evs[0].data)),
         "notes": "per client: keygen, encrypt, share (incl. C1 verification against the n listed c1; "
         "share_core_s = smudging + s_i*C1 only; share_with_prepared_smudging_s: floods sampled beforehand by "
         "prepare_smudging, e.g. while the client waits for the aggregate); request_parse_s: client parses and "
@@ -351,6 +352,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip", default="", help="comma-separated baselines to skip: tenseal,paillier,openfhe")
     ap.add_argument("--openfhe-ring-dim", type=int, default=16384)
     ap.add_argument("--openfhe-timeout", type=int, default=900)
+    ap.add_argument("--threat-models", nargs="?", const="honest-but-curious,malicious,malicious-colluding",
+                    default=None, help="also run the protocol engine per profile and threat model (comma-separated; "
+                    "all three when given without a value)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
     return ap
 
@@ -382,6 +386,16 @@ def main(argv: list[str]) -> int:
         for prof in profiles:
             x = schemes[f"xmkckks_{prof}"]
             x["speedup_vs_paillier_per_client"] = pai["encrypt_s"] / (x["encrypt_s"] + x["share_s"])
+    threat_models: dict[str, Any] = {}
+    if args.threat_models:
+        from bastionfl.crypto import get_profile
+        from bastionfl.crypto.costs import protocol_costs
+
+        for prof in profiles:
+            threat_models[prof] = {
+                tm: protocol_costs(get_profile(prof), tm, args.clients, args.params)
+                for tm in args.threat_models.split(",") if tm
+            }
     result = {
         "params": args.params,
         "clients": args.clients,
@@ -394,6 +408,8 @@ def main(argv: list[str]) -> int:
         },
         "schemes": schemes,
     }
+    if threat_models:
+        result["threat_models"] = threat_models
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -58,7 +58,7 @@ def lean() -> Params:
 @pytest.fixture(scope="session")
 def tiny() -> Params:
     """A small valid parameter set (N=4096) for fuzzing and protocol-logic tests."""
-    return custom_params(4096, [40], 40, 30, 16, name="tiny")
+    return custom_params(4096, [40], 40, 30, 16, name="tiny", below_standard=True)
 
 
 @pytest.fixture(scope="module")

@@ -81,23 +81,27 @@ def test_b4_ctx_b_works_on_ctx_a_objects_but_not_the_reverse(be, secret, ct, tin
         be.eval_a.add(z, z, sa.Ciphertext())
 
 
-def test_b5_encoder_gaussian_gives_coefficient_std(be, tiny):
-    from bastionfl.crypto.noise import smudging_plaintext
+def test_b5_coefficient_form_ciphertext_loads_and_transforms_to_ntt(be, tiny):
+    """A coefficient-form CKKS ciphertext built from raw values loads, and SEAL's NTT matches util's (the flood)."""
+    from bastionfl.crypto import sealraw
 
     n, q = tiny.poly_modulus_degree, tiny.primes[0]
-    std = 2.0**20
-    pt = smudging_plaintext(be.encoder_b, n, be.data_parms_id, 1.0, std)
-    coeffs = util.inverse_ntt_negacyclic_harvey(_coeffs(pt, n), util.NTTTables(int(math.log2(n)), sa.Modulus(q)))
-    centred = np.array([(c % q) - q if c % q > q // 2 else c % q for c in coeffs], dtype=np.float64)
-    assert abs(np.std(centred) / std - 1) < 0.05
-    assert np.all(centred == np.round(centred))
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, q, size=(3, 1, n), dtype=np.uint64)
+    ct = sealraw.to_ciphertext(be.ctx_a, be.data_parms_id, raw, tiny.data_primes, 1.0, ntt=False)
+    assert not ct.is_ntt_form()
+    be.eval_a.transform_to_ntt_inplace(ct)
+    out = sealraw.ciphertext_data(ct)
+    tables = util.NTTTables(int(math.log2(n)), sa.Modulus(q))
+    for i in range(3):
+        assert [v % q for v in util.ntt_negacyclic_harvey([int(v) for v in raw[i, 0]], tables)] == out[i, 0].tolist()
 
 
 def test_b6_seeded_prng_is_deterministic_across_processes(tiny):
     code = (
         "from bastionfl.crypto import custom_params, CrsSeed;"
         "from bastionfl.crypto.crs import crs_material;from bastionfl.crypto.backend import save;import hashlib;"
-        "p=custom_params(4096,[40],40,30,16,name='tiny');"
+        "p=custom_params(4096,[40],40,30,16,name='tiny',below_standard=True);"
         "print(hashlib.sha256(save(crs_material(p,CrsSeed.from_session('b6',3)).a0)).hexdigest())"
     )
     here = __import__("hashlib").sha256(save(crs_material(tiny, CrsSeed.from_session("b6", 3)).a0)).hexdigest()
@@ -181,7 +185,7 @@ def test_probe_public_share_refused_by_ctx_a(tiny):
 
     share = KeyShare.generate(tiny, CrsSeed.from_session("probe-share", 0)).public_share()
     with pytest.raises((ValueError, RuntimeError)):
-        load(sa.Ciphertext(), backend(tiny).ctx_a, share._blob)
+        load(sa.Ciphertext(), backend(tiny).ctx_a, save(share.ciphertext))
 
 
 def test_no_seal_file_is_left_behind(be, ct):
@@ -229,3 +233,42 @@ def test_b14_ckks_mod_switch_drops_the_last_prime(tiny):
     assert dropped.parms_id() == be.data_parms_id
     assert [int(dropped[i]) for i in range(n)] == [int(neg[i]) for i in range(n)]  # first prime untouched
     assert all(int(dropped[i]) < q0 for i in range(n))
+
+
+def test_b16_seal_member_layout_is_what_sealraw_builds(be, ct, secret, tiny):
+    """The decompressed member bytes SEAL writes equal the bytes sealraw builds from the same coefficients."""
+    from bastionfl.crypto import sealraw
+
+    data = sealraw.ciphertext_data(ct)
+    assert sealraw._members(ct, len(sealraw.ciphertext_members(ct.parms_id(), data, ct.scale))) == \
+        sealraw.ciphertext_members(ct.parms_id(), data, ct.scale)
+    pt = sa.Plaintext()
+    be.encoder_a.encode([0.25] * 4, be.data_parms_id, 2.0**30, pt)
+    pdata = sealraw.plaintext_data(pt, 1)
+    members = sealraw.plaintext_members(pt.parms_id(), pdata, pt.scale)
+    assert sealraw._members(pt, len(members)) == members
+    sdata = sealraw.secret_key_data(secret, len(tiny.primes))
+    members = sealraw.plaintext_members(secret.parms_id(), sdata, 1.0)
+    assert sealraw._members(secret.data(), len(members)) == members
+    rebuilt = sealraw.to_secret_key(be.ctx_b, be.ctx_b.key_parms_id(), sdata, tiny.primes)
+    assert (sealraw.secret_key_data(rebuilt, len(tiny.primes)) == sdata).all()
+    assert sealraw._VERSION[0] == 4 and save(ct)[5] == 2  # SEAL 4.x, saving with ZSTD (the only mode bound)
+
+
+def test_b17_zstd_decompress_is_exported_by_the_extension():
+    """sealraw reads SEAL's own output with the ZSTD_decompress of the extension module (else a slow fallback)."""
+    from bastionfl.crypto import sealraw
+
+    assert sealraw._ZSTD_FUNCS is not None
+
+
+def test_b18_builders_refuse_out_of_range_coefficients(be, tiny):
+    from bastionfl.crypto import CryptoFormatError, sealraw
+
+    q = tiny.primes[0]
+    bad = np.zeros((2, 1, tiny.poly_modulus_degree), dtype=np.uint64)
+    bad[1, 0, 7] = q
+    with pytest.raises(CryptoFormatError, match="out of range"):
+        sealraw.to_ciphertext(be.ctx_a, be.data_parms_id, bad, tiny.data_primes, 2.0**30)
+    bad[1, 0, 7] = q - 1
+    assert sealraw.to_ciphertext(be.ctx_a, be.data_parms_id, bad, tiny.data_primes, 2.0**30).size() == 2

@@ -49,7 +49,7 @@ def test_sum_precise_small(precise, n, size):
     aggregate, shares, _ = run_round(ep, xs)
     err = np.max(np.abs(fuse(aggregate, shares, n) - np.sum(xs, axis=0)))
     assert err <= 1e-6
-    assert err <= precise.expected_max_error(n, 1.0)
+    assert err <= precise.expected_max_error(n, 1.0, len(aggregate.data))
 
 
 @pytest.mark.parametrize("n,size", [(3, 40_000), (10, 20_000)])
@@ -58,7 +58,7 @@ def test_sum_lean_small(lean, n, size):
     xs = values(np.random.default_rng(n + 100), n, size)
     aggregate, shares, _ = run_round(ep, xs)
     err = np.max(np.abs(fuse(aggregate, shares, n) - np.sum(xs, axis=0)))
-    assert err <= lean.expected_max_error(n, 1.0)  # documented: ≈1e-6 for n=3, ≈2e-6 for n=10
+    assert err <= lean.expected_max_error(n, 1.0, len(aggregate.data))  # documented: ≈1e-6 for n=3, ≈2e-6 for n=10
     assert err > 1e-9  # the lean flood is really there (2^20 against a 2^50 scale)
 
 
@@ -96,7 +96,7 @@ def test_missing_share_raw_is_garbage_and_api_refuses(precise3):
     xs = values(np.random.default_rng(4), 3, 5000)
     aggregate, shares, _ = run_round(precise3, xs)
     truth = np.sum(xs, axis=0)
-    raw = fuse_unchecked(aggregate, [s.plaintexts for s in shares[:2]])
+    raw = fuse_unchecked(aggregate.params, aggregate.data[:, 0], [s.data for s in shares[:2]], aggregate.length)
     assert np.max(np.abs(raw - truth)) >= 1e3
     with pytest.raises(IncompleteShareSetError, match="2 of 3"):
         fuse(aggregate, shares[:2], 3)
@@ -111,7 +111,7 @@ def test_length_and_padding_preserved(tiny3):
     assert len(evs[0].ciphertexts) == 2
     out = fuse(aggregate, shares, 3)
     assert out.shape == (4096 + 17,)
-    assert np.max(np.abs(out - np.sum(xs, axis=0))) <= tiny3.params.expected_max_error(3)
+    assert np.max(np.abs(out - np.sum(xs, axis=0))) <= tiny3.params.expected_max_error(3, 1.0, 2)
 
 
 def test_streaming_aggregator_checks(tiny3, tiny):
@@ -122,7 +122,7 @@ def test_streaming_aggregator_checks(tiny3, tiny):
         agg.add(ev)
     with pytest.raises(ParameterError, match="length"):
         agg.add(encrypt_vector(tiny3.apk, np.ones(101)))
-    with pytest.raises(CryptoError, match="1 of 3"):
+    with pytest.raises(IncompleteShareSetError, match="1 of 3"):
         agg.result()
     # the caller's update is not modified by aggregation
     agg.add(encrypt_vector(tiny3.apk, np.ones(100)))
@@ -180,3 +180,37 @@ def test_epoch_policy():
     assert not pol.must_rotate(2, ["a", "b"], ["b", "a"])
     assert pol.must_rotate(3, ["a", "b"], ["a", "b"])
     assert pol.must_rotate(1, ["a", "b"], ["a", "c"])
+
+
+def test_decoded_sum_above_the_declared_bound_is_refused(lean):
+    """An update far above check_sum_fits (made by bypassing encrypt_vector) turns the sum into garbage: fusion
+    refuses it with a RangeCheckError instead of returning it; an honest update that merely lies about its bound
+    is caught the same way."""
+    from bastionfl.crypto import RangeCheckError
+    from bastionfl.crypto.scheme import encrypt
+
+    ep = make_epoch(lean, 3, run_id="range")
+    xs = values(np.random.default_rng(21), 3, 3000)
+    evs = [encrypt_vector(ep.apk, x) for x in xs]
+    huge = np.full(3000, 400.0)  # two of these: |sum| = 800 > Q/(2 Delta) = 512, coefficients wrap around Q
+    for i in (1, 2):
+        evs[i] = EncryptedVector(lean, ep.apk.epoch_id, 3000, encrypt(lean, ep.apk.encryptor, huge), bound=1.0)
+    agg = StreamingAggregator(lean, ep.apk)
+    for ev in evs:
+        agg.add(EncryptedVector.from_bytes(lean, ev.to_bytes()))
+    aggregate = agg.result()
+    request = aggregate.decryption_request(next_round())
+    shares = [k.decryption_share(request, ev) for k, ev in zip(ep.keys, evs)]
+    with pytest.raises(RangeCheckError, match="declared bound"):
+        fuse(aggregate, shares, 3)
+    # a liar inside the decodable range is caught too (the declared total is exceeded), never silently returned
+    evs = [encrypt_vector(ep.apk, x) for x in xs[:2]]
+    evs.append(EncryptedVector(lean, ep.apk.epoch_id, 3000, encrypt(lean, ep.apk.encryptor, np.full(3000, 50.0)),
+                               bound=1.0))
+    agg = StreamingAggregator(lean, ep.apk)
+    for ev in evs:
+        agg.add(ev)
+    aggregate = agg.result()
+    request = aggregate.decryption_request(next_round())
+    with pytest.raises(RangeCheckError):
+        fuse(aggregate, [k.decryption_share(request, ev) for k, ev in zip(ep.keys, evs)], 3)

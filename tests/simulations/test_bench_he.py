@@ -32,3 +32,22 @@ def test_bench_he_usage_error(capsys):
     assert main(["--clients", "1"]) == 2
     assert main(["--bogus"]) == 2
     capsys.readouterr()
+
+
+def test_bench_he_threat_models(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("BASTIONFL_OPENFHE_PYTHON", str(tmp_path / "no-such-python"))
+    argv = ["--params", "3000", "--clients", "3", "--skip", "tenseal,paillier,openfhe", "--profiles", "lean",
+            "--threat-models"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    runs = out["threat_models"]["lean"]
+    assert set(runs) == {"honest-but-curious", "malicious", "malicious-colluding"}
+    for name, run in runs.items():
+        assert run["threat_model"] == name and run["clients"] == 3
+        assert {"upload", "decrypt", "key"} <= set(run["upload_per_client_bytes"])
+        assert run["download_per_client_bytes"]["decrypt"] > 0
+        assert run["times"]["client_encrypt_commit_s"] > 0 and run["times"]["server_fuse_s"] > 0
+        assert run["max_abs_error"] <= 1e-5
+    assert runs["malicious"]["decrypt_download_over_upload"] <= 1.2
+    assert "client_verify_and_share_s" in runs["malicious"]["times"]
+    assert "client_reveal_s" in runs["malicious-colluding"]["times"]
