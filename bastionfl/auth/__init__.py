@@ -17,6 +17,7 @@ from .ha import HomeAuthority, LocalRelay, RateLimits
 from .http_relay import HttpRelay
 from .messages import ACK_LEN, MSG1_LEN, MSG2_LEN, MSG3_LEN, MSG4_LEN
 from .primitives import RoundContext
+from .roster import SignedRoster, endorse_epoch_key
 from .server import AuthServer, ChallengeReply, ConfirmReply, HARelay, ServerHandshake
 from .session import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Session, digest_records, mac_message, verify_message
 from .store import HAStore, load_or_create_kek
@@ -50,6 +51,8 @@ __all__ = [
     "RateLimits",
     "RoundContext",
     "ServerHandshake",
+    "SignedRoster",
+    "endorse_epoch_key",
     "Session",
     "digest_records",
     "load_or_create_kek",

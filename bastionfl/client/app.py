@@ -150,15 +150,48 @@ def xmk_keygen(msg: Message, context: Context) -> Message:
     return handle_keygen(msg, context, cfg, local_num_examples(cfg, pid, nparts))
 
 
+@app.query(Action.XMK_KEY_PROPOSAL)
+@replies_errors
+def xmk_key_proposal(msg: Message, context: Context) -> Message:
+    """Secure aggregation, key setup (signed threat models): check the roster, sketch or reveal the public share."""
+    from bastionfl.client.secure import handle_key_proposal
+
+    cfg = config_from_message(msg, context)
+    _maybe_drop(cfg, Stage.KEYGEN, msg, context)
+    return handle_key_proposal(msg, context, cfg)
+
+
 @app.train(Action.XMK_TRAIN)
 @replies_errors
 def xmk_train(msg: Message, context: Context) -> Message:
-    """Secure aggregation, train: local training, then the update encrypted under the aggregated key."""
+    """Secure aggregation, train: local training, then the update encrypted under the verified aggregated key."""
     from bastionfl.client.secure import handle_train
 
     cfg = config_from_message(msg, context)
     _maybe_drop(cfg, Stage.TRAIN, msg, context)
     return handle_train(msg, context, cfg, lambda state: _train_locally(cfg, context, state, _round(msg)))
+
+
+@app.query(Action.XMK_REVEAL)
+@replies_errors
+def xmk_reveal(msg: Message, context: Context) -> Message:
+    """Secure aggregation, malicious-colluding: reveal the ciphertexts once every commitment is fixed."""
+    from bastionfl.client.secure import handle_reveal
+
+    cfg = config_from_message(msg, context)
+    _maybe_drop(cfg, Stage.REVEAL, msg, context)
+    return handle_reveal(msg, context, cfg)
+
+
+@app.query(Action.XMK_CONSISTENCY)
+@replies_errors
+def xmk_consistency(msg: Message, context: Context) -> Message:
+    """Secure aggregation, signed threat models: check the round and sign its transcript."""
+    from bastionfl.client.secure import handle_consistency
+
+    cfg = config_from_message(msg, context)
+    _maybe_drop(cfg, Stage.CONSISTENCY, msg, context)
+    return handle_consistency(msg, context, cfg)
 
 
 @app.query(Action.XMK_DECRYPT)

@@ -45,13 +45,14 @@ from bastionfl.protocol.admission import (
     content_digest,
 )
 
-__all__ = ["auth_mod", "current_session"]
+__all__ = ["auth_mod", "current_session", "roster_key"]
 
 log = logging.getLogger("bastionfl.client")
 
 _RUN = "bastionfl.auth.run"  # marks a run that uses pseudonym admission (no downgrade to "none" within it)
 _HANDSHAKE = "bastionfl.auth.handshake"
 _SESSION = "bastionfl.auth.session"
+_ROSTER_KEY = "bastionfl.auth.roster-key"  # the HA's roster key from this node's credential (public)
 
 Handler = Callable[[Message, Context], Message]
 
@@ -75,6 +76,13 @@ def current_session(context: Context) -> Session | None:
     """This node's authenticated session of the current round (the secure-aggregation client endorses its epoch
     key with it), or None."""
     return _load_session(context)
+
+
+def roster_key(context: Context) -> bytes | None:
+    """The Home Authority's roster verification key from this node's credential (None if it has none)."""
+    rec = context.state.config_records.get(_ROSTER_KEY)
+    key = bytes(rec["key"]) if rec is not None else b""
+    return key or None
 
 
 def _load_session(context: Context) -> Session | None:
@@ -190,6 +198,7 @@ def _handshake(msg: Message, context: Context) -> Message:
             ack = outcome.ack
             if outcome.session is not None:
                 _save_session(context, outcome.session)
+                context.state[_ROSTER_KEY] = ConfigRecord({"key": store.load().roster_public_key or b""})
         _drop(context, _HANDSHAKE)
         out["ack"] = ack
     else:

@@ -1,108 +1,193 @@
-"""The client side of xMK-CKKS rounds: key share, encrypted update, verified decryption share.
+"""The client side of xMK-CKKS rounds: one handler per protocol message, each a step of ``crypto.ClientEpoch``.
 
-The key share's secret lives only in this node's ``context.state`` (Flower keeps it in the SuperNode's memory and
-hands it to each ClientApp process of the run); nothing secret is ever put in a reply.
+The epoch's state (key share secret, epoch signing key, roster, per-round records that refuse a second share) lives
+only in this node's ``context.state``, exported after every step, because Flower may run each message in a fresh
+ClientApp process; nothing secret is ever put in a reply. What the client refuses is the crypto engine's
+``ClientPolicy`` (threat model, minimum members and uploads, share cap); with pseudonym admission in a signed threat
+model it also requires the Home Authority's signed roster and checks it itself.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from bastionfl.config import RunConfig
-from bastionfl.crypto import (
-    AggregatedPublicKey,
-    CrsSeed,
-    DecryptionRequest,
-    KeyShare,
-    encrypt_vector,
-    get_profile,
-)
+from bastionfl.config import Auth, RunConfig, ThreatModel
+from bastionfl.crypto import ClientEpoch, ClientPolicy, EpochPolicy, Params, get_profile
+from bastionfl.crypto import ThreatModel as CryptoThreatModel
 from bastionfl.protocol import Key, NodeState, ProtocolError, Record, array_blob, blob_array
 from bastionfl.tasks.vectorize import state_delta
 
-__all__ = ["handle_keygen", "handle_train", "handle_decrypt"]
+__all__ = ["handle_keygen", "handle_key_proposal", "handle_train", "handle_reveal", "handle_consistency",
+           "handle_decrypt", "client_policy"]
 
-STATE_KEY = NodeState.XMK  # this node's key share (secret) and per-round bookkeeping, in context.state
-_KEY, _OWN_C1 = "key", "own-c1"
-
-
-def _state(context: Context) -> ConfigRecord:
-    return context.state.config_records.get(STATE_KEY, ConfigRecord())
+STATE_KEY = NodeState.XMK  # this node's epoch (secrets inside), in context.state only
+_EPOCH, _NUMBER = "epoch", "number"
 
 
-def _load_key(context: Context, cfg: RunConfig) -> KeyShare:
-    saved = _state(context)
-    if _KEY not in saved:
-        raise ProtocolError("no key share on this node for the current key epoch (it joined late or restarted)")
-    return KeyShare.import_local(get_profile(str(cfg.secure.he_profile)), bytes(saved[_KEY]))
+def _params(cfg: RunConfig) -> Params:
+    return get_profile(str(cfg.secure.he_profile))
+
+
+def _certified(cfg: RunConfig) -> bool:
+    return cfg.admission.mode is Auth.PSEUDONYM and cfg.secure.threat_model is not ThreatModel.HONEST_BUT_CURIOUS
+
+
+def client_policy(cfg: RunConfig) -> ClientPolicy:
+    """What this client refuses whatever the server asks (its own configuration, never the message's)."""
+    return EpochPolicy(cfg.secure.key_epoch_rounds).client_policy(
+        CryptoThreatModel(str(cfg.secure.threat_model)), cfg.secure.min_members, cfg.secure.min_uploads,
+        require_certified_roster=_certified(cfg))
+
+
+def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
+    context.state[STATE_KEY] = ConfigRecord({_EPOCH: epoch.export_local(), _NUMBER: number})
+
+
+def _load(context: Context, cfg: RunConfig, msg: Message) -> tuple[ClientEpoch, int]:
+    """This node's epoch; refuses a message of another key epoch than the one it holds."""
+    saved = context.state.config_records.get(STATE_KEY)
+    if saved is None or _EPOCH not in saved:
+        raise ProtocolError("no key epoch on this node (it joined late or restarted): it sits this epoch out")
+    number = int(saved[_NUMBER])
+    asked = int(msg.content.config_records[Record.XMK_CONFIG][Key.EPOCH])
+    if asked != number:
+        raise ProtocolError(f"message for key epoch {asked}; this node holds epoch {number}")
+    return ClientEpoch.import_local(_params(cfg), bytes(saved[_EPOCH])), number
+
+
+def _blob(msg: Message, key: str) -> bytes:
+    return array_blob(msg.content[Record.XMK][key])
+
+
+def _reply(msg: Message, blobs: dict[str, bytes], metrics: dict[str, float] | None = None,
+           diagnostics: dict[str, float] | None = None) -> Message:
+    content = RecordDict({Record.XMK: ArrayRecord({k: blob_array(v) for k, v in blobs.items()})})
+    if metrics is not None:
+        content[Record.METRICS] = MetricRecord(metrics)
+    if diagnostics:
+        content[Record.CLIENT_METRICS] = ConfigRecord(diagnostics)
+    return Message(content=content, reply_to=msg)
+
+
+def _certified_keys(cfg: RunConfig, context: Context, msg: Message, epoch: ClientEpoch,
+                    number: int) -> frozenset[bytes] | None:
+    """The roster the Home Authority signed for this epoch, checked here (None when no authority is used)."""
+    if not _certified(cfg):
+        return None
+    from bastionfl.auth import AuthError, MalformedInput, SignedRoster
+    from bastionfl.client.auth_mod import roster_key
+
+    key = roster_key(context)
+    if key is None:
+        raise ProtocolError("this node's credential has no Home Authority roster key: enrol it again")
+    server_id = str(context.node_config.get("auth-server-id") or cfg.admission.server_id)
+    try:
+        roster = SignedRoster.from_bytes(_blob(msg, Key.ROSTER))
+        return roster.verify(key, server_id=server_id, run_id=int(context.run_id), key_epoch=number,
+                             min_members=cfg.secure.min_members, own_key=epoch.verification_key)
+    except (AuthError, MalformedInput, KeyError) as exc:
+        raise ProtocolError(f"epoch roster refused: {exc}") from None
 
 
 def handle_keygen(msg: Message, context: Context, cfg: RunConfig, num_examples: int) -> Message:
-    """New key epoch: derive the CRS from the public seed, make a key share, keep the secret, return ``b_i``."""
-    record = msg.content.config_records[Record.XMK]
-    params = get_profile(str(cfg.secure.he_profile))
-    crs = CrsSeed.from_session(str(record[Key.SESSION]), int(record[Key.EPOCH]))
+    """K1: open the epoch (key share, epoch signing key); with a Home Authority, endorse the epoch key for it."""
     start = time.perf_counter()
-    key = KeyShare.generate(params, crs)
-    public = key.public_share().to_bytes()
-    elapsed = time.perf_counter() - start
-    context.state[STATE_KEY] = ConfigRecord({_KEY: key.export_local(), Key.EPOCH: int(record[Key.EPOCH])})
-    content = RecordDict({
-        Record.XMK: ArrayRecord({Key.PUBLIC_SHARE: blob_array(public)}),
-        Record.METRICS: MetricRecord({Key.NUM_EXAMPLES: num_examples}),
-        Record.CLIENT_METRICS: ConfigRecord({"he_keygen_s": elapsed}),
-    })
-    return Message(content=content, reply_to=msg)
+    meta = msg.content.config_records[Record.XMK_CONFIG]
+    if str(meta[Key.THREAT_MODEL]) != str(cfg.secure.threat_model):
+        raise ProtocolError(f"the server asks for a {meta[Key.THREAT_MODEL]} epoch; this client runs "
+                            f"{cfg.secure.threat_model}")
+    number = int(meta[Key.EPOCH])
+    epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), client_policy(cfg))
+    blobs = {Key.KEY_REPLY: reply}
+    if _certified(cfg):
+        from bastionfl.auth.roster import endorse_epoch_key
+        from bastionfl.client.auth_mod import current_session
+
+        session = current_session(context)
+        vk = epoch.verification_key
+        if session is None or session.endorse_key is None or vk is None:
+            raise ProtocolError("no admission session of this round to endorse the epoch key with")
+        blobs[Key.VERIFICATION_KEY] = vk
+        blobs[Key.ENDORSEMENT] = endorse_epoch_key(session.endorse_key, session.server_id, int(context.run_id),
+                                                   number, vk)
+    _save(context, epoch, number)
+    return _reply(msg, blobs, {Key.NUM_EXAMPLES: num_examples}, {"he_keygen_s": time.perf_counter() - start})
 
 
-def handle_train(msg: Message, context: Context, cfg: RunConfig, train_fn) -> Message:  # noqa: ANN001
-    """Accept the aggregated key, train locally, encrypt ``w_k · (new - global)`` with ``w_k = n_k / norm``."""
-    params = get_profile(str(cfg.secure.he_profile))
-    key = _load_key(context, cfg)
-    apk = AggregatedPublicKey.from_bytes(params, array_blob(msg.content[Record.XMK][Key.AGGREGATED_KEY]))
-    key.accept(apk)  # refuses a key that does not contain this node's share
-    xmk_config = msg.content.config_records[Record.XMK_CONFIG]
-    norm = float(xmk_config[Key.WEIGHT_NORM])
-    global_state = msg.content[Record.ARRAYS].to_torch_state_dict()
+def handle_key_proposal(msg: Message, context: Context, cfg: RunConfig) -> Message:
+    """K2: check the roster (the Home Authority's signature where used) and answer with a signed key sketch or the
+    revealed share."""
+    start = time.perf_counter()
+    epoch, number = _load(context, cfg, msg)
+    response = epoch.on_key_proposal(_blob(msg, Key.PROPOSAL), _certified_keys(cfg, context, msg, epoch, number))
+    if response is None:
+        raise ProtocolError("the key proposal needs no answer in this threat model")
+    _save(context, epoch, number)
+    return _reply(msg, {Key.KEY_RESPONSE: response}, diagnostics={"he_key_check_s": time.perf_counter() - start})
+
+
+def handle_train(msg: Message, context: Context, cfg: RunConfig,
+                 train_fn: Callable[[dict], object]) -> Message:  # noqa: ANN001
+    """Finish key setup if this is the epoch's first round, train, and upload ``w_k · (new - global)`` encrypted
+    (``w_k = n_k / norm``) with its signed commitment (malicious-colluding: the commitment alone)."""
+    from bastionfl.protocol import round_of
+
     t0 = time.perf_counter()
-    result = train_fn(global_state)
+    epoch, number = _load(context, cfg, msg)
+    meta = msg.content.config_records[Record.XMK_CONFIG]
+    if Key.KEY_MESSAGE in msg.content[Record.XMK]:
+        data = _blob(msg, Key.KEY_MESSAGE)
+        if epoch.stage == "opened":  # honest-but-curious: the proposal with the key
+            epoch.on_key_proposal(data, None)
+        elif epoch.stage == "proposed":
+            epoch.on_key_confirmation(data)
+    norm = float(meta[Key.WEIGHT_NORM])
+    global_state = msg.content[Record.ARRAYS].to_torch_state_dict()
     t1 = time.perf_counter()
-    weight = result.num_examples / norm
-    update = state_delta(result.state_dict, global_state) * weight
-    params.check_sum_fits(int(xmk_config[Key.PARTICIPANTS]), float(np.abs(update).max()))
-    encrypted = encrypt_vector(apk, update)
-    blob = encrypted.to_bytes()
+    result = train_fn(global_state)
     t2 = time.perf_counter()
-    saved = _state(context)
-    context.state[STATE_KEY] = ConfigRecord({**dict(saved), _KEY: key.export_local(), _OWN_C1: encrypted.c1_digest()})
-    diagnostics = {**result.metrics, "train_s": t1 - t0, "he_encrypt_s": t2 - t1}
-    content = RecordDict({
-        Record.XMK: ArrayRecord({Key.UPDATE: blob_array(blob)}),
-        Record.METRICS: MetricRecord({Key.NUM_EXAMPLES: result.num_examples, Key.WEIGHT: weight,
-                                      Key.TRAIN_LOSS: result.train_loss}),
-        Record.CLIENT_METRICS: ConfigRecord(diagnostics),
-    })
-    return Message(content=content, reply_to=msg)
+    weight = result.num_examples / norm  # type: ignore[attr-defined]
+    update = state_delta(result.state_dict, global_state) * weight  # type: ignore[attr-defined]
+    blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight)
+    t3 = time.perf_counter()
+    _save(context, epoch, number)
+    diagnostics = {**result.metrics, "train_s": t2 - t1, "he_key_check_s": t1 - t0,  # type: ignore[attr-defined]
+                   "he_encrypt_s": t3 - t2}
+    metrics = {Key.NUM_EXAMPLES: result.num_examples, Key.WEIGHT: weight,  # type: ignore[attr-defined]
+               Key.TRAIN_LOSS: result.train_loss}  # type: ignore[attr-defined]
+    return _reply(msg, {Key.UPLOAD: blob}, metrics, diagnostics)
+
+
+def handle_reveal(msg: Message, context: Context, cfg: RunConfig) -> Message:
+    """Malicious-colluding: reveal the ciphertexts once the round's commitment list is fixed."""
+    start = time.perf_counter()
+    epoch, number = _load(context, cfg, msg)
+    blob = epoch.on_commitment_list(_blob(msg, Key.COMMITMENTS))
+    _save(context, epoch, number)
+    return _reply(msg, {Key.UPLOAD: blob}, diagnostics={"he_reveal_s": time.perf_counter() - start})
+
+
+def handle_consistency(msg: Message, context: Context, cfg: RunConfig) -> Message:
+    """Check the round's upload set and commitments, sign its transcript (with a sketch of this client's c1)."""
+    start = time.perf_counter()
+    epoch, number = _load(context, cfg, msg)
+    blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
+    _save(context, epoch, number)
+    return _reply(msg, {Key.SIGNATURE: blob}, diagnostics={"he_sign_s": time.perf_counter() - start})
 
 
 def handle_decrypt(msg: Message, context: Context, cfg: RunConfig) -> Message:
-    """Check that the requested C1 is the sum of the listed c1 (own included), then return one smudged share."""
-    params = get_profile(str(cfg.secure.he_profile))
+    """One smudged decryption share, only for the aggregate every member signed (honest-but-curious: for the
+    proposal's C1); the share is recorded before it leaves, so the same round or aggregate never gets a second."""
     start = time.perf_counter()  # the stage's whole cost on the client: loading, parsing, checking, sharing
-    key = _load_key(context, cfg)
-    saved = _state(context)
-    if _OWN_C1 not in saved:
-        raise ProtocolError("this node uploaded no update in the current key epoch")
-    request = DecryptionRequest.from_bytes(params, array_blob(msg.content[Record.XMK][Key.REQUEST]))
-    share = key.decryption_share(request, bytes(saved[_OWN_C1]))
-    blob = share.to_bytes()
-    elapsed = time.perf_counter() - start
-    context.state[STATE_KEY] = ConfigRecord({**dict(saved), _KEY: key.export_local()})  # remembers used rounds
-    content = RecordDict({
-        Record.XMK: ArrayRecord({Key.SHARE: blob_array(blob)}),
-        Record.CLIENT_METRICS: ConfigRecord({"he_share_s": elapsed}),
-    })
-    return Message(content=content, reply_to=msg)
+    epoch, number = _load(context, cfg, msg)
+    if cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS:
+        blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
+    else:
+        blob = epoch.on_round_confirmation(_blob(msg, Key.CONFIRMATION))
+    _save(context, epoch, number)
+    return _reply(msg, {Key.SHARE: blob}, diagnostics={"he_share_s": time.perf_counter() - start})

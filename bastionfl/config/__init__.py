@@ -21,6 +21,7 @@ from .enums import (
     SecureAggregation,
     TaskKind,
     TaskProfile,
+    ThreatModel,
     task_kind,
 )
 from .paths import in_process_ha_paths, simulated_credential_dir
@@ -51,7 +52,7 @@ from .sections import (
 __all__ = [
     "DATASETS", "IMAGE_MODELS", "TEXT_MODELS", "TASK_PROFILES", "TaskProfile", "TaskKind", "task_kind",
     "Attack", "Auth", "BTUCut", "ClientDefense", "HEProfile", "Partition", "Repair", "SecureAggregation",
-    "RunConfig", "ConfigError", "KEYS", "FIELD_HELP", "SECTIONS", "MIN_CLEAN_SET",
+    "ThreatModel", "RunConfig", "ConfigError", "KEYS", "FIELD_HELP", "SECTIONS", "MIN_CLEAN_SET",
     "TaskConfig", "FederationConfig", "SecureAggregationConfig", "AttackConfig", "DefenseConfig", "AdmissionConfig",
     "RuntimeConfig",
     "apply_overrides", "load_config", "parse_set", "from_run_config", "from_saved", "client_values",

@@ -60,6 +60,16 @@ def _repair(cfg: "RunConfig") -> None:
                            f"dataset, repair = finetune); this run has dataset {cfg.task.dataset}, repair {d.repair}")
 
 
+def _secure(cfg: "RunConfig") -> None:
+    s, n = cfg.secure, cfg.federation.num_clients
+    if s.mode == "none":
+        return
+    if s.min_uploads > s.min_members:
+        _fail("min_uploads", f"{s.min_uploads} is more than min_members {s.min_members}: no epoch could decrypt")
+    if s.min_members > n:
+        _fail("min_members", f"{s.min_members} is more than the {n} clients: every key epoch would be refused")
+
+
 def _admission(cfg: "RunConfig") -> None:
     a = cfg.admission
     if a.mode is not Auth.PSEUDONYM:
@@ -76,4 +86,5 @@ def cross_check(cfg: "RunConfig") -> None:
     _task(cfg)
     _attack(cfg)
     _repair(cfg)
+    _secure(cfg)
     _admission(cfg)

@@ -14,6 +14,7 @@ __all__ = [
     "Partition",
     "SecureAggregation",
     "HEProfile",
+    "ThreatModel",
     "Attack",
     "ClientDefense",
     "Repair",
@@ -47,6 +48,14 @@ class SecureAggregation(StrEnum):
 
     NONE = "none"
     XMKCKKS = "xmkckks"
+
+
+class ThreatModel(StrEnum):
+    """Whom secure aggregation defends against (``bastionfl.crypto.ThreatModel``; docs/crypto.md)."""
+
+    HONEST_BUT_CURIOUS = "honest-but-curious"
+    MALICIOUS = "malicious"
+    MALICIOUS_COLLUDING = "malicious-colluding"
 
 
 class HEProfile(StrEnum):

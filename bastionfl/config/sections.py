@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
-from .enums import Attack, Auth, BTUCut, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation
+from .enums import (Attack, Auth, BTUCut, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation,
+                    ThreatModel)
 
 __all__ = [
     "TaskConfig",
@@ -96,6 +97,12 @@ class SecureAggregationConfig:
     he_profile: HEProfile = setting(HEProfile.PRECISE, "xMK-CKKS parameter profile: precise | lean")
     key_epoch_rounds: int = setting(10, "start a new key epoch every K rounds (and when participants change)",
                                     _range(1))
+    threat_model: ThreatModel = setting(ThreatModel.MALICIOUS, "whom secure aggregation defends against: "
+                                        "honest-but-curious | malicious (server) | malicious-colluding (server and "
+                                        "up to n-2 clients); docs/crypto.md")
+    min_members: int = setting(3, "clients refuse a key epoch with fewer members (without a Home Authority this is "
+                               "the only membership check)", _range(2, 100000))
+    min_uploads: int = setting(3, "clients refuse to help decrypt a sum of fewer uploads", _range(2, 100000))
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ class RuntimeConfig:
     threads_per_client: int = setting(1, "torch threads per ClientApp", _range(1, 64))
     verbose: bool = setting(False, "show Flower's and Ray's own logs", clients=False)
     inject_dropout: str = setting("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
-                                  "train, decrypt); for dropout tests")
+                                  "train, reveal, consistency, decrypt); for dropout tests")
 
 
 # section attribute name on RunConfig -> its dataclass, in display order

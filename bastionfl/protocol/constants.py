@@ -15,16 +15,22 @@ class MessageType:
     TRAIN = "train"
     EVALUATE = "evaluate"
     QUERY = "query"
-    XMK_KEYGEN = "query.xmk_keygen"
-    XMK_TRAIN = "train.xmk"
-    XMK_DECRYPT = "query.xmk_decrypt"
+    XMK_KEYGEN = "query.xmk_keygen"  # K1: the epoch's opening out, key setup replies in
+    XMK_KEY_PROPOSAL = "query.xmk_key_proposal"  # K2 (signed threat models): roster and key out, responses in
+    XMK_TRAIN = "train.xmk"  # the model (and the epoch's last key message) out, the upload (or commitment) in
+    XMK_REVEAL = "query.xmk_reveal"  # malicious-colluding: the commitment list out, the ciphertexts in
+    XMK_CONSISTENCY = "query.xmk_consistency"  # signed threat models: the round proposal out, signatures in
+    XMK_DECRYPT = "query.xmk_decrypt"  # the confirmation (or proposal) out, decryption shares in
 
 
 class Action:
     """The action part of the custom message types, as the ClientApp registers them."""
 
     XMK_KEYGEN = "xmk_keygen"
+    XMK_KEY_PROPOSAL = "xmk_key_proposal"
     XMK_TRAIN = "xmk"
+    XMK_REVEAL = "xmk_reveal"
+    XMK_CONSISTENCY = "xmk_consistency"
     XMK_DECRYPT = "xmk_decrypt"
 
 
@@ -35,6 +41,8 @@ class Stage:
     ADMISSION = "admission"
     KEY_SETUP = "key_setup"
     TRAIN = "train"
+    REVEAL = "reveal"
+    CONSISTENCY = "consistency"
     AGGREGATE = "aggregate"
     DECRYPT = "decrypt"
     FUSE = "fuse"
@@ -73,10 +81,19 @@ class Key:
     EPOCH = "epoch"
     SESSION = "session"
     PROFILE = "profile"
-    PUBLIC_SHARE = "public-share"
-    AGGREGATED_KEY = "apk"
-    UPDATE = "update"
-    REQUEST = "request"
+    THREAT_MODEL = "threat-model"
+    OPENING = "opening"  # K1 server -> client: the epoch's opening (CRS, threat model)
+    KEY_REPLY = "key-reply"  # K1 client -> server: public share (or its commitment), epoch verification key
+    VERIFICATION_KEY = "vk"  # K1 client -> server: the epoch verification key, for the Home Authority's roster
+    ENDORSEMENT = "endorsement"  # K1 client -> server: the client's endorsement of that key, for the HA
+    PROPOSAL = "proposal"  # K2 / D1 server -> client: the epoch's roster and key, or the round's proposal
+    ROSTER = "roster"  # K2 server -> client: the HA-signed roster of the epoch
+    KEY_RESPONSE = "key-response"  # K2 client -> server
+    KEY_MESSAGE = "key-message"  # with the epoch's first train message: the last key-setup message
+    UPLOAD = "upload"  # the encrypted update with its commitment (or the commitment alone)
+    COMMITMENTS = "commitments"  # malicious-colluding: the round's frozen commitment list
+    SIGNATURE = "signature"  # a member's signature on the round transcript (with its sketch)
+    CONFIRMATION = "confirmation"  # D2 server -> client: every signature, and C1 or every c1
     SHARE = "share"
 
 

@@ -58,7 +58,7 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
     if cfg.secure.mode is SecureAggregation.XMKCKKS:
         from bastionfl.server.secure import secure_stages
 
-        stages += secure_stages()
+        stages += secure_stages(cfg)
     else:
         stages += [TrainPlain(), AggregateFedAvg()]
     if cfg.defense.repair is not Repair.NONE:
