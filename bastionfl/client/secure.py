@@ -63,6 +63,18 @@ def _blob(msg: Message, key: str) -> bytes:
     return array_blob(msg.content[Record.XMK][key])
 
 
+def _finish_key_setup(epoch: ClientEpoch, msg: Message) -> None:
+    """Take the epoch's last key message if this one carries it and the epoch is not ready yet: the proposal with
+    the key (honest-but-curious) or the confirmation (signed threat models; the aggregated key is verified here)."""
+    if Key.KEY_MESSAGE not in msg.content[Record.XMK] or epoch.stage == "ready":
+        return
+    data = _blob(msg, Key.KEY_MESSAGE)
+    if epoch.stage == "opened":
+        epoch.on_key_proposal(data, None)
+    else:
+        epoch.on_key_confirmation(data)
+
+
 def _reply(msg: Message, blobs: dict[str, bytes], metrics: dict[str, float] | None = None,
            diagnostics: dict[str, float] | None = None) -> Message:
     content = RecordDict({Record.XMK: ArrayRecord({k: blob_array(v) for k, v in blobs.items()})})
@@ -139,12 +151,7 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     t0 = time.perf_counter()
     epoch, number = _load(context, cfg, msg)
     meta = msg.content.config_records[Record.XMK_CONFIG]
-    if Key.KEY_MESSAGE in msg.content[Record.XMK]:
-        data = _blob(msg, Key.KEY_MESSAGE)
-        if epoch.stage == "opened":  # honest-but-curious: the proposal with the key
-            epoch.on_key_proposal(data, None)
-        elif epoch.stage == "proposed":
-            epoch.on_key_confirmation(data)
+    _finish_key_setup(epoch, msg)
     norm = float(meta[Key.WEIGHT_NORM])
     global_state = msg.content[Record.ARRAYS].to_torch_state_dict()
     t1 = time.perf_counter()
@@ -175,6 +182,7 @@ def handle_consistency(msg: Message, context: Context, cfg: RunConfig) -> Messag
     """Check the round's upload set and commitments, sign its transcript (with a sketch of this client's c1)."""
     start = time.perf_counter()
     epoch, number = _load(context, cfg, msg)
+    _finish_key_setup(epoch, msg)
     blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
     _save(context, epoch, number)
     return _reply(msg, {Key.SIGNATURE: blob}, diagnostics={"he_sign_s": time.perf_counter() - start})
@@ -185,6 +193,7 @@ def handle_decrypt(msg: Message, context: Context, cfg: RunConfig) -> Message:
     proposal's C1); the share is recorded before it leaves, so the same round or aggregate never gets a second."""
     start = time.perf_counter()  # the stage's whole cost on the client: loading, parsing, checking, sharing
     epoch, number = _load(context, cfg, msg)
+    _finish_key_setup(epoch, msg)
     if cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS:
         blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
     else:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from bastionfl.config import RunConfig, ThreatModel
 from bastionfl.crypto import CryptoError, Params, ServerEpoch, ServerRound, get_profile
 from bastionfl.crypto import ThreatModel as CryptoThreatModel
-from bastionfl.protocol import ProtocolError
+from bastionfl.protocol import Key, ProtocolError
 from bastionfl.server.stages import Participation
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 
@@ -56,6 +56,11 @@ class KeyEpoch:
     first_round: int
     valid: bool = True
     rounds_used: int = 0
+    keyed: set[int] = field(default_factory=set)  # nodes known to have taken the key message (they answered after it)
+
+    def key_blobs(self, node: int) -> dict[str, bytes]:
+        """The epoch's last key message for a node that has not taken it yet (it missed the first train message)."""
+        return {} if node in self.keyed else {Key.KEY_MESSAGE: self.key_message}
 
     @property
     def nodes(self) -> list[int]:

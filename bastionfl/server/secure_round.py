@@ -11,7 +11,7 @@ from typing import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from bastionfl.config import ThreatModel
-from bastionfl.crypto import CryptoError
+from bastionfl.crypto import CryptoError, ServerRound
 from bastionfl.protocol import Key, MessageType, Record, Stage, array_blob, blob_array, config_record
 from bastionfl.server.secure import REFUSED, KeyEpoch, SecureState, drop_out
 from bastionfl.server.stages import client_metrics_of
@@ -66,9 +66,13 @@ class UploadStage:
         state.current, state.uploaders = epoch.engine.new_round(rs.server_round), []
         current = state.current
         colluding = ctx.cfg.secure.threat_model is ThreatModel.MALICIOUS_COLLUDING
-        blobs = {Key.KEY_MESSAGE: epoch.key_message} if epoch.rounds_used == 0 else {}
-        content = _content(ctx, rs, epoch, blobs)
-        content[Record.ARRAYS] = ArrayRecord(rs.global_state)
+        arrays = ArrayRecord(rs.global_state)
+
+        def content_for(node: int) -> RecordDict:
+            content = _content(ctx, rs, epoch, epoch.key_blobs(node))
+            content[Record.ARRAYS] = arrays
+            return content
+
         add_time = [0.0]
         per_client: dict[str, dict[str, float]] = {}
 
@@ -86,11 +90,12 @@ class UploadStage:
                 return False
             if not colluding:
                 state.uploaders.append(reply.metadata.src_node_id)
+            epoch.keyed.add(reply.metadata.src_node_id)
             per_client[str(reply.metadata.src_node_id)] = client_metrics_of(reply)
             return True
 
         failed = rs.messenger(ctx).exchange_streaming(
-            self.name, MessageType.XMK_TRAIN, epoch.nodes, lambda _n: content, group_id=f"{rs.server_round}.train",
+            self.name, MessageType.XMK_TRAIN, epoch.nodes, content_for, group_id=f"{rs.server_round}.train",
             on_reply=on_reply)
         rs.stage_times[Stage.AGGREGATE] = add_time[0]
         rs.metrics["client_metrics"] = per_client
@@ -144,11 +149,17 @@ class ConsistencyStage:
         except CryptoError as exc:
             raise RoundFailed(f"consistency: {exc}") from None
         failed = _collect(ctx, rs, self.name, MessageType.XMK_CONSISTENCY, epoch.nodes,
-                          lambda n: _content(ctx, rs, epoch, {Key.PROPOSAL: proposals[n]}),
-                          lambda reply: current.add_signature(array_blob(reply.content[Record.XMK][Key.SIGNATURE])))
+                          lambda n: _content(ctx, rs, epoch, {Key.PROPOSAL: proposals[n], **epoch.key_blobs(n)}),
+                          lambda reply: self._take(epoch, current, reply))
         if failed:
             drop_out(ctx, rs, Stage.CONSISTENCY, failed, exclude=True)
             raise RoundFailed(f"{len(failed)} member(s) did not sign the round transcript; retrying with the survivors")
+
+
+    @staticmethod
+    def _take(epoch: KeyEpoch, current: ServerRound, reply: Message) -> None:
+        current.add_signature(array_blob(reply.content[Record.XMK][Key.SIGNATURE]))
+        epoch.keyed.add(reply.metadata.src_node_id)
 
 
 class DecryptStage:
@@ -166,12 +177,19 @@ class DecryptStage:
         except CryptoError as exc:
             state.invalidate_epoch()
             raise RoundFailed(f"decrypt: {exc}") from None
-        content = _content(ctx, rs, epoch, {Key.PROPOSAL if hbc else Key.CONFIRMATION: blob})
-        failed = _collect(ctx, rs, self.name, MessageType.XMK_DECRYPT, epoch.nodes, lambda _n: content,
-                          lambda reply: current.add_share(array_blob(reply.content[Record.XMK][Key.SHARE])))
+        failed = _collect(ctx, rs, self.name, MessageType.XMK_DECRYPT, epoch.nodes,
+                          lambda n: _content(ctx, rs, epoch, {Key.PROPOSAL if hbc else Key.CONFIRMATION: blob,
+                                                              **epoch.key_blobs(n)}),
+                          lambda reply: self._take(epoch, current, reply))
         if failed:
             drop_out(ctx, rs, Stage.DECRYPT, failed, exclude=True)
             raise RoundFailed(f"{len(failed)} member(s) gave no share; retrying with the survivors")
+
+
+    @staticmethod
+    def _take(epoch: KeyEpoch, current: ServerRound, reply: Message) -> None:
+        current.add_share(array_blob(reply.content[Record.XMK][Key.SHARE]))
+        epoch.keyed.add(reply.metadata.src_node_id)
 
 
 class FuseStage:

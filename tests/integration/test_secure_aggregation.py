@@ -33,12 +33,17 @@ def plaintext_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_he_fedavg_equals_plaintext_fedavg(tmp_path: Path, plaintext_run: Path) -> None:
-    rounds = run_simulated(_cfg(secure_aggregation="xmkckks"), tmp_path)
+@pytest.mark.parametrize("threat", ["honest-but-curious", "malicious", "malicious-colluding"])
+def test_he_fedavg_equals_plaintext_fedavg(tmp_path: Path, plaintext_run: Path, threat: str) -> None:
+    """The default profile in every threat model: the model equals plaintext FedAvg of the same updates."""
+    rounds = run_simulated(_cfg(secure_aggregation="xmkckks", threat_model=threat), tmp_path)
     diff = np.abs(_model(tmp_path) - _model(plaintext_run)).max()
     assert diff <= 1e-6, diff
     r = rounds[0]
-    assert {"key_setup", "train", "aggregate", "decrypt", "fuse", "evaluate"} <= set(r["stages"])
+    stages = {"sample", "key_setup", "train", "aggregate", "decrypt", "fuse", "evaluate"}
+    stages |= {"consistency"} if threat != "honest-but-curious" else set()
+    stages |= {"reveal"} if threat == "malicious-colluding" else set()
+    assert stages == set(r["stages"]) and r["uploaders"] == 3 and r["epoch_members"] == 3
     assert {"key_setup", "train", "decrypt"} <= set(r["stage_bytes"])
     per_client = r["client_metrics"].values()
     assert all(m["he_encrypt_s"] > 0 and m["he_share_s"] > 0 for m in per_client)
@@ -53,23 +58,25 @@ def _expected_survivor_mean(cfg: RunConfig, init: dict[str, torch.Tensor], survi
     return (models * counts[:, None]).sum(0) / counts.sum()
 
 
-@pytest.mark.parametrize("stage", ["keygen", "train", "decrypt"])
-def test_dropout_at_each_stage_ends_with_a_correct_model(tmp_path: Path, stage: str) -> None:
-    cfg = _cfg(secure_aggregation="xmkckks", inject_dropout=f"{stage}:1:0", rounds=2)
+@pytest.mark.parametrize(("stage", "restarts"), [("keygen", 0), ("train", 0), ("decrypt", 1)])
+def test_dropout_at_each_stage_ends_with_a_correct_model(tmp_path: Path, stage: str, restarts: int) -> None:
+    """Four clients, one drops once: at key setup it is left out of the epoch, at upload out of the upload set
+    (the round goes on), at decryption the attempt fails and is retried with the survivors (N-of-N). The model is
+    the FedAvg of the three others every time, never a partial sum."""
+    cfg = _cfg(secure_aggregation="xmkckks", inject_dropout=f"{stage}:1:0", rounds=2, num_clients=4)
     rounds = run_simulated(cfg, tmp_path, stop_after=1)
     r = rounds[0]
     label = {"keygen": "keygen", "train": "upload", "decrypt": "decrypt"}[stage]
     assert r["dropouts"] == {label: 1}, r.get("events")
-    assert r["clients"] == 2 and any("dropped out" in e for e in r["events"])
-    # the node that dropped sits out round 1; the model is the FedAvg of the two survivors, nothing partial
+    assert r["uploaders"] == 3 and any("dropped out" in e for e in r["events"])
+    assert r.get("attempts", 1) == 1 + restarts
     torch.manual_seed(cfg.federation.seed)
     from bastionfl.tasks.registry import build_task
 
     init = build_task(cfg).new_model().state_dict()
-    expected = _expected_survivor_mean(cfg, init, [1, 2])
+    expected = _expected_survivor_mean(cfg, init, [1, 2, 3])
     got = _model(tmp_path)
-    int_free = np.abs(got - expected)
-    assert int_free.max() <= 1e-5, int_free.max()
-    # it rejoins in round 2 under a new key epoch
+    assert np.abs(got - expected).max() <= 1e-5
+    # it takes part again in round 2 (under a new key epoch where it had left the epoch)
     rounds = run_simulated(cfg, tmp_path, resume=True)
-    assert [x["round"] for x in rounds] == [1, 2] and rounds[1]["clients"] == 3
+    assert [x["round"] for x in rounds] == [1, 2] and rounds[1]["uploaders"] == 4
