@@ -57,6 +57,7 @@ class KeyEpoch:
     valid: bool = True
     rounds_used: int = 0
     keyed: set[int] = field(default_factory=set)  # nodes known to have taken the key message (they answered after it)
+    started: set[int] = field(default_factory=set)  # rounds whose uploads this epoch took: a retry needs a new epoch
 
     def key_blobs(self, node: int) -> dict[str, bytes]:
         """The epoch's last key message for a node that has not taken it yet (it missed the first train message)."""

@@ -40,9 +40,10 @@ class KeySetupStage:
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         state = ctx.states.get(SecureState)
         epoch = state.epoch
-        current = epoch.nodes if epoch is not None and epoch.valid else None
+        usable = epoch is not None and epoch.valid and rs.server_round not in epoch.started
+        current = epoch.nodes if usable else None  # a retried round never reuses its epoch: clients would refuse
         policy = EpochPolicy(ctx.cfg.secure.key_epoch_rounds)
-        if not policy.must_rotate(epoch.rounds_used if epoch else 0, current, rs.node_ids):
+        if epoch is not None and not policy.must_rotate(epoch.rounds_used, current, rs.node_ids):
             return
         number = (epoch.number + 1) if epoch else 1
         state.epoch, state.current = None, None

@@ -64,6 +64,7 @@ class UploadStage:
         state = ctx.states.get(SecureState)
         epoch = state.require_epoch()
         state.current, state.uploaders = epoch.engine.new_round(rs.server_round), []
+        epoch.started.add(rs.server_round)
         current = state.current
         colluding = ctx.cfg.secure.threat_model is ThreatModel.MALICIOUS_COLLUDING
         arrays = ArrayRecord(rs.global_state)

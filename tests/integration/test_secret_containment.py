@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 import torch
 from flwr.app import Array, Message
@@ -13,7 +10,8 @@ from bastionfl.client.app import app as client_app
 from bastionfl.protocol import BLOB_STYPE
 from bastionfl.protocol import NodeState
 from bastionfl.config import RunConfig
-from bastionfl.crypto import KeyShare, get_profile
+from bastionfl.crypto import ClientEpoch, get_profile
+from bastionfl.crypto.scheme import secret_data
 from bastionfl.server.federation import build_workflow
 from bastionfl.tasks.registry import build_task
 from bastionfl.server.workflow import RoundState, ServerContext
@@ -44,46 +42,48 @@ def _payloads(msg: Message) -> list[bytes]:
     return out
 
 
-def _secret_blob(key: KeyShare) -> bytes:
-    """The SEAL bytes of a key share's secret (reached through its private attribute, for this test only)."""
-    fd, path = tempfile.mkstemp()
-    os.close(fd)
-    try:
-        key._KeyShare__secret.save(path)  # type: ignore[attr-defined]
-        return open(path, "rb").read()
-    finally:
-        os.unlink(path)
+def _secrets_of(epoch: ClientEpoch) -> list[bytes]:
+    """The raw coefficients of a node's key-share secret and its epoch signing key (private attributes, test only)."""
+    raw = secret_data(epoch.params, epoch.key._KeyShare__secret).tobytes()  # type: ignore[attr-defined]
+    out = [raw]
+    if epoch.identity is not None:
+        out.append(epoch.identity.private_bytes())
+    return out
 
 
-@pytest.mark.parametrize("profile", ["precise", "lean"])
-def test_no_secret_in_any_message_of_two_secure_rounds(profile: str) -> None:
-    cfg = RunConfig.build(num_clients=3, rounds=2, secure_aggregation="xmkckks", he_profile=profile, key_epoch_rounds=1)
+@pytest.mark.parametrize(("profile", "threat"), [("precise", "malicious"), ("lean", "malicious-colluding"),
+                                               ("lean", "honest-but-curious")])
+def test_no_secret_in_any_message_of_two_secure_rounds(profile: str, threat: str) -> None:
+    cfg = RunConfig.build(num_clients=3, rounds=2, secure_aggregation="xmkckks", he_profile=profile,
+                          key_epoch_rounds=1, threat_model=threat)
     contexts = {100 + i: node_context(i, 3, node_id=100 + i) for i in range(3)}
     grid = RecordingGrid(client_app, contexts)
     ctx = ServerContext(grid=grid, cfg=cfg, task=build_task(cfg))
     workflow = build_workflow(cfg)
     torch.manual_seed(0)
     state = ctx.new_model().state_dict()
-    secrets: list[bytes] = []  # raw SEAL secret keys: no window of them may appear anywhere
-    exports: list[bytes] = []  # the nodes' local key-state blobs (secret + public parts): never sent whole
+    secrets: list[bytes] = []  # raw secret keys and epoch signing keys: no window of them may appear anywhere
+    exports: list[bytes] = []  # the nodes' local epoch state (secret + public parts): never sent whole
     for server_round in (1, 2):  # key_epoch_rounds = 1: a fresh key epoch each round
         rs = RoundState(server_round, state)
         workflow.run_round(ctx, rs)
         state = rs.new_state
         for node_ctx in contexts.values():
-            local = bytes(node_ctx.state.config_records[NodeState.XMK]["key"])
+            local = bytes(node_ctx.state.config_records[NodeState.XMK]["epoch"])
             exports.append(local)
-            secrets.append(_secret_blob(KeyShare.import_local(get_profile(profile), local)))
-    assert len({s[-64:] for s in secrets}) == 6  # 3 nodes x 2 epochs, all distinct
+            secrets += _secrets_of(ClientEpoch.import_local(get_profile(profile), local))
+    per_epoch = 1 if threat == "honest-but-curious" else 2
+    assert len({s[-32:] for s in secrets}) == 6 * per_epoch  # 3 nodes x 2 epochs, all distinct
     messages = grid.sent + grid.received
-    assert len(messages) == 2 * 3 * 3 * 2  # 2 rounds x 3 stages x 3 nodes, both directions
+    exchanges = {"honest-but-curious": 3, "malicious": 5, "malicious-colluding": 6}[threat]
+    assert len(messages) == 2 * exchanges * 3 * 2  # 2 rounds x exchanges x 3 nodes, both directions
     for msg in messages:
         for payload in _payloads(msg):
             assert not any(export in payload for export in exports)
             for secret in secrets:
-                # any 64-byte window of a secret would betray it; check a few spread over its length
-                for start in range(0, len(secret) - 64, max(1, len(secret) // 8)):
-                    assert secret[start:start + 64] not in payload, f"secret bytes in a {msg.metadata.message_type}"
+                # any 32-byte window of a secret would betray it; check a few spread over its length
+                for start in range(0, max(1, len(secret) - 32), max(1, len(secret) // 8)):
+                    assert secret[start:start + 32] not in payload, f"secret bytes in a {msg.metadata.message_type}"
         if msg.metadata.message_type != "train.xmk" or msg in grid.sent:
             for record in msg.content.array_records.values():
                 for name, array in record.items():
