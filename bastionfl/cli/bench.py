@@ -24,7 +24,10 @@ def rounds(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bastionfl bench rounds",
                                 description="Per-round time and bytes of the same seeded federation in several modes, "
                                             "the first mode being the baseline of the ratios.")
-    p.add_argument("--modes", default="none,xmkckks", help="comma-separated secure_aggregation modes; first = baseline")
+    p.add_argument("--modes", default="none,xmkckks",
+                   help="comma-separated modes: none | xmkckks | xmkckks/<threat model>; the first is the baseline")
+    p.add_argument("--deployment", action="store_true",
+                   help="run each mode as a SuperLink and SuperNodes on 127.0.0.1 (flwr run) instead of simulating")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
@@ -33,14 +36,17 @@ def rounds(argv: list[str]) -> int:
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if not modes:
             raise ConfigError("--modes: give at least one mode")
+        from bastionfl.simulations.bench_rounds import mode_overrides
+
         for m in modes:
-            apply_overrides(base, {"secure_aggregation": m})
+            apply_overrides(base, mode_overrides(m))
     except ConfigError as exc:
         print(f"bastionfl bench rounds: {exc}", file=sys.stderr)
         return 2
     from bastionfl.simulations.bench_rounds import run_rounds_bench
 
-    _emit(run_rounds_bench(base, modes, progress=lambda line: print(line, file=sys.stderr)), args.out)
+    _emit(run_rounds_bench(base, modes, progress=lambda line: print(line, file=sys.stderr),
+                           deployment=args.deployment), args.out)
     return 0
 
 
