@@ -44,19 +44,23 @@ def client_policy(cfg: RunConfig) -> ClientPolicy:
 
 
 def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
-    context.state[STATE_KEY] = ConfigRecord({_EPOCH: epoch.export_local(), _NUMBER: number})
+    """The epoch into the node's state: an Array (Flower moves arrays between SuperNode and ClientApp in chunks;
+    a malicious-colluding client holds its ciphertexts here until it reveals them)."""
+    context.state[STATE_KEY] = ArrayRecord({_EPOCH: blob_array(epoch.export_local())})
+    context.state[STATE_KEY + ".meta"] = ConfigRecord({_NUMBER: number})
 
 
 def _load(context: Context, cfg: RunConfig, msg: Message) -> tuple[ClientEpoch, int]:
     """This node's epoch; refuses a message of another key epoch than the one it holds."""
-    saved = context.state.config_records.get(STATE_KEY)
-    if saved is None or _EPOCH not in saved:
+    saved = context.state.array_records.get(STATE_KEY)
+    meta = context.state.config_records.get(STATE_KEY + ".meta")
+    if saved is None or meta is None or _EPOCH not in saved:
         raise ProtocolError("no key epoch on this node (it joined late or restarted): it sits this epoch out")
-    number = int(saved[_NUMBER])
+    number = int(meta[_NUMBER])
     asked = int(msg.content.config_records[Record.XMK_CONFIG][Key.EPOCH])
     if asked != number:
         raise ProtocolError(f"message for key epoch {asked}; this node holds epoch {number}")
-    return ClientEpoch.import_local(_params(cfg), bytes(saved[_EPOCH])), number
+    return ClientEpoch.import_local(_params(cfg), array_blob(saved[_EPOCH])), number
 
 
 def _blob(msg: Message, key: str) -> bytes:
@@ -159,7 +163,9 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     t2 = time.perf_counter()
     weight = result.num_examples / norm  # type: ignore[attr-defined]
     update = state_delta(result.state_dict, global_state) * weight  # type: ignore[attr-defined]
-    blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight)
+    # the own c1 comes back with the round's proposal: the node's state stays small between messages
+    blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
+                        keep_own_c1=False)
     t3 = time.perf_counter()
     _save(context, epoch, number)
     diagnostics = {**result.metrics, "train_s": t2 - t1, "he_key_check_s": t1 - t0,  # type: ignore[attr-defined]

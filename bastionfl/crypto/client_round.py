@@ -127,9 +127,14 @@ class ClientRoundSteps:
         return self.rounds.setdefault(number, RoundRecord())
 
     # ---- U1 ----
-    def upload(self: ClientEpoch, round_number: int, values: np.ndarray, weight: float = 1.0) -> bytes:
+    def upload(self: ClientEpoch, round_number: int, values: np.ndarray, weight: float = 1.0, *,
+               keep_own_c1: bool = True) -> bytes:
         """U1: encrypt ``values`` (already multiplied by ``weight`` for FedAvg) under the verified key; return the
-        upload (with its signed commitment), or in malicious-colluding the signed commitment alone."""
+        upload (with its signed commitment), or in malicious-colluding the signed commitment alone.
+
+        ``keep_own_c1=False`` (malicious): do not keep this client's c1 for its sketch; the server's proposal then
+        brings it back (``ServerRound.proposal(for_member=...)``) and the client checks it against its commitment.
+        A constrained node or one whose state travels between processes keeps its state small this way."""
         self._require("ready")
         if not 0 <= round_number < 2**63 or not (np.isfinite(weight) and weight >= 0):
             raise VerificationError("round number or weight out of range")
@@ -147,7 +152,8 @@ class ClientRoundSteps:
         if self.threat is ThreatModel.MALICIOUS_COLLUDING:
             rec.own = data
             return commitment_to_bytes(self.params, c)
-        rec.own = np.ascontiguousarray(data[:, 1]) if self.threat is ThreatModel.MALICIOUS else None
+        keep = self.threat is ThreatModel.MALICIOUS and keep_own_c1
+        rec.own = np.ascontiguousarray(data[:, 1]) if keep else None
         return Upload(c, data).to_bytes(self.params)
 
     def prepare_smudging(self: ClientEpoch, round_number: int, uploads: int | None = None) -> None:

@@ -98,13 +98,19 @@ def test_different_rounds_shown_to_different_nodes_get_no_share(federation) -> N
                           full.aggregate_digest)
     nodes = sorted(grid.contexts)
     views = {n: (full if i < 2 else short) for i, n in enumerate(nodes)}
+    members = ctx.states.get(SecureState).require_epoch().members
+
+    def addressed(view: RoundProposal, node: int) -> bytes:  # each node gets its own c1 back (it keeps none)
+        return RoundProposal(view.round_number, view.length, view.uploads, view.commitments, view.aggregate_digest,
+                             None, current._c1[members[node]]).to_bytes(params)
+
     sigs = []
     for node, view in views.items():
-        reply = _send(ctx, grid, rs, node, MessageType.XMK_CONSISTENCY, {Key.PROPOSAL: view.to_bytes(params)})
+        reply = _send(ctx, grid, rs, node, MessageType.XMK_CONSISTENCY, {Key.PROPOSAL: addressed(view, node)})
         assert not reply.has_error(), reply.error.reason  # a consistent-looking view is signed ...
         sigs.append(TranscriptSignature.from_bytes(params, array_blob(reply.content[Record.XMK][Key.SIGNATURE])))
         other = short if view is full else full
-        again = _send(ctx, grid, rs, node, MessageType.XMK_CONSISTENCY, {Key.PROPOSAL: other.to_bytes(params)})
+        again = _send(ctx, grid, rs, node, MessageType.XMK_CONSISTENCY, {Key.PROPOSAL: addressed(other, node)})
         assert _refused(again, "another transcript")  # ... but only one per round
     sigs.sort(key=lambda s: s.member)
     honest_c1 = np.ascontiguousarray(current._sum[:, 1])  # the real aggregate's C1 (server-side, public)

@@ -8,7 +8,7 @@ from flwr.app import Array, Message
 
 from bastionfl.client.app import app as client_app
 from bastionfl.protocol import BLOB_STYPE
-from bastionfl.protocol import NodeState
+from bastionfl.protocol import NodeState, array_blob
 from bastionfl.config import RunConfig
 from bastionfl.crypto import ClientEpoch, get_profile
 from bastionfl.crypto.scheme import secret_data
@@ -69,7 +69,7 @@ def test_no_secret_in_any_message_of_two_secure_rounds(profile: str, threat: str
         workflow.run_round(ctx, rs)
         state = rs.new_state
         for node_ctx in contexts.values():
-            local = bytes(node_ctx.state.config_records[NodeState.XMK]["epoch"])
+            local = array_blob(node_ctx.state.array_records[NodeState.XMK]["epoch"])
             exports.append(local)
             secrets += _secrets_of(ClientEpoch.import_local(get_profile(profile), local))
     per_epoch = 1 if threat == "honest-but-curious" else 2
