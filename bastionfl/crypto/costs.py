@@ -67,7 +67,8 @@ def protocol_costs(params: Params, threat: ThreatModel | str, clients: int, leng
         for c in cs:
             t("client_key_confirm", lambda c=c: c.on_key_confirmation(conf))
     srv = server.new_round(1)
-    uploads = [t("client_encrypt_commit", lambda c=c, x=x, w=w: c.upload(1, w * x, w))
+    # as the Flower client does: it keeps no copy of its c1; the proposal brings it back (malicious)
+    uploads = [t("client_encrypt_commit", lambda c=c, x=x, w=w: c.upload(1, w * x, w, keep_own_c1=False))
                for c, x, w in zip(cs, xs, weights)]
     note(up, "upload", uploads[0])
     if model is ThreatModel.MALICIOUS_COLLUDING:
@@ -81,9 +82,9 @@ def protocol_costs(params: Params, threat: ThreatModel | str, clients: int, leng
         t("server_aggregate", lambda u=u: srv.add_upload(u))
     for c in cs:
         t("client_prepare_smudging", lambda c=c: c.prepare_smudging(1, len(srv.uploads)))
-    prop = t("server_proposal", srv.proposal)
-    note(down, "decrypt", prop)
-    replies = [t("client_sign_transcript", lambda c=c: c.on_round_proposal(prop)) for c in cs]
+    props = [t("server_proposal", lambda c=c: srv.proposal(for_member=c.index)) for c in cs]
+    note(down, "decrypt", props[0])
+    replies = [t("client_sign_transcript", lambda c=c, p=p: c.on_round_proposal(p)) for c, p in zip(cs, props)]
     note(up, "decrypt", replies[0])
     if model is ThreatModel.HONEST_BUT_CURIOUS:
         for r in replies:
