@@ -19,7 +19,8 @@ from bastionfl import crypto as xc
 
 __all__ = ["HE_PROFILES", "params_of", "new_key_share", "aggregate_key", "accept_key", "encrypt_update",
            "Aggregation", "client_share", "simulated_share", "fuse_sum", "wire_sizes", "StreamingFuse",
-           "clone_share", "parse_share", "parse_update", "update_bytes"]
+           "clone_share", "parse_share", "parse_update", "update_bytes", "accept_key_only",
+           "template_share"]
 
 HE_PROFILES = ("lean", "precise")
 
@@ -47,6 +48,11 @@ def accept_key(key: xc.KeyShare, params: xc.Params, apk_bytes: bytes | bytearray
     apk = xc.AggregatedPublicKey.from_bytes(params, apk_bytes)
     key.accept(apk)
     return apk
+
+
+def accept_key_only(params: xc.Params, apk_bytes: bytes | bytearray) -> Any:
+    """Parse an aggregated key (a producer of simulated clients' updates, which holds no key share of it)."""
+    return xc.AggregatedPublicKey.from_bytes(params, apk_bytes)
 
 
 def encrypt_update(apk: Any, update: np.ndarray) -> tuple[bytes, bytes]:
@@ -125,6 +131,18 @@ def clone_share(template: Any, epoch_id: bytes, transcript: bytes, sender: bytes
     decoded numbers are meaningless, the server's parsing, checks and additions are the same)."""
     return xc.DecryptionShare(template.params, epoch_id, round_number, transcript, sender,
                               template.plaintexts).to_bytes()
+
+
+def template_share(params: xc.Params, length: int) -> Any:
+    """One real decryption share for an update of ``length`` floats (from a one-participant epoch of its own)."""
+    key, pub = new_key_share(params, "bench-template", 0)
+    apk, apk_bytes = aggregate_key(params, "bench-template", 0, [pub])
+    accept_key(key, params, apk_bytes)
+    ev, _ = update_bytes(apk, np.zeros(length))
+    agg = Aggregation(params, apk)
+    agg.add(ev)
+    agg.finish(1)
+    return simulated_share(key, agg, ev)
 
 
 class StreamingFuse:

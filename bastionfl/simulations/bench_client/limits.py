@@ -102,7 +102,6 @@ class Enforcer:
 
     profile: DeviceProfile
     mode: str = "auto"
-    cgroup_root: Path = Path("/sys/fs/cgroup")
     proc: Path = Path("/proc")
     results: list[LimitResult] = field(default_factory=list)
     client_cpus: list[int] = field(default_factory=list)
