@@ -37,11 +37,13 @@ def _parser() -> argparse.ArgumentParser:
                                             "enforced limits, against a server simulated in another process.")
     p.add_argument("--profile", default="rpi4-class", help="device profile (see --list-profiles)")
     p.add_argument("--params", type=int, default=1_000_000, help="model parameters (an MLP sized to this)")
-    p.add_argument("--he", default="lean", help="none, lean or precise")
+    p.add_argument("--he", default="lean", help="none, lean, precise (or lean-n8192, a candidate small-device profile)")
     p.add_argument("--clients", type=int, default=30, help="federation size the decrypt stage sees")
     p.add_argument("--memory-mb", type=int, default=None, help="override the profile's memory cap (0: none)")
     p.add_argument("--verify", default="auto", choices=("auto", "yes", "no"),
                    help="fuse the round on the server and check the sum (auto: up to 30 clients, 2M parameters)")
+    p.add_argument("--stream", action="store_true",
+                   help="PROTOTYPE client path: encrypt one ciphertext at a time, stream the decryption request")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--list-profiles", action="store_true", help="print the device profiles and exit")
@@ -86,7 +88,7 @@ def _table(r: dict[str, Any]) -> None:
                   _bytes(s["bytes_up"]), _bytes(s["bytes_down"]))
     tot = r["totals"]
     t.add_row("total", "yes" if tot["ok"] else "NO", _secs(tot["wall_s"]), _secs(tot["cpu_s"]),
-              _mb(tot["peak_rss_mb"]), _bytes(tot["bytes_up"]), _bytes(tot["bytes_down"]), "", style="bold")
+              _mb(tot["peak_rss_mb"]), _bytes(tot["bytes_up"]), _bytes(tot["bytes_down"]), style="bold")
     console.print(t)
     for line in notes:
         console.print(line)
@@ -136,7 +138,7 @@ def client(argv: list[str]) -> int:
                             dataset=args.dataset, data_dir=args.data_dir or "", steps=args.steps,
                             batch_size=args.batch_size, enforce=args.enforce, verify=args.verify,
                             stage_timeout_s=args.stage_timeout, memory_mb=args.memory_mb,
-                            profiles_file=args.profiles_file)
+                            profiles_file=args.profiles_file, stream=args.stream)
         opts.check()
         from bastionfl.simulations.bench_client.profiles import get_device_profile
 

@@ -23,6 +23,12 @@ from bastionfl.simulations.bench_client.limits import Enforcer
 STAGE_KEYS = {"ok", "wall_s", "cpu_s", "peak_rss_mb", "bytes_up", "bytes_down"}
 
 
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """One folder of prepared shards for the module (preparing one imports torch in a process of its own)."""
+    return tmp_path_factory.mktemp("shards")
+
+
 def test_shipped_profiles_name_their_limits_and_sources():
     profiles, ref = load_profiles()
     assert {"rpi4-class", "rpi-zero2-class", "jetson-nano-class", "desktop"} <= set(profiles)
@@ -113,9 +119,9 @@ def _check_stage_shape(result: dict) -> None:
         assert STAGE_KEYS <= set(stage), name
 
 
-def test_one_round_end_to_end_reports_every_stage_and_decodes(tmp_path):
+def test_one_round_end_to_end_reports_every_stage_and_decodes(shards):
     result = run_client_bench(BenchOptions(profile="desktop", params=3000, he="lean", clients=3, steps=3,
-                                           shard_dir=tmp_path))
+                                           shard_dir=shards))
     _check_stage_shape(result)
     stages = result["stages"]
     assert all(s["ok"] and s["ran"] for s in stages.values()), stages
@@ -127,20 +133,20 @@ def test_one_round_end_to_end_reports_every_stage_and_decodes(tmp_path):
     assert result["totals"]["ok"] and result["stopped"] is None
 
 
-def test_plaintext_round_marks_the_he_stages_not_run(tmp_path):
+def test_plaintext_round_marks_the_he_stages_not_run(shards):
     result = run_client_bench(BenchOptions(profile="desktop", params=2000, he="none", clients=3, steps=2,
-                                           shard_dir=tmp_path))
+                                           shard_dir=shards))
     _check_stage_shape(result)
     st = result["stages"]
     assert not st["key_setup"]["ran"] and st["key_setup"]["ok"] and not st["decrypt_share"]["ran"]
     assert st["encrypt"]["bytes_up"] == 4 * result["model"]["params"]
 
 
-def test_out_of_memory_under_rlimit_as_is_a_reported_stage_result(tmp_path):
+def test_out_of_memory_under_rlimit_as_is_a_reported_stage_result(shards):
     """A cap that holds the imports but not training: the stage reports out_of_memory, the rest is not reached."""
     result = run_client_bench(BenchOptions(profile="rpi4-class", params=3_000_000, he="lean", clients=3, steps=2,
                                            enforce="fallback", memory_mb=620, stage_timeout_s=120,
-                                           shard_dir=tmp_path))
+                                           shard_dir=shards))
     _check_stage_shape(result)
     stopped = result["stopped"]
     assert stopped is not None and stopped["error"] == "out_of_memory", result["stages"]
@@ -166,10 +172,10 @@ def _cgroup_memory_writable() -> bool:
 
 
 @pytest.mark.skipif(not _cgroup_memory_writable(), reason="needs a writable cgroup memory controller (root)")
-def test_kernel_oom_kill_in_a_cgroup_is_a_reported_stage_result(tmp_path):
+def test_kernel_oom_kill_in_a_cgroup_is_a_reported_stage_result(shards):
     result = run_client_bench(BenchOptions(profile="rpi4-class", params=3_000_000, he="lean", clients=3, steps=2,
                                            enforce="cgroup", memory_mb=600, stage_timeout_s=120,
-                                           shard_dir=tmp_path))
+                                           shard_dir=shards))
     stopped = result["stopped"]
     assert stopped is not None and stopped["error"] == "out_of_memory", result["stages"]
     assert "OOM killer" in stopped["detail"] and stopped["rss_at_failure_mb"] > 0
@@ -192,3 +198,11 @@ def test_cli_json(capsys, tmp_path):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     assert printed["command"].startswith("bastionfl bench client")
+
+
+def test_streaming_prototype_round_end_to_end(shards):
+    result = run_client_bench(BenchOptions(profile="desktop", params=40_000, he="lean", clients=3, steps=2,
+                                           stream=True, shard_dir=shards))
+    assert all(s["ok"] for s in result["stages"].values()), result["stages"]
+    check = result["server"]["round_check"]
+    assert check["max_abs_error"] <= check["expected_max_error"]

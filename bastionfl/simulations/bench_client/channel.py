@@ -65,6 +65,21 @@ class Channel:
             raise ChannelClosed(f"expected a {expect!r} frame, got {kind!r}")
         return kind, payload
 
+    def recv_header(self, expect: str) -> int:
+        """Wait for a ``expect`` frame and return its length; its payload is then read with :meth:`read`."""
+        start = time.perf_counter()
+        select.select([self.sock], [], [])
+        self.wait_s += time.perf_counter() - start
+        kind_b, length = _HEAD.unpack(bytes(self._read_exact(_HEAD.size)))
+        if kind_b.rstrip(b"\0").decode("ascii") != expect:
+            raise ChannelClosed(f"expected a {expect!r} frame")
+        self.down += length
+        return length
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` payload bytes of the current frame (streaming consumers)."""
+        return bytes(self._read_exact(n)) if n else b""
+
     def recv_json(self, expect: str | None = None) -> Any:
         """Receive a control frame."""
         return json.loads(bytes(self.recv(expect)[1]))

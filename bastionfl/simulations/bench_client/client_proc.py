@@ -192,6 +192,15 @@ def main(opts: dict[str, Any]) -> None:
         update = held.pop("update")
         if client.he == "none":
             ch.send("update", update.astype(np.float32).tobytes())
+        elif opts.get("stream"):
+            from .he_stream import encrypt_chunks
+
+            for blob, own in encrypt_chunks(held["apk"], update):
+                if own is None:
+                    ch.send("update.chunk", blob)
+                else:
+                    held["own"] = own
+            ch.send("update.end")
         else:
             blob, held["own"] = he.encrypt_update(held["apk"], update)
             ch.send("update", blob)
@@ -200,6 +209,12 @@ def main(opts: dict[str, Any]) -> None:
             held["update_copy"] = update  # written after the stage, for the harness's round check
 
     def decrypt_share() -> None:
+        if opts.get("stream"):
+            from .he_stream import stream_share
+
+            total = ch.recv_header("decrypt.request")
+            ch.send("decrypt.share", stream_share(held["key"], ch.read, total, held["own"]))
+            return
         request = ch.recv("decrypt.request")[1]
         share = he.client_share(held["key"], held["params"], request, held["own"])
         del request

@@ -22,11 +22,14 @@ __all__ = ["HE_PROFILES", "params_of", "new_key_share", "aggregate_key", "accept
            "clone_share", "parse_share", "parse_update", "update_bytes", "accept_key_only",
            "template_share"]
 
-HE_PROFILES = ("lean", "precise")
+HE_PROFILES = ("lean", "precise", "lean-n8192")
 
 
 def params_of(name: str) -> xc.Params:
-    """The named xMK-CKKS parameter set."""
+    """The named xMK-CKKS parameter set; ``lean-n8192`` is ``lean`` at ring degree 8192 (a candidate small-device
+    profile, built here with ``custom_params``: log2 QP = 120 of the 218 bits N = 8192 allows at 128-bit security)."""
+    if name == "lean-n8192":
+        return xc.custom_params(8192, (60,), 60, 50, 20, name="lean-n8192")
     return xc.get_profile(name)
 
 

@@ -107,7 +107,19 @@ class Server:
 
     def receive_update(self, ch: Channel) -> None:
         """Add the client's upload to the aggregate (plaintext: check its size)."""
-        blob = ch.recv("update")[1]
+        kind, blob = ch.recv()
+        if kind == "update.chunk":  # the streaming prototype: one ciphertext per frame
+            from .he_stream import assemble_update
+
+            chunks = [blob]
+            while (frame := ch.recv())[0] == "update.chunk":
+                chunks.append(frame[1])
+            t0 = time.perf_counter()
+            self.agg.add(assemble_update(self.params, chunks))
+            self.summary["add_client_update_s"] = time.perf_counter() - t0
+            return
+        if kind != "update":
+            raise ValueError(f"expected the client's update, got {kind!r}")
         if self.he == "none":
             if len(blob) != 4 * self.length:
                 raise ValueError("plaintext update of the wrong size")
@@ -136,7 +148,8 @@ class Server:
             self.summary["round_check"] = "skipped (--no-verify or a large federation)"
             return
         t0 = time.perf_counter()
-        shares = [share] + [he.simulated_share(key, self.agg, d) for (key, _), d in zip(self.sim_keys, self.sim_digests)]
+        shares = [share] + [he.simulated_share(key, self.agg, d)
+                            for (key, _), d in zip(self.sim_keys, self.sim_digests)]
         self.summary["simulated_shares_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         total = he.fuse_sum(self.agg, shares)
