@@ -105,9 +105,10 @@ def _table(r: dict[str, Any]) -> None:
                   f"({_mb(r['baseline'].get('cuda_libs_rss_mb'))} MB of it GPU libraries of this torch build)")
     console.print(f"this machine under limits: CPU {here['cpu_s']:.2f} s, wall {here['wall_s']:.2f} s")
     console.print(f"projected on the device (a MODEL, x{e['arm_cost_factor']:.1f} ARM cost factor): CPU "
-                  f"{dev['cpu_s']:.1f} s, {dev['energy_j_above_idle']:.1f} J above idle, average "
-                  f"{dev['average_power_w']:.2f} W (paper: {e['paper_comparison']['paper_average_power_w']} W), "
-                  f"peak RSS about {_mb(dev['peak_rss_mb'])} MB")
+                  f"{dev['cpu_s']:.1f} s, {dev['energy_j_above_idle']:.1f} J above idle "
+                  f"({dev['energy_j_with_idle']:.1f} J with idle), {dev['average_power_w']:.2f} W while computing "
+                  f"(paper: {e['paper_comparison']['paper_average_power_w']} W), peak RSS about "
+                  f"{_mb(dev['peak_rss_mb'])} MB")
     check = r["server"].get("round_check")
     if isinstance(check, dict):
         console.print(f"round check: decoded sum within {check['max_abs_error']:.2e} "

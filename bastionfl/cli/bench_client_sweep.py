@@ -59,27 +59,31 @@ def client_sweep(argv: list[str]) -> int:
         print(f"bastionfl bench client-sweep: {exc}", file=sys.stderr)
         return 2
     data = run_sweep(spec, args.results, resume=args.resume, progress=lambda s: print(s, file=sys.stderr))
-    command = "bastionfl bench client-sweep " + " ".join(argv)
-    table = render_sweep(data, args.out_dir, command)
-    (args.out_dir / "bench-client-sweep.md").write_text(table)
-    print(table)
+    sp = data["spec"]
+    command = (f"bastionfl bench client-sweep --sizes {','.join(map(str, sp['sizes']))} --he {','.join(sp['he'])} "
+               f"--clients {','.join(map(str, sp['clients']))} --profile {sp['profile']} --memory-mb "
+               f"{sp['memory_mb']} --dataset {sp['dataset']} --steps {sp['steps']} --budget-mb {sp['budget_mb']:g}")
+    print(render_sweep(data, args.out_dir, command))
+    print(f"plot: {args.out_dir / 'bench-client-sweep.png'}; results: {args.results}", file=sys.stderr)
     return 0
 
 
 def _growth_table(result: dict[str, Any]) -> str:
-    lines = ["| server | n | key aggregation CPU s | aggregation CPU s (per client ms) | request CPU s | request "
-             "bytes (per client) | fusion CPU s (per client ms) | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| server | n | key aggregation CPU s | aggregation CPU s (ms per client) | request CPU s, bytes | "
+             "fusion CPU s (ms per client) | peak RSS MB: keys / aggregation / request / fusion |",
+             "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         n = row["clients"]
         if "skipped" in row or "error" in row:
-            lines.append(f"| {row['mode']} | {n} | not run: {row.get('skipped') or row.get('error')} | | | | | |")
+            lines.append(f"| {row['mode']} | {n} | not run: {row.get('skipped') or row.get('error')} | | | | |")
             continue
         st = row["stages"]
-        peak = max(s["peak_rss_mb"] for s in st.values())
+        peaks = " / ".join(f"{st[s]['peak_rss_mb']:,.0f}" for s in ("key_aggregation", "aggregation", "request",
+                                                                       "fusion"))
         lines.append(f"| {row['mode']} | {n} | {st['key_aggregation']['cpu_s']:.2f} | "
                      f"{st['aggregation']['cpu_s']:.2f} ({1e3 * st['aggregation']['cpu_s'] / n:.0f}) | "
-                     f"{st['request']['cpu_s']:.2f} | {row['request_bytes'] / 1e6:,.0f} MB | "
-                     f"{st['fusion']['cpu_s']:.2f} ({1e3 * st['fusion']['cpu_s'] / n:.1f}) | {peak:,.0f} |")
+                     f"{st['request']['cpu_s']:.2f}, {row['request_bytes'] / 1e6:,.0f} MB | "
+                     f"{st['fusion']['cpu_s']:.2f} ({1e3 * st['fusion']['cpu_s'] / n:.1f}) | {peaks} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from bastionfl.cli.main import main as cli
 from bastionfl.simulations.bench_client import BenchOptions
 from bastionfl.simulations.bench_client.growth import run_server_growth
@@ -64,3 +66,21 @@ def test_server_growth_skips_what_the_budget_cannot_hold(capsys):
     assert cli(["bench", "server", "--modes", "tomorrow"]) == 2
     assert cli(["bench", "client-sweep", "--sizes", "x"]) == 2
     capsys.readouterr()
+
+
+def test_streaming_key_aggregation_gives_the_library_key_and_refuses_duplicates():
+    from bastionfl import crypto as xc
+    from bastionfl.simulations.bench_client import he_adapter as he
+
+    params = he.params_of("lean")
+    shares = [he.new_key_share(params, "stream-keys", 0)[1] for _ in range(3)]
+    _, expected = he.aggregate_key(params, "stream-keys", 0, shares)
+    acc = he.StreamingKeyAggregation(params, "stream-keys", 0)
+    for blob in shares:
+        acc.add(blob)
+    assert acc.result().to_bytes() == expected
+    with pytest.raises(xc.EpochError):
+        acc.add(shares[0])
+    other = he.StreamingKeyAggregation(params, "stream-keys", 1)
+    with pytest.raises(xc.CryptoError):
+        other.add(shares[0])  # built on another epoch's a

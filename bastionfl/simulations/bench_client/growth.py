@@ -1,15 +1,16 @@
 """``bastionfl bench server``: the server's aggregation and fusion for a growing federation, in a process of its own.
 
-A producer process plays the n clients (key shares, encrypted updates of ``--params`` floats, decryption shares) and
-streams their bytes to the server process, which measures per stage its CPU and wall seconds and its peak RSS:
+A producer process plays the n clients (key shares; encrypted updates of ``--params`` floats, the first 16 fresh and
+the rest sums of four of them — valid, distinct, cheap to make; decryption shares) and streams their bytes to the server process, which measures per stage its CPU and wall seconds and its peak RSS:
 ``key_aggregation`` (parse n public shares, aggregate), ``aggregation`` (parse and add n updates), ``request``
 (today's decryption request: the aggregate C1 and every participant's c1 list), ``fusion`` (parse n shares, fuse).
 
 Two server designs, measured side by side:
 - ``today``: the crypto API as it is — the aggregator keeps every participant's c1 list for the request, ``fuse``
   takes all shares at once: memory O(n x update).
-- ``streaming`` (PROTOTYPE, see ``he_adapter``): c1 lists reduced to their digests (what the malicious-server
-  protocol's request allows) and shares added as they arrive: memory O(update) + O(n) digests.
+- ``streaming`` (PROTOTYPE, see ``he_adapter``): public shares and decryption shares added as they arrive, c1 lists
+  reduced to their digests (what the malicious-server protocol's request allows): memory O(update) + O(n) digests.
+SEAL keeps freed memory in its own pool, so a stage's peak RSS also carries what earlier stages left there.
 The decryption shares are stand-ins (one real share's plaintexts under each participant's name): the server's work
 on them is the same, the decoded numbers are not checked here (``bench client`` checks a round end to end).
 """
@@ -23,8 +24,6 @@ import subprocess
 import sys
 import time
 from typing import Any, Callable
-
-import numpy as np
 
 from .channel import Channel
 
@@ -48,7 +47,10 @@ class _Meter:
         self.out, self.name = out, name
 
     def __enter__(self) -> "_Meter":
+        from bastionfl.client.memory_guard import process_memory_mb
+
         _reset_peak()
+        self.rss0 = process_memory_mb()["rss"]
         self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
@@ -57,7 +59,7 @@ class _Meter:
 
         mem = process_memory_mb()
         self.out[self.name] = {"cpu_s": time.process_time() - self.c0, "wall_s": time.perf_counter() - self.t0,
-                               "peak_rss_mb": mem["peak"], "rss_after_mb": mem["rss"]}
+                               "peak_rss_mb": mem["peak"], "rss_after_mb": mem["rss"], "rss_before_mb": self.rss0}
 
 
 def _server(opts: dict[str, Any]) -> dict[str, Any]:
@@ -68,9 +70,16 @@ def _server(opts: dict[str, Any]) -> dict[str, Any]:
     n, streaming = int(opts["clients"]), opts["mode"] == "streaming"
     stages: dict[str, Any] = {}
     with _Meter(stages, "key_aggregation"):
-        shares = [bytes(ch.recv("pub")[1]) for _ in range(n)]
-        apk, apk_bytes = he.aggregate_key(params, _SESSION, 0, shares)
-        del shares
+        if streaming:
+            keys = he.StreamingKeyAggregation(params, _SESSION, 0)
+            for _ in range(n):
+                keys.add(ch.recv("pub")[1])
+            apk = keys.result()
+            apk_bytes = apk.to_bytes()
+        else:
+            shares = [bytes(ch.recv("pub")[1]) for _ in range(n)]
+            apk, apk_bytes = he.aggregate_key(params, _SESSION, 0, shares)
+            del shares
     ch.send("apk", apk_bytes)
     agg = he.Aggregation(params, apk, keep_c1_lists=not streaming)
     with _Meter(stages, "aggregation"):
@@ -108,11 +117,9 @@ def _producer(opts: dict[str, Any]) -> None:
         ch.send("pub", public)
         del key
     apk = he.accept_key_only(params, ch.recv("apk")[1])
-    rng = np.random.default_rng(0)
+    factory = he.UpdateFactory(apk, length, pool=min(n, 16))
     for _ in range(n):
-        _, blob = he.update_bytes(apk, rng.uniform(-0.01, 0.01, length) / n)
-        ch.send("update", blob)
-        del blob
+        ch.send("update", factory.next_bytes())
     info = ch.recv_json("transcript")
     template = he.template_share(params, length)
     for d in digests:

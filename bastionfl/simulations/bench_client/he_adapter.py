@@ -20,7 +20,7 @@ from bastionfl import crypto as xc
 __all__ = ["HE_PROFILES", "params_of", "new_key_share", "aggregate_key", "accept_key", "encrypt_update",
            "Aggregation", "client_share", "simulated_share", "fuse_sum", "wire_sizes", "StreamingFuse",
            "clone_share", "parse_share", "parse_update", "update_bytes", "accept_key_only",
-           "template_share"]
+           "template_share", "StreamingKeyAggregation", "UpdateFactory"]
 
 HE_PROFILES = ("lean", "precise", "lean-n8192")
 
@@ -136,6 +136,40 @@ def clone_share(template: Any, epoch_id: bytes, transcript: bytes, sender: bytes
                               template.plaintexts).to_bytes()
 
 
+class UpdateFactory:
+    """Distinct valid encrypted updates for simulated clients, cheaply: ``pool`` fresh encryptions, then sums of
+    distinct 4-subsets of them (a few homomorphic additions instead of one encryption each). For the server
+    benchmark, whose figures never include producing its inputs."""
+
+    def __init__(self, apk: Any, length: int, pool: int = 16, seed: int = 0) -> None:
+        from itertools import combinations
+
+        rng = np.random.default_rng(seed)
+        self.apk, self.length = apk, length
+        self.pool = [xc.encrypt_vector(apk, rng.uniform(-0.01, 0.01, length)) for _ in range(pool)]
+        self._subsets = combinations(range(pool), 4)
+        self._fresh = 0
+
+    def next_bytes(self) -> bytes:
+        """The next update's wire bytes (the fresh ones first)."""
+        import tenseal.sealapi as sa
+        from bastionfl.crypto.backend import backend
+
+        if self._fresh < len(self.pool):
+            self._fresh += 1
+            return self.pool[self._fresh - 1].to_bytes()
+        idx = next(self._subsets)
+        ev = backend(self.apk.params).eval_a
+        cts = []
+        for k in range(len(self.pool[0].ciphertexts)):
+            acc = sa.Ciphertext()
+            ev.add(self.pool[idx[0]].ciphertexts[k], self.pool[idx[1]].ciphertexts[k], acc)
+            for i in idx[2:]:
+                ev.add_inplace(acc, self.pool[i].ciphertexts[k])
+            cts.append(acc)
+        return xc.EncryptedVector(self.apk.params, self.apk.epoch_id, self.length, cts).to_bytes()
+
+
 def template_share(params: xc.Params, length: int) -> Any:
     """One real decryption share for an update of ``length`` floats (from a one-participant epoch of its own)."""
     key, pub = new_key_share(params, "bench-template", 0)
@@ -192,6 +226,47 @@ class StreamingFuse:
         if self.acc is None or len(self.senders) != self.agg.participants:
             raise xc.IncompleteShareSetError(f"{len(self.senders)} of {self.agg.participants} shares")
         return decode_plaintexts(self.agg.params, [self.be.c0(ct) for ct in self.acc], self.agg.length)
+
+
+class StreamingKeyAggregation:
+    """PROTOTYPE of a streaming key aggregation for ``crypto/``: add each public share into ``Σ b_i`` as it
+    arrives, with ``AggregatedPublicKey.aggregate``'s checks (parameters, CRS, built on ``a``, no duplicate), so
+    the server holds one share at a time instead of n."""
+
+    def __init__(self, params: xc.Params, session: str, epoch: int) -> None:
+        from bastionfl.crypto.backend import backend
+        from bastionfl.crypto.crs import crs_material
+
+        self.params, self.crs = params, xc.CrsSeed.from_session(session, epoch)
+        self.be, self.a0 = backend(params), crs_material(params, self.crs).a0
+        self.acc: Any = None
+        self.digests: list[bytes] = []
+
+    def add(self, blob: bytes | bytearray) -> None:
+        """Parse (``from_bytes`` checks level, form and ``a``) and add one public share."""
+        import tenseal.sealapi as sa
+
+        share = xc.PublicKeyShare.from_bytes(self.params, blob)
+        if share.crs != self.crs or share.digest in self.digests:
+            raise xc.EpochError("public share of another key epoch, or a duplicate")
+        self.digests.append(share.digest)
+        if self.acc is None:
+            tmp, self.acc = sa.Ciphertext(), sa.Ciphertext()
+            self.be.eval_b.negate(share.ciphertext, tmp)
+            self.be.eval_b.negate(tmp, self.acc)
+        else:
+            self.be.eval_b.add_inplace(self.acc, share.ciphertext)
+
+    def result(self) -> Any:
+        """``(Σ b_i, a)`` as an ``AggregatedPublicKey`` (the same object ``aggregate`` returns)."""
+        import tenseal.sealapi as sa
+
+        for _ in range(len(self.digests) - 1):
+            self.be.eval_b.sub_inplace(self.acc, self.a0)
+        tmp, pk = sa.Ciphertext(), sa.PublicKey()
+        self.be.eval_b.negate(self.acc, tmp)
+        self.be.eval_b.negate(tmp, pk.data())
+        return xc.AggregatedPublicKey(self.params, self.crs, tuple(sorted(self.digests)), pk)
 
 
 @dataclass(frozen=True)

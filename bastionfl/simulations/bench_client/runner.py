@@ -290,7 +290,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
             tail = ((work / "client.err").read_text(errors="replace").strip().splitlines() or [""])[-1][:300]
             failure = _failure(watch, rc, enforcer, tail)
             try:
-                out, _ = server.communicate(timeout=120)
+                out, _ = server.communicate(timeout=opts.stage_timeout_s)
             except subprocess.TimeoutExpired:
                 server.kill()
                 out, _ = server.communicate()

@@ -44,8 +44,9 @@ def predicted_peak_mb(params: int, he: str, clients: int) -> dict[str, float]:
 
     s = wire_sizes(he, params)
     req = s.request_bytes(clients) / 2**20
-    # client: the request's bytes, its loaded ciphertexts (twice the bytes: both components) and the sums
-    client = BASELINE_MB + 3.2 * req + 3 * s.update_bytes / 2**20
+    # client: the request's bytes as received, the per-blob copies the parsed request keeps, and the loaded (0, c1)
+    # ciphertexts (both polynomials in memory: twice the blob) = 4 x the request; plus its own update a few times
+    client = BASELINE_MB + 4 * req + 3 * s.update_bytes / 2**20
     server = clients * s.c1_list_bytes / 2**20 + req + 2 * s.update_bytes / 2**20
     return {"client": client, "server": server, "request_mb": req}
 
@@ -60,6 +61,7 @@ def run_sweep(spec: SweepSpec, results_file: Path, resume: bool = False,
     data: dict[str, Any] = {"points": {}}
     if resume and results_file.exists():
         data = json.loads(results_file.read_text())
+        data["points"] = {k: v for k, v in data["points"].items() if "result" in v}  # skipped: predict again
     data["spec"] = {"sizes": spec.sizes, "he": spec.he, "clients": spec.clients, "budget_mb": spec.budget_mb,
                     "profile": spec.base.profile, "memory_mb": spec.base.memory_mb, "dataset": spec.base.dataset,
                     "steps": spec.base.steps}
