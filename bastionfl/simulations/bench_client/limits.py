@@ -293,7 +293,12 @@ class Enforcer:
         uncharged = int(rss_mb * 2**20) - usage
         if uncharged <= 0:
             return
-        limit = max(self.profile.memory_mb * 2**20 - uncharged, usage + 16 * 2**20)
+        wanted = self.profile.memory_mb * 2**20 - uncharged
+        limit = max(wanted, usage + 16 * 2**20)
+        if limit > wanted:
+            effective = (limit + uncharged) / 2**20
+            self._note_memory(f"the client's {rss_mb:.0f} MB of RSS after its imports already exceed the cap: the "
+                              f"round runs with 16 MiB of headroom, an effective cap of {effective:.0f} MB of RSS")
         try:
             _write(g.path / ("memory.max" if g.version == 2 else "memory.limit_in_bytes"), str(limit))
         except OSError as exc:

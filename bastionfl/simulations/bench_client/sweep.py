@@ -114,7 +114,9 @@ def render_sweep(data: dict[str, Any], out_dir: Path, command: str) -> str:
     rows = ["| params | HE | n | train | key setup | encrypt | decrypt share | CPU total | up | down | peak RSS MB "
             "| device peak MB | device CPU s | J above idle |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for e in data["points"].values():
+    order = {"none": 0, "lean": 1, "precise": 2}
+    points = sorted(data["points"].values(), key=lambda e: (e["params"], order.get(e["he"], 9), e["clients"]))
+    for e in points:
         head = f"| {e['params']:,} | {e['he']} | {e['clients']} |"
         if "skipped" in e:
             pred = e["predicted"]
