@@ -46,7 +46,7 @@ class KeySetupStage:
         if epoch is not None and not policy.must_rotate(epoch.rounds_used, current, rs.node_ids):
             return
         number = (epoch.number + 1) if epoch else 1
-        state.epoch, state.current = None, None
+        state.epoch, state.current, state.roster = None, None, None
         engine, opening = ServerEpoch.open(params_of(ctx.cfg), crypto_threat(ctx.cfg), session_name(ctx.run_id),
                                            number)
         names, counts, endorsements = self._collect(ctx, rs, engine, opening, number)
