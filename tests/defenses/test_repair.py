@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import statistics
 
 import pytest
 import torch
@@ -32,15 +33,19 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 def test_rnp_lowers_asr_and_keeps_accuracy(backdoored: Backdoored) -> None:
     model, (cx, cy) = backdoored["model"], backdoored["clean"]
     before = copy.deepcopy(model)
-    # On this 8x8 toy model the backdoor shares channels with clean features, so pruning costs accuracy: the test
-    # allows a 30-point tolerance and checks the direction of the effect (Fashion-MNIST figures: docs/defenses.md).
+    # On this 8x8 toy model the backdoor shares channels with clean features, so pruning costs accuracy and one RNP
+    # seed alone is a coin flip: on other floating-point kernels (AVX2, AVX-512, portable) single seeds ended
+    # anywhere between ASR 0.0 and 0.84. The median over three seeds stayed <= 0.25 on all of them, so the test
+    # asserts the median with a wide margin and checks the direction of the effect (Fashion-MNIST figures:
+    # docs/defenses.md).
     cfg = RNPConfig(acc_tolerance=0.3, prune_by="number", holdout_fraction=0.0)
-    repaired, mask, report = rnp_repair(model, cx, cy, cfg=cfg, seed=0)
+    runs = [rnp_repair(model, cx, cy, cfg=cfg, seed=s) for s in (0, 1, 2)]
     assert _same(model, before), "caller's model must not change"
-    asr = accuracy(repaired, *backdoored["asr_set"])
-    ca = accuracy(repaired, *backdoored["test"])
-    assert asr <= backdoored["asr"] - 0.3, (asr, report)
-    assert ca >= backdoored["ca"] - 0.3, (ca, report)
+    asr = statistics.median(accuracy(r, *backdoored["asr_set"]) for r, _, _ in runs)
+    ca = statistics.median(accuracy(r, *backdoored["test"]) for r, _, _ in runs)
+    assert asr <= backdoored["asr"] - 0.4, (asr, [rep for _, _, rep in runs])
+    assert ca >= backdoored["ca"] - 0.35, (ca, [rep for _, _, rep in runs])
+    repaired, mask, report = runs[0]
     assert report["pruned_channels"] == sum(int((~k).sum()) for k in mask.values()) > 0
     repaired2, mask2, _ = rnp_repair(model, cx, cy, cfg=cfg, seed=0)
     assert _same(repaired, repaired2) and all(torch.equal(mask[k], mask2[k]) for k in mask)
