@@ -1,11 +1,14 @@
 """The benchmarked client: one real round in a process of its own, under the limits the harness put on it.
 
-Stages, in order: ``admission`` (pseudonym handshake), ``key_setup`` (key share, aggregated key), ``train`` (local
-SGD on its shard), ``encrypt`` (the update under the aggregated key, or float32 without HE), ``decrypt_share``
-(parse and check the request, one smudged share). Each stage's wall time covers everything from the moment the
-server's message is there (parsing included) to the reply being sent, minus the time spent waiting for the server;
-CPU time is the process's; peak RSS is the stage's own high-water mark (``/proc/self/clear_refs``). Every stage runs
-inside :func:`bastionfl.client.memory_guard.memory_guard`: an allocation failure is reported and ends the process.
+Stages, in order: ``admission`` (pseudonym handshake), ``key_setup`` (K1-K3: key share, signed key sketch, the
+aggregated key checked), ``train`` (local SGD on its shard), ``encrypt`` (the update under the aggregated key with
+its signed commitment, or float32 without HE), ``decrypt_share`` (D1: check the proposal, sign the transcript with
+a sketch of the own c1; D2: check every member's signature and that the sketches sum to C1's, one smudged share).
+The crypto steps are the protocol engine's under the default threat model (``malicious``), as ``client/secure.py``
+runs them. Each stage's wall time covers everything from the moment the server's message is there (parsing
+included) to the reply being sent, minus the time spent waiting for the server; CPU time is the process's; peak
+RSS is the stage's own high-water mark (``/proc/self/clear_refs``). Every stage runs inside
+:func:`bastionfl.client.memory_guard.memory_guard`: an allocation failure is reported and ends the process.
 
 Run by the harness: ``python -m bastionfl.simulations.bench_client.client_proc '<json options>'``; it reports JSON
 lines on the file descriptor named in the options.
@@ -163,12 +166,12 @@ def main(opts: dict[str, Any]) -> None:
             raise RuntimeError("admission refused")
 
     def key_setup() -> None:
-        info = ch.recv_json("key.seed")
-        params = he.params_of(client.he)
-        key, public = he.new_key_share(params, str(info["session"]), int(info["epoch"]))
-        ch.send("key.share", public)
-        apk = he.accept_key(key, params, ch.recv("key.apk")[1])
-        held.update(params=params, key=key, apk=apk)
+        members = int(ch.recv_json("key.info")["members"])
+        side = he.ClientSide(he.params_of(client.he), members)
+        ch.send("key.reply", side.open(ch.recv("key.opening")[1]))
+        ch.send("key.response", side.key_proposal(ch.recv("key.proposal")[1]))
+        side.key_confirmation(ch.recv("key.confirm")[1])
+        held.update(side=side)
 
     def train() -> None:
         cfg = ch.recv_json("train.config")
@@ -186,39 +189,24 @@ def main(opts: dict[str, Any]) -> None:
             opt.step()
         del opt
         new = torch.nn.utils.parameters_to_vector(model.parameters()).detach().numpy().astype(np.float64)
-        held["update"] = (new - w0) * (len(y) / float(cfg["weight_norm"]))
+        held["weight"] = len(y) / float(cfg["weight_norm"])
+        held["update"] = (new - w0) * held["weight"]
 
     def encrypt() -> None:
         update = held.pop("update")
         if client.he == "none":
             ch.send("update", update.astype(np.float32).tobytes())
-        elif opts.get("stream"):
-            from .he_stream import encrypt_chunks
-
-            for blob, own in encrypt_chunks(held["apk"], update):
-                if own is None:
-                    ch.send("update.chunk", blob)
-                else:
-                    held["own"] = own
-            ch.send("update.end")
         else:
-            blob, held["own"] = he.encrypt_update(held["apk"], update)
+            blob = held["side"].upload(1, update, held["weight"])
             ch.send("update", blob)
             del blob
         if opts.get("update_file"):
             held["update_copy"] = update  # written after the stage, for the harness's round check
 
     def decrypt_share() -> None:
-        if opts.get("stream"):
-            from .he_stream import stream_share
-
-            total = ch.recv_header("decrypt.request")
-            ch.send("decrypt.share", stream_share(held["key"], ch.read, total, held["own"]))
-            return
-        request = ch.recv("decrypt.request")[1]
-        share = he.client_share(held["key"], held["params"], request, held["own"])
-        del request
-        ch.send("decrypt.share", share)
+        side = held["side"]
+        ch.send("decrypt.sign", side.sign(ch.recv("decrypt.proposal")[1]))
+        ch.send("decrypt.share", side.share(ch.recv("decrypt.confirm")[1]))
 
     client.stage("admission", admission)
     if client.he != "none":

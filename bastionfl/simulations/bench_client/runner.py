@@ -55,7 +55,6 @@ class BenchOptions:
     seed: int = 0
     enforce: str = "auto"
     verify: str = "auto"
-    stream: bool = False  # PROTOTYPE client path: chunked encryption, streamed decryption share (he_stream)
     stage_timeout_s: float = 900.0
     memory_mb: int | None = None  # overrides the profile's cap (0: none), e.g. for sweeps that draw the caps
     profiles_file: Path | None = None
@@ -77,8 +76,6 @@ class BenchOptions:
             raise BenchClientError("--steps, --batch-size and --stage-timeout must be positive")
         if self.verify not in ("auto", "yes", "no"):
             raise BenchClientError("--verify must be auto, yes or no")
-        if self.stream and self.he == "none":
-            raise BenchClientError("--stream needs an HE profile (it streams ciphertexts)")
 
 
 def _not_run(reason: str, ok: bool) -> dict[str, Any]:
@@ -256,7 +253,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
         server = _spawn_server({"he": opts.he, "clients": opts.clients, "length": exact, "seed": opts.seed,
                                 "verify": verify, "sock_fd": server_sock.fileno(), "workdir": str(work),
                                 "examples": examples, "session": f"bench-client-{opts.seed}",
-                                "update_file": str(work / "update.npy"), "stream": opts.stream},
+                                "update_file": str(work / "update.npy")},
                                server_sock, enforcer.other_cpus, work)
         try:
             assert server.stdout is not None
@@ -268,7 +265,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
             go_r, go_w = os.pipe()
             copts = {"he": opts.he, "hidden": hidden, "shard": str(shard), "credential": ready["credential"],
                      "torch_threads": profile.torch_threads, "steps": opts.steps, "batch_size": opts.batch_size,
-                     "lr": opts.lr, "seed": opts.seed, "stream": opts.stream,
+                     "lr": opts.lr, "seed": opts.seed,
                      "sock_fd": client_sock.fileno(), "events_fd": events_w,
                      "go_fd": go_r,
                      "as_cap_mb": enforcer.as_cap_mb, "stage_deadline_s": opts.stage_timeout_s + 30,
