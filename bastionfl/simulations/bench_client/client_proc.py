@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 from bastionfl.client.memory_guard import OutOfMemoryReport, memory_guard, process_memory_mb, report_json
 
+from .scratch import remove_scratch, seal_scratch_dir
+
 EXIT_STAGE_FAILED = 3
 _CUDA_HINTS = ("cuda", "cublas", "cudnn", "cufft", "curand", "cusolver", "cusparse", "nccl", "nvrtc", "nvjitlink",
                "cupti", "nvtoolsext", "triton")
@@ -83,29 +85,39 @@ class Client:
         self.peak_resets = True
 
     def stage(self, name: str, body: Callable[[], None]) -> None:
-        """Run one stage body under the memory guard and report its figures."""
-        self.peak_resets = _reset_peak() and self.peak_resets
+        """Run one stage body under the memory guard and report its figures (the report too: an allocation that
+        fails while reporting is the stage's out-of-memory, not a crash)."""
         ch = self.ch
-        up, down, wait = ch.up, ch.down, ch.wait_s
-        self.events.send({"event": "stage_start", "stage": name, "rss_mb": process_memory_mb()["rss"]})
-        t0, c0 = time.perf_counter(), time.process_time()
         error = None
         with memory_guard(name, on_oom=self.events.oom, deadline_s=self.opts.get("stage_deadline_s")):
+            self.peak_resets = _reset_peak() and self.peak_resets
+            up, down, wait = ch.up, ch.down, ch.wait_s
+            self.events.send({"event": "stage_start", "stage": name, "rss_mb": process_memory_mb()["rss"]})
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 body()
             except MemoryError:
                 raise  # the guard reports it and ends the process before anything is freed
             except Exception as exc:  # noqa: BLE001 - any failure of the stage is its reported result
+                if _allocation_failed(exc):
+                    raise MemoryError(f"{type(exc).__name__}: {exc}"[:300]) from None
                 error = f"{type(exc).__name__}: {exc}"[:400]
-        mem = process_memory_mb()
-        self.events.send({
-            "event": "stage_end", "stage": name, "ok": error is None, "error": error,
-            "wall_s": time.perf_counter() - t0 - (ch.wait_s - wait), "cpu_s": time.process_time() - c0,
-            "peak_rss_mb": mem["peak"], "rss_end_mb": mem["rss"], "bytes_up": ch.up - up, "bytes_down": ch.down - down,
-            "wait_s": ch.wait_s - wait,
-        })
+            mem = process_memory_mb()
+            self.events.send({
+                "event": "stage_end", "stage": name, "ok": error is None, "error": error,
+                "wall_s": time.perf_counter() - t0 - (ch.wait_s - wait), "cpu_s": time.process_time() - c0,
+                "peak_rss_mb": mem["peak"], "rss_end_mb": mem["rss"], "bytes_up": ch.up - up,
+                "bytes_down": ch.down - down, "wait_s": ch.wait_s - wait, "scratch_dir": seal_scratch_dir(),
+            })
         if error is not None:
+            remove_scratch(seal_scratch_dir())
             os._exit(EXIT_STAGE_FAILED)  # the round cannot go on; exiting also skips freeing SEAL objects
+
+
+def _allocation_failed(exc: Exception) -> bool:
+    """An allocation failure that a library reports as another error (torch's CPU allocator: RuntimeError)."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "bad_alloc" in text)
 
 
 def _startup(opts: dict[str, Any], events: Events) -> dict[str, Any]:
@@ -218,6 +230,7 @@ def main(opts: dict[str, Any]) -> None:
     if client.he != "none":
         client.stage("decrypt_share", decrypt_share)
     events.send({"event": "done", "peak_resets": client.peak_resets, "cuda_libs_rss_mb": _cuda_libs_rss_mb()})
+    remove_scratch(seal_scratch_dir())
     sys.stdout.flush()
     os._exit(0)  # no interpreter teardown: nothing left to measure, and SEAL objects need not be freed one by one
 

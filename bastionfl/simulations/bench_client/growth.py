@@ -201,4 +201,7 @@ if __name__ == "__main__":
         print(json.dumps(_server(options)), flush=True)
     else:
         _producer(options)
+    from .scratch import remove_scratch, seal_scratch_dir
+
+    remove_scratch(seal_scratch_dir())
     os._exit(0)

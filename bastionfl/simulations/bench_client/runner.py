@@ -28,6 +28,7 @@ from bastionfl.client.memory_guard import EXIT_OUT_OF_MEMORY, process_memory_mb
 from .energy import energy_model
 from .limits import MODES, Enforcer
 from .profiles import BenchClientError, get_device_profile
+from .scratch import remove_scratch
 from .shard import model_shape, package_env, prepare_shard
 
 __all__ = ["BenchOptions", "STAGES", "run_client_bench", "HE_CHOICES"]
@@ -284,6 +285,9 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
             os.close(events_r)
             os.close(go_w)
             rc = client.returncode
+            scratch = sorted({e["scratch_dir"] for e in watch.events if e.get("scratch_dir")})
+            for path in scratch:
+                remove_scratch(path)  # a killed client could not remove its own
             tail = ((work / "client.err").read_text(errors="replace").strip().splitlines() or [""])[-1][:300]
             failure = _failure(watch, rc, enforcer, tail)
             try:
@@ -319,6 +323,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
         "energy": energy_model(profile, ref, totals["cpu_s"], totals["wall_s"], totals["peak_rss_mb"], cuda_mb),
         "server": summary,
         "harness": {"client_exit": rc, "client_max_rss_sampled_mb": watch.max_rss,
+                    "client_scratch_dirs": len(scratch), "scratch_dirs_left": [p for p in scratch if os.path.exists(p)],
                     "stage_peak_is_per_stage": bool(next((e for e in watch.events if e.get("event") == "done"),
                                                          {}).get("peak_resets", False))},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu": _cpu_model(),

@@ -163,6 +163,9 @@ def main(opts: dict[str, Any]) -> None:
         server.summary["server_error"] = f"{type(exc).__name__}: {exc}"[:400]
     server.summary["peak_rss_mb"] = _peak_mb()
     _say({"event": "summary", **server.summary})
+    from .scratch import remove_scratch, seal_scratch_dir
+
+    remove_scratch(seal_scratch_dir())
     os._exit(0)
 
 
