@@ -72,3 +72,13 @@ def test_server_growth_skips_what_the_budget_cannot_hold(capsys):
     assert cli(["bench", "server", "--params", "1"]) == 2
     assert cli(["bench", "client-sweep", "--sizes", "x"]) == 2
     capsys.readouterr()
+
+
+def test_wire_size_model_matches_a_real_round_elsewhere_on_the_grid():
+    """The sweep's predictions rest on sizes fitted from three small rounds: a fourth round, at another length and
+    federation size, has exactly the predicted message sizes."""
+    from bastionfl.simulations.bench_client import he_adapter as he
+
+    length = 3 * he.params_of("lean").floats_per_ciphertext - 5
+    s = he.wire_sizes("lean", length, 5)
+    assert (s.update_bytes, s.proposal_bytes, s.confirmation_bytes, s.share_bytes) == he.round_sizes("lean", length, 5)

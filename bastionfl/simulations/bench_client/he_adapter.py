@@ -20,7 +20,7 @@ import numpy as np
 from bastionfl import crypto as xc
 
 __all__ = ["HE_PROFILES", "THREAT", "params_of", "client_policy", "ClientSide", "SimulatedFederation",
-           "wire_sizes", "WireSizes"]
+           "wire_sizes", "round_sizes", "WireSizes"]
 
 HE_PROFILES = ("lean", "precise", "lean-n8192")
 THREAT = xc.DEFAULT_THREAT_MODEL
@@ -182,11 +182,11 @@ class WireSizes:
         return self.proposal_bytes + self.confirmation_bytes
 
 
-def _measure(name: str, length: int, members: int) -> tuple[int, int, int, int]:
-    """Sizes of the four messages in a real round of ``members`` at ``length`` floats."""
+def round_sizes(name: str, length: int, members: int) -> tuple[int, int, int, int]:
+    """Sizes of upload, proposal, confirmation and share in a real round of ``members`` at ``length`` floats."""
     params = params_of(name)
-    fed = SimulatedFederation(params, members + 1, f"bench-sizes-{members}", persist=False)
-    me = ClientSide(params, members + 1, persist=False)
+    fed = SimulatedFederation(params, members, f"bench-sizes-{members}", persist=False)
+    me = ClientSide(params, members, persist=False)
     me.key_confirmation(fed.key_confirmation(me.key_proposal(fed.key_proposal(me.open(fed.opening)))))
     fed.simulated_uploads(0, np.random.default_rng(0), length, 1.0)
     up = me.upload(0, np.zeros(length), 1.0)
@@ -200,9 +200,9 @@ def _measure(name: str, length: int, members: int) -> tuple[int, int, int, int]:
 def _coefficients(name: str) -> tuple[tuple[int, int], tuple[int, int, int], tuple[int, int, int], tuple[int, int]]:
     """Linear models of the message sizes in (ciphertexts, members), from three small real rounds."""
     per = params_of(name).floats_per_ciphertext
-    a = _measure(name, per, 2)  # 1 ciphertext, 3 members
-    b = _measure(name, 2 * per, 2)  # 2 ciphertexts
-    c = _measure(name, per, 3)  # 4 members
+    a = round_sizes(name, per, 3)  # 1 ciphertext, 3 members
+    b = round_sizes(name, 2 * per, 3)  # 2 ciphertexts
+    c = round_sizes(name, per, 4)  # 4 members
     out = []
     for i in range(4):
         dk, dn = b[i] - a[i], c[i] - a[i]
