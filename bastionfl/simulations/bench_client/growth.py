@@ -191,6 +191,9 @@ def run_server_growth(
             row.update(_one(he_profile, length, n, timeout_s))
             row["harness_wall_s"] = time.perf_counter() - start
         rows.append(row)
+    from .scratch import remove_scratch, seal_scratch_dir
+
+    remove_scratch(seal_scratch_dir())  # the size predictions ran small rounds in this process
     return {"benchmark": "bastionfl bench server", "params": length, "he": he_profile, "threat_model": "malicious",
             "rows": rows, "machine": {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}}
 

@@ -297,6 +297,8 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
                 out, _ = server.communicate()
             summary = next((json.loads(line) for line in out.splitlines() if '"summary"' in line), {})
             summary.pop("event", None)
+            if summary.get("scratch_dir"):
+                scratch.append(summary.pop("scratch_dir"))
             mem_events = enforcer.memory_events()
         finally:
             if server.poll() is None:
@@ -323,7 +325,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
         "energy": energy_model(profile, ref, totals["cpu_s"], totals["wall_s"], totals["peak_rss_mb"], cuda_mb),
         "server": summary,
         "harness": {"client_exit": rc, "client_max_rss_sampled_mb": watch.max_rss,
-                    "client_scratch_dirs": len(scratch), "scratch_dirs_left": [p for p in scratch if os.path.exists(p)],
+                    "scratch_dirs": len(scratch), "scratch_dirs_left": [p for p in scratch if os.path.exists(p)],
                     "stage_peak_is_per_stage": bool(next((e for e in watch.events if e.get("event") == "done"),
                                                          {}).get("peak_resets", False))},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu": _cpu_model(),

@@ -161,11 +161,12 @@ def main(opts: dict[str, Any]) -> None:
         server.summary["client_gone"] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a server-side failure is reported, the harness decides
         server.summary["server_error"] = f"{type(exc).__name__}: {exc}"[:400]
-    server.summary["peak_rss_mb"] = _peak_mb()
-    _say({"event": "summary", **server.summary})
     from .scratch import remove_scratch, seal_scratch_dir
 
-    remove_scratch(seal_scratch_dir())
+    server.summary["peak_rss_mb"] = _peak_mb()
+    server.summary["scratch_dir"] = seal_scratch_dir()
+    remove_scratch(server.summary["scratch_dir"])
+    _say({"event": "summary", **server.summary})
     os._exit(0)
 
 

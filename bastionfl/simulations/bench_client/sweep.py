@@ -87,6 +87,9 @@ def run_sweep(spec: SweepSpec, results_file: Path, resume: bool = False,
         data["points"][key] = entry
         results_file.parent.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(data, indent=1) + "\n")
+    from .scratch import remove_scratch, seal_scratch_dir
+
+    remove_scratch(seal_scratch_dir())  # the size predictions ran small rounds in this process
     return data
 
 
