@@ -166,8 +166,8 @@ def handle_key_proposal(msg: Message, context: Context, cfg: RunConfig) -> Messa
     """K2: check the roster (the Home Authority's signature where used) and answer with a signed key sketch or the
     revealed share."""
     start = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
     with guarded("key_setup"):
+        epoch, number = _load(context, cfg, msg)
         response = epoch.on_key_proposal(_blob(msg, Key.PROPOSAL), _certified_keys(cfg, context, msg, epoch, number))
     if response is None:
         raise ProtocolError("the key proposal needs no answer in this threat model")
@@ -182,10 +182,10 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     from bastionfl.protocol import round_of
 
     t0 = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
-    meta = msg.content.config_records[Record.XMK_CONFIG]
     with guarded("key_setup"):
+        epoch, number = _load(context, cfg, msg)
         _finish_key_setup(epoch, msg)
+    meta = msg.content.config_records[Record.XMK_CONFIG]
     norm = float(meta[Key.WEIGHT_NORM])
     global_state = msg.content[Record.ARRAYS].to_torch_state_dict()
     t1 = time.perf_counter()
@@ -209,8 +209,8 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
 def handle_reveal(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Malicious-colluding: reveal the ciphertexts once the round's commitment list is fixed."""
     start = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
     with guarded("reveal"):
+        epoch, number = _load(context, cfg, msg)
         blob = epoch.on_commitment_list(_blob(msg, Key.COMMITMENTS))
     _save(context, epoch, number)
     return _reply(msg, {Key.UPLOAD: blob}, diagnostics={"he_reveal_s": time.perf_counter() - start})
@@ -219,8 +219,8 @@ def handle_reveal(msg: Message, context: Context, cfg: RunConfig) -> Message:
 def handle_consistency(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Check the round's upload set and commitments, sign its transcript (with a sketch of this client's c1)."""
     start = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
     with guarded("consistency"):
+        epoch, number = _load(context, cfg, msg)
         _finish_key_setup(epoch, msg)
         blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
     _save(context, epoch, number)
@@ -231,8 +231,8 @@ def handle_decrypt(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """One smudged decryption share, only for the aggregate every member signed (honest-but-curious: for the
     proposal's C1); the share is recorded before it leaves, so the same round or aggregate never gets a second."""
     start = time.perf_counter()  # the stage's whole cost on the client: loading, parsing, checking, sharing
-    epoch, number = _load(context, cfg, msg)
-    with guarded("decrypt_share"):
+    with guarded("decrypt_share"):  # the node's state and the message parsed inside: the whole stage
+        epoch, number = _load(context, cfg, msg)
         _finish_key_setup(epoch, msg)
         if cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS:
             blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
