@@ -42,8 +42,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=None, help="override the profile's memory cap (0: none)")
     p.add_argument("--verify", default="auto", choices=("auto", "yes", "no"),
                    help="fuse the round on the server and check the sum (auto: up to 30 clients, 2M parameters)")
-    p.add_argument("--stream", action="store_true",
-                   help="PROTOTYPE client path: encrypt one ciphertext at a time, stream the decryption request")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--list-profiles", action="store_true", help="print the device profiles and exit")
@@ -139,7 +137,7 @@ def client(argv: list[str]) -> int:
                             dataset=args.dataset, data_dir=args.data_dir or "", steps=args.steps,
                             batch_size=args.batch_size, enforce=args.enforce, verify=args.verify,
                             stage_timeout_s=args.stage_timeout, memory_mb=args.memory_mb,
-                            profiles_file=args.profiles_file, stream=args.stream)
+                            profiles_file=args.profiles_file)
         opts.check()
         from bastionfl.simulations.bench_client.profiles import get_device_profile
 

@@ -69,34 +69,35 @@ def client_sweep(argv: list[str]) -> int:
 
 
 def _growth_table(result: dict[str, Any]) -> str:
-    lines = ["| server | n | key aggregation CPU s | aggregation CPU s (ms per client) | request CPU s, bytes | "
-             "fusion CPU s (ms per client) | peak RSS MB: keys / aggregation / request / fusion |",
-             "|---|---|---|---|---|---|---|"]
+    from bastionfl.simulations.bench_client.growth import STAGES
+
+    lines = ["| n | key setup CPU s | aggregation CPU s (ms per client) | proposals CPU s (ms per client) | "
+             "confirmation CPU s | fusion CPU s (ms per client) | peak RSS MB: keys / aggregation / proposals / "
+             "confirmation / fusion |", "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         n = row["clients"]
         if "skipped" in row or "error" in row:
-            lines.append(f"| {row['mode']} | {n} | not run: {row.get('skipped') or row.get('error')} | | | | |")
+            lines.append(f"| {n} | not run: {row.get('skipped') or row.get('error')} | | | | | |")
             continue
         st = row["stages"]
-        peaks = " / ".join(f"{st[s]['peak_rss_mb']:,.0f}" for s in ("key_aggregation", "aggregation", "request",
-                                                                       "fusion"))
-        lines.append(f"| {row['mode']} | {n} | {st['key_aggregation']['cpu_s']:.2f} | "
+        peaks = " / ".join(f"{st[s]['peak_rss_mb']:,.0f}" for s in STAGES)
+        lines.append(f"| {n} | {st['key_setup']['cpu_s']:.2f} | "
                      f"{st['aggregation']['cpu_s']:.2f} ({1e3 * st['aggregation']['cpu_s'] / n:.0f}) | "
-                     f"{st['request']['cpu_s']:.2f}, {row['request_bytes'] / 1e6:,.0f} MB | "
+                     f"{st['proposals']['cpu_s']:.2f} ({1e3 * st['proposals']['cpu_s'] / n:.0f}) | "
+                     f"{st['confirmation']['cpu_s']:.2f} | "
                      f"{st['fusion']['cpu_s']:.2f} ({1e3 * st['fusion']['cpu_s'] / n:.1f}) | {peaks} |")
     return "\n".join(lines) + "\n"
 
 
 def server_growth(argv: list[str]) -> int:
-    """Server aggregation and fusion for growing federations, today's design and a streaming prototype."""
+    """The server's side of one secure round (malicious threat model) for growing federations."""
     p = argparse.ArgumentParser(prog="bastionfl bench server",
-                                description="server-side cost (aggregation, request, fusion, peak RSS) against the "
-                                            "number of clients; today's crypto API and a streaming prototype")
+                                description="server-side cost of one secure round (key setup, aggregation, proposals, "
+                                            "confirmation, fusion, peak RSS) against the number of clients")
     p.add_argument("--clients", default="10,100,1000")
     p.add_argument("--params", type=int, default=1_000_000)
     p.add_argument("--he", default="lean", choices=("lean", "precise"))
-    p.add_argument("--modes", default="today,streaming")
-    p.add_argument("--budget-mb", type=float, default=6144, help="skip today's runs predicted to need more")
+    p.add_argument("--budget-mb", type=float, default=6144, help="skip runs predicted to need more server memory")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", type=Path)
     try:
@@ -105,9 +106,8 @@ def server_growth(argv: list[str]) -> int:
         return int(exc.code or 0)
     try:
         clients = _ints(args.clients, "--clients")
-        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-        if not modes or any(m not in ("today", "streaming") for m in modes) or args.params < 2:
-            raise ValueError("--modes: today and/or streaming; --params >= 2")
+        if args.params < 2:
+            raise ValueError("--params: at least 2")
         if min(clients) < 2:
             raise ValueError("--clients: at least 2")
     except ValueError as exc:
@@ -115,7 +115,7 @@ def server_growth(argv: list[str]) -> int:
         return 2
     from bastionfl.simulations.bench_client.growth import run_server_growth
 
-    result = run_server_growth(clients, args.params, args.he, modes, args.budget_mb,
+    result = run_server_growth(clients, args.params, args.he, args.budget_mb,
                                progress=lambda s: print(s, file=sys.stderr))
     result["command"] = "bastionfl bench server " + " ".join(argv)
     result["table"] = _growth_table(result)

@@ -8,11 +8,11 @@ free those objects, so the guard reports while the traceback still holds them an
 A deadline (faulthandler's C-level watchdog, which works while the bindings hold the GIL) is the backstop for a hang
 that starts before Python sees the error.
 
-Hook for the client path (``client/secure.py``)::
+The client path (``client/secure.py``) wraps each crypto step in ``guarded(stage)``, which uses this guard where
+the ClientApp owns its process (``flwr-clientapp``, one message per process), parsing of the message inside::
 
-    with memory_guard("encrypt"):          # or "train", "decrypt_share"; parsing of the request inside
-        encrypted = encrypt_vector(apk, update)
-        blob = encrypted.to_bytes()
+    with memory_guard("encrypt"):
+        blob = epoch.upload(round_number, update, weight, keep_own_c1=False)
 """
 
 from __future__ import annotations

@@ -9,12 +9,16 @@ model it also requires the Home Authority's signed roster and checks it itself.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from bastionfl.client.memory_guard import check_memory_budget, memory_guard
 from bastionfl.config import Auth, RunConfig, ThreatModel
 from bastionfl.crypto import ClientEpoch, ClientPolicy, EpochPolicy, Params, get_profile
 from bastionfl.crypto import ThreatModel as CryptoThreatModel
@@ -30,6 +34,29 @@ _EPOCH, _NUMBER = "epoch", "number"
 
 def _params(cfg: RunConfig) -> Params:
     return get_profile(str(cfg.secure.he_profile))
+
+
+def owns_process() -> bool:
+    """True where this ClientApp runs in a process of its own (Flower's ``flwr-clientapp``, one per message)."""
+    return Path(sys.argv[0]).name.startswith("flwr-clientapp")
+
+
+@contextlib.contextmanager
+def guarded(stage: str, need_mb: float = 0.0) -> Iterator[None]:
+    """A crypto step: refused up front (``StageOutOfMemory``, an error reply) when even its own arrays cannot fit;
+    where the ClientApp owns its process, an allocation failure inside SEAL is reported and ends the process at
+    once (exit 75: the node drops out of the round) instead of spinning while the failed step is unwound. In a
+    simulation the process hosts other nodes too: the failure is raised there."""
+    if need_mb > 0:
+        check_memory_budget(stage, need_mb)
+    with memory_guard(stage) if owns_process() else contextlib.nullcontext():
+        yield
+
+
+def _arrays_mb(params: Params, length: int, components: int) -> float:
+    """MiB of ``components`` polynomials per ciphertext of a vector of ``length`` reals (the step's lower bound)."""
+    k = -(-length // params.floats_per_ciphertext)
+    return k * components * len(params.data_bits) * params.poly_modulus_degree * 8 / 2**20
 
 
 def _certified(cfg: RunConfig) -> bool:
@@ -117,7 +144,8 @@ def handle_keygen(msg: Message, context: Context, cfg: RunConfig, num_examples: 
         raise ProtocolError(f"the server asks for a {meta[Key.THREAT_MODEL]} epoch; this client runs "
                             f"{cfg.secure.threat_model}")
     number = int(meta[Key.EPOCH])
-    epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), client_policy(cfg))
+    with guarded("key_setup"):
+        epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), client_policy(cfg))
     blobs = {Key.KEY_REPLY: reply}
     if _certified(cfg):
         from bastionfl.auth.roster import endorse_epoch_key
@@ -138,8 +166,9 @@ def handle_key_proposal(msg: Message, context: Context, cfg: RunConfig) -> Messa
     """K2: check the roster (the Home Authority's signature where used) and answer with a signed key sketch or the
     revealed share."""
     start = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
-    response = epoch.on_key_proposal(_blob(msg, Key.PROPOSAL), _certified_keys(cfg, context, msg, epoch, number))
+    with guarded("key_setup"):
+        epoch, number = _load(context, cfg, msg)
+        response = epoch.on_key_proposal(_blob(msg, Key.PROPOSAL), _certified_keys(cfg, context, msg, epoch, number))
     if response is None:
         raise ProtocolError("the key proposal needs no answer in this threat model")
     _save(context, epoch, number)
@@ -153,9 +182,10 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     from bastionfl.protocol import round_of
 
     t0 = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
+    with guarded("key_setup"):
+        epoch, number = _load(context, cfg, msg)
+        _finish_key_setup(epoch, msg)
     meta = msg.content.config_records[Record.XMK_CONFIG]
-    _finish_key_setup(epoch, msg)
     norm = float(meta[Key.WEIGHT_NORM])
     global_state = msg.content[Record.ARRAYS].to_torch_state_dict()
     t1 = time.perf_counter()
@@ -164,8 +194,9 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     weight = result.num_examples / norm  # type: ignore[attr-defined]
     update = state_delta(result.state_dict, global_state) * weight  # type: ignore[attr-defined]
     # the own c1 comes back with the round's proposal: the node's state stays small between messages
-    blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
-                        keep_own_c1=False)
+    with guarded("encrypt", 8 * update.size / 2**20 + _arrays_mb(epoch.params, int(update.size), 2)):
+        blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
+                            keep_own_c1=False)
     t3 = time.perf_counter()
     _save(context, epoch, number)
     diagnostics = {**result.metrics, "train_s": t2 - t1, "he_key_check_s": t1 - t0,  # type: ignore[attr-defined]
@@ -178,8 +209,9 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
 def handle_reveal(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Malicious-colluding: reveal the ciphertexts once the round's commitment list is fixed."""
     start = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
-    blob = epoch.on_commitment_list(_blob(msg, Key.COMMITMENTS))
+    with guarded("reveal"):
+        epoch, number = _load(context, cfg, msg)
+        blob = epoch.on_commitment_list(_blob(msg, Key.COMMITMENTS))
     _save(context, epoch, number)
     return _reply(msg, {Key.UPLOAD: blob}, diagnostics={"he_reveal_s": time.perf_counter() - start})
 
@@ -187,9 +219,10 @@ def handle_reveal(msg: Message, context: Context, cfg: RunConfig) -> Message:
 def handle_consistency(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """Check the round's upload set and commitments, sign its transcript (with a sketch of this client's c1)."""
     start = time.perf_counter()
-    epoch, number = _load(context, cfg, msg)
-    _finish_key_setup(epoch, msg)
-    blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
+    with guarded("consistency"):
+        epoch, number = _load(context, cfg, msg)
+        _finish_key_setup(epoch, msg)
+        blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
     _save(context, epoch, number)
     return _reply(msg, {Key.SIGNATURE: blob}, diagnostics={"he_sign_s": time.perf_counter() - start})
 
@@ -198,11 +231,12 @@ def handle_decrypt(msg: Message, context: Context, cfg: RunConfig) -> Message:
     """One smudged decryption share, only for the aggregate every member signed (honest-but-curious: for the
     proposal's C1); the share is recorded before it leaves, so the same round or aggregate never gets a second."""
     start = time.perf_counter()  # the stage's whole cost on the client: loading, parsing, checking, sharing
-    epoch, number = _load(context, cfg, msg)
-    _finish_key_setup(epoch, msg)
-    if cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS:
-        blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
-    else:
-        blob = epoch.on_round_confirmation(_blob(msg, Key.CONFIRMATION))
+    with guarded("decrypt_share"):  # the node's state and the message parsed inside: the whole stage
+        epoch, number = _load(context, cfg, msg)
+        _finish_key_setup(epoch, msg)
+        if cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS:
+            blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
+        else:
+            blob = epoch.on_round_confirmation(_blob(msg, Key.CONFIRMATION))
     _save(context, epoch, number)
     return _reply(msg, {Key.SHARE: blob}, diagnostics={"he_share_s": time.perf_counter() - start})

@@ -115,3 +115,58 @@ def test_budget_check_sees_an_address_space_cap():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=package_env())
     assert run.returncode == 0, run.stderr[-400:]
     assert "refused: stage train needs about 150 MB" in run.stdout
+
+
+# The real client's path: ``client/secure.py``'s guard around the engine's upload, in a process that is a ClientApp's
+# own (as Flower's ``flwr-clientapp`` runs one message), under an address-space cap.
+_CLIENT_APP = textwrap.dedent("""
+    import resource, sys
+    sys.argv[0] = "/usr/bin/flwr-clientapp"
+    import numpy as np
+    from bastionfl import crypto as xc
+    from bastionfl.client.memory_guard import process_memory_mb
+    from bastionfl.client.secure import guarded, owns_process
+
+    params = xc.get_profile("lean")
+    policy = xc.ClientPolicy(min_members=2, min_uploads=2)
+    server, opening = xc.ServerEpoch.open(params, "malicious", "guard-test", 0)
+    members = [xc.ClientEpoch.open(params, opening, policy) for _ in range(2)]
+    for _, reply in members:
+        server.add_key_reply(reply)
+    proposal = server.proposal()
+    for epoch, _ in members:
+        server.add_key_response(epoch.on_key_proposal(proposal))
+    confirmation = server.confirmation()
+    for epoch, _ in members:
+        epoch.on_key_confirmation(confirmation)
+    epoch = members[0][0]
+    assert owns_process()
+    cap = int((process_memory_mb()["vm"] + 80) * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    kept = []
+    with guarded("encrypt"):
+        for r in range(400):
+            kept.append(epoch.upload(r, np.zeros(300_000), 1.0, keep_own_c1=False))
+    print("not reached", flush=True)
+""")
+
+
+def test_client_app_upload_out_of_memory_exits_with_the_stage_named():
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", _CLIENT_APP], capture_output=True, text=True, timeout=180,
+                         env=package_env())
+    assert run.returncode == EXIT_OUT_OF_MEMORY, run.stderr[-500:]
+    assert "out of memory in stage encrypt" in run.stderr and "not reached" not in run.stdout
+    assert time.monotonic() - start < 120
+
+
+def test_guard_refuses_a_step_that_cannot_fit_and_raises_outside_a_client_app_process():
+    from bastionfl.client.secure import guarded, owns_process
+
+    assert not owns_process()  # the test runner: a simulation-like process that hosts more than one node
+    with pytest.raises(StageOutOfMemory, match="stage encrypt needs about"):
+        with guarded("encrypt", need_mb=memory_available_mb() * 4 + 1e6):
+            pass
+    with pytest.raises(MemoryError):
+        with guarded("decrypt_share"):
+            raise MemoryError("simulated")

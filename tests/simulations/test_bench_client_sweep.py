@@ -18,10 +18,15 @@ def test_grid_runs_plaintext_once_per_size():
                              (100_000, "none", 3), (100_000, "lean", 3), (100_000, "lean", 30)]
 
 
-def test_predictions_grow_with_clients_and_size_and_request_dominates():
+def test_predictions_client_flat_in_clients_server_linear_and_sizes_exact():
+    from bastionfl.simulations.bench_client.he_adapter import wire_sizes
+
     small, big = predicted_peak_mb(1_000_000, "lean", 3), predicted_peak_mb(1_000_000, "lean", 100)
-    assert big["client"] > small["client"] and big["request_mb"] > 30 * small["request_mb"] / 4 * 3
+    assert big["decrypt_down_mb"] < 1.1 * small["decrypt_down_mb"]  # the client's download does not grow with n
+    assert big["server"] > 20 * small["server"] / 3 * 0.9  # the server keeps every member's c1
     assert predicted_peak_mb(10_000_000, "precise", 3)["client"] > predicted_peak_mb(10_000_000, "lean", 3)["client"]
+    s = wire_sizes("lean", 1_000_000, 30)
+    assert 0.9 * s.update_bytes < s.decrypt_down_bytes < 1.2 * s.update_bytes
 
 
 def _fake_result(cpu: float, peak: float, ok: bool = True) -> dict:
@@ -48,39 +53,32 @@ def test_render_writes_the_plot_and_a_table_with_failures_and_predictions(tmp_pa
     assert table.startswith("Command: `bastionfl bench client-sweep --sizes 1000`")
 
 
-def test_server_growth_tiny_federation_both_designs():
-    result = run_server_growth([2, 3], length=20_000, modes=("today", "streaming"), progress=lambda s: None)
-    rows = {(r["mode"], r["clients"]): r for r in result["rows"]}
-    assert set(rows) == {("today", 2), ("today", 3), ("streaming", 2), ("streaming", 3)}
+def test_server_growth_tiny_federation():
+    from bastionfl.simulations.bench_client.growth import STAGES
+
+    result = run_server_growth([3, 4], length=20_000, progress=lambda s: None)
+    rows = {r["clients"]: r for r in result["rows"]}
+    assert set(rows) == {3, 4}
     for row in rows.values():
         assert "error" not in row, row
-        assert set(row["stages"]) == {"key_aggregation", "aggregation", "request", "fusion"}
+        assert tuple(row["stages"]) == STAGES
         assert row["decoded_length"] == 20_000
-    assert rows[("today", 3)]["request_bytes"] > rows[("today", 2)]["request_bytes"] > 0
-    assert rows[("streaming", 3)]["request_bytes"] == 0
+    assert rows[4]["confirmation_bytes"] > rows[3]["confirmation_bytes"] > 0
 
 
 def test_server_growth_skips_what_the_budget_cannot_hold(capsys):
-    result = run_server_growth([1000], length=1_000_000, modes=("today",), budget_mb=100, progress=lambda s: None)
+    result = run_server_growth([1000], length=1_000_000, budget_mb=100, progress=lambda s: None)
     assert "above the 100 MB budget" in result["rows"][0]["skipped"]
-    assert cli(["bench", "server", "--modes", "tomorrow"]) == 2
+    assert cli(["bench", "server", "--params", "1"]) == 2
     assert cli(["bench", "client-sweep", "--sizes", "x"]) == 2
     capsys.readouterr()
 
 
-def test_streaming_key_aggregation_gives_the_library_key_and_refuses_duplicates():
-    from bastionfl import crypto as xc
+def test_wire_size_model_matches_a_real_round_elsewhere_on_the_grid():
+    """The sweep's predictions rest on sizes fitted from three small rounds: a fourth round, at another length and
+    federation size, has exactly the predicted message sizes."""
     from bastionfl.simulations.bench_client import he_adapter as he
 
-    params = he.params_of("lean")
-    shares = [he.new_key_share(params, "stream-keys", 0)[1] for _ in range(3)]
-    _, expected = he.aggregate_key(params, "stream-keys", 0, shares)
-    acc = he.StreamingKeyAggregation(params, "stream-keys", 0)
-    for blob in shares:
-        acc.add(blob)
-    assert acc.result().to_bytes() == expected
-    with pytest.raises(xc.EpochError):
-        acc.add(shares[0])
-    other = he.StreamingKeyAggregation(params, "stream-keys", 1)
-    with pytest.raises(xc.CryptoError):
-        other.add(shares[0])  # built on another epoch's a
+    length = 3 * he.params_of("lean").floats_per_ciphertext - 5
+    s = he.wire_sizes("lean", length, 5)
+    assert (s.update_bytes, s.proposal_bytes, s.confirmation_bytes, s.share_bytes) == he.round_sizes("lean", length, 5)

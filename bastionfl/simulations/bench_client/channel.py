@@ -27,12 +27,15 @@ class Channel:
         self.up = 0
         self.down = 0
         self.wait_s = 0.0
+        self.send_s = 0.0  # time blocked in sending (the other side not reading yet)
 
     def send(self, kind: str, payload: bytes | bytearray | memoryview = b"") -> None:
         """Send one frame."""
+        start = time.perf_counter()
         self.sock.sendall(_HEAD.pack(kind.encode("ascii"), len(payload)))
         if len(payload):
             self.sock.sendall(payload)
+        self.send_s += time.perf_counter() - start
         self.up += len(payload)
 
     def send_json(self, kind: str, obj: Any) -> None:

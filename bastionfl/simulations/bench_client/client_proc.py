@@ -1,11 +1,14 @@
 """The benchmarked client: one real round in a process of its own, under the limits the harness put on it.
 
-Stages, in order: ``admission`` (pseudonym handshake), ``key_setup`` (key share, aggregated key), ``train`` (local
-SGD on its shard), ``encrypt`` (the update under the aggregated key, or float32 without HE), ``decrypt_share``
-(parse and check the request, one smudged share). Each stage's wall time covers everything from the moment the
-server's message is there (parsing included) to the reply being sent, minus the time spent waiting for the server;
-CPU time is the process's; peak RSS is the stage's own high-water mark (``/proc/self/clear_refs``). Every stage runs
-inside :func:`bastionfl.client.memory_guard.memory_guard`: an allocation failure is reported and ends the process.
+Stages, in order: ``admission`` (pseudonym handshake), ``key_setup`` (K1-K3: key share, signed key sketch, the
+aggregated key checked), ``train`` (local SGD on its shard), ``encrypt`` (the update under the aggregated key with
+its signed commitment, or float32 without HE), ``decrypt_share`` (D1: check the proposal, sign the transcript with
+a sketch of the own c1; D2: check every member's signature and that the sketches sum to C1's, one smudged share).
+The crypto steps are the protocol engine's under the default threat model (``malicious``), as ``client/secure.py``
+runs them. Each stage's wall time covers everything from the moment the server's message is there (parsing
+included) to the reply being sent, minus the time spent waiting for the server; CPU time is the process's; peak
+RSS is the stage's own high-water mark (``/proc/self/clear_refs``). Every stage runs inside
+:func:`bastionfl.client.memory_guard.memory_guard`: an allocation failure is reported and ends the process.
 
 Run by the harness: ``python -m bastionfl.simulations.bench_client.client_proc '<json options>'``; it reports JSON
 lines on the file descriptor named in the options.
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastionfl.client.memory_guard import OutOfMemoryReport, memory_guard, process_memory_mb, report_json
+
+from .scratch import remove_scratch, seal_scratch_dir
 
 EXIT_STAGE_FAILED = 3
 _CUDA_HINTS = ("cuda", "cublas", "cudnn", "cufft", "curand", "cusolver", "cusparse", "nccl", "nvrtc", "nvjitlink",
@@ -80,29 +85,39 @@ class Client:
         self.peak_resets = True
 
     def stage(self, name: str, body: Callable[[], None]) -> None:
-        """Run one stage body under the memory guard and report its figures."""
-        self.peak_resets = _reset_peak() and self.peak_resets
+        """Run one stage body under the memory guard and report its figures (the report too: an allocation that
+        fails while reporting is the stage's out-of-memory, not a crash)."""
         ch = self.ch
-        up, down, wait = ch.up, ch.down, ch.wait_s
-        self.events.send({"event": "stage_start", "stage": name, "rss_mb": process_memory_mb()["rss"]})
-        t0, c0 = time.perf_counter(), time.process_time()
         error = None
         with memory_guard(name, on_oom=self.events.oom, deadline_s=self.opts.get("stage_deadline_s")):
+            self.peak_resets = _reset_peak() and self.peak_resets
+            up, down, wait = ch.up, ch.down, ch.wait_s
+            self.events.send({"event": "stage_start", "stage": name, "rss_mb": process_memory_mb()["rss"]})
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 body()
             except MemoryError:
                 raise  # the guard reports it and ends the process before anything is freed
             except Exception as exc:  # noqa: BLE001 - any failure of the stage is its reported result
+                if _allocation_failed(exc):
+                    raise MemoryError(f"{type(exc).__name__}: {exc}"[:300]) from None
                 error = f"{type(exc).__name__}: {exc}"[:400]
-        mem = process_memory_mb()
-        self.events.send({
-            "event": "stage_end", "stage": name, "ok": error is None, "error": error,
-            "wall_s": time.perf_counter() - t0 - (ch.wait_s - wait), "cpu_s": time.process_time() - c0,
-            "peak_rss_mb": mem["peak"], "rss_end_mb": mem["rss"], "bytes_up": ch.up - up, "bytes_down": ch.down - down,
-            "wait_s": ch.wait_s - wait,
-        })
+            mem = process_memory_mb()
+            self.events.send({
+                "event": "stage_end", "stage": name, "ok": error is None, "error": error,
+                "wall_s": time.perf_counter() - t0 - (ch.wait_s - wait), "cpu_s": time.process_time() - c0,
+                "peak_rss_mb": mem["peak"], "rss_end_mb": mem["rss"], "bytes_up": ch.up - up,
+                "bytes_down": ch.down - down, "wait_s": ch.wait_s - wait, "scratch_dir": seal_scratch_dir(),
+            })
         if error is not None:
+            remove_scratch(seal_scratch_dir())
             os._exit(EXIT_STAGE_FAILED)  # the round cannot go on; exiting also skips freeing SEAL objects
+
+
+def _allocation_failed(exc: Exception) -> bool:
+    """An allocation failure that a library reports as another error (torch's CPU allocator: RuntimeError)."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "bad_alloc" in text)
 
 
 def _startup(opts: dict[str, Any], events: Events) -> dict[str, Any]:
@@ -163,12 +178,12 @@ def main(opts: dict[str, Any]) -> None:
             raise RuntimeError("admission refused")
 
     def key_setup() -> None:
-        info = ch.recv_json("key.seed")
-        params = he.params_of(client.he)
-        key, public = he.new_key_share(params, str(info["session"]), int(info["epoch"]))
-        ch.send("key.share", public)
-        apk = he.accept_key(key, params, ch.recv("key.apk")[1])
-        held.update(params=params, key=key, apk=apk)
+        members = int(ch.recv_json("key.info")["members"])
+        side = he.ClientSide(he.params_of(client.he), members)
+        ch.send("key.reply", side.open(ch.recv("key.opening")[1]))
+        ch.send("key.response", side.key_proposal(ch.recv("key.proposal")[1]))
+        side.key_confirmation(ch.recv("key.confirm")[1])
+        held.update(side=side)
 
     def train() -> None:
         cfg = ch.recv_json("train.config")
@@ -186,39 +201,24 @@ def main(opts: dict[str, Any]) -> None:
             opt.step()
         del opt
         new = torch.nn.utils.parameters_to_vector(model.parameters()).detach().numpy().astype(np.float64)
-        held["update"] = (new - w0) * (len(y) / float(cfg["weight_norm"]))
+        held["weight"] = len(y) / float(cfg["weight_norm"])
+        held["update"] = (new - w0) * held["weight"]
 
     def encrypt() -> None:
         update = held.pop("update")
         if client.he == "none":
             ch.send("update", update.astype(np.float32).tobytes())
-        elif opts.get("stream"):
-            from .he_stream import encrypt_chunks
-
-            for blob, own in encrypt_chunks(held["apk"], update):
-                if own is None:
-                    ch.send("update.chunk", blob)
-                else:
-                    held["own"] = own
-            ch.send("update.end")
         else:
-            blob, held["own"] = he.encrypt_update(held["apk"], update)
+            blob = held["side"].upload(1, update, held["weight"])
             ch.send("update", blob)
             del blob
         if opts.get("update_file"):
             held["update_copy"] = update  # written after the stage, for the harness's round check
 
     def decrypt_share() -> None:
-        if opts.get("stream"):
-            from .he_stream import stream_share
-
-            total = ch.recv_header("decrypt.request")
-            ch.send("decrypt.share", stream_share(held["key"], ch.read, total, held["own"]))
-            return
-        request = ch.recv("decrypt.request")[1]
-        share = he.client_share(held["key"], held["params"], request, held["own"])
-        del request
-        ch.send("decrypt.share", share)
+        side = held["side"]
+        ch.send("decrypt.sign", side.sign(ch.recv("decrypt.proposal")[1]))
+        ch.send("decrypt.share", side.share(ch.recv("decrypt.confirm")[1]))
 
     client.stage("admission", admission)
     if client.he != "none":
@@ -230,6 +230,7 @@ def main(opts: dict[str, Any]) -> None:
     if client.he != "none":
         client.stage("decrypt_share", decrypt_share)
     events.send({"event": "done", "peak_resets": client.peak_resets, "cuda_libs_rss_mb": _cuda_libs_rss_mb()})
+    remove_scratch(seal_scratch_dir())
     sys.stdout.flush()
     os._exit(0)  # no interpreter teardown: nothing left to measure, and SEAL objects need not be freed one by one
 

@@ -1,18 +1,17 @@
-"""``bastionfl bench server``: the server's aggregation and fusion for a growing federation, in a process of its own.
+"""``bastionfl bench server``: the server's side of one secure round for a growing federation, in a process of its
+own, on the protocol engine (``ServerEpoch`` / ``ServerRound``, threat model ``malicious``).
 
-A producer process plays the n clients (key shares; encrypted updates of ``--params`` floats, the first 16 fresh and
-the rest sums of four of them — valid, distinct, cheap to make; decryption shares) and streams their bytes to the server process, which measures per stage its CPU and wall seconds and its peak RSS:
-``key_aggregation`` (parse n public shares, aggregate), ``aggregation`` (parse and add n updates), ``request``
-(today's decryption request: the aggregate C1 and every participant's c1 list), ``fusion`` (parse n shares, fuse).
+A producer process plays the n members (real ``ClientEpoch`` steps: key setup, signed uploads of ``--params``
+floats, transcript signatures, decryption shares) and streams their bytes to the server process, which measures per
+stage its CPU seconds, its wall seconds (waiting for the producer and blocking on the socket left out) and its peak
+RSS: ``key_setup`` (n key replies, the roster and key, n signed key sketches, the confirmation), ``aggregation``
+(parse, check against the signed commitment and add n uploads), ``proposals`` (n proposals, each with its member's
+own c1), ``confirmation`` (n transcript signatures, the confirmation with C1), ``fusion`` (n shares, decode with the
+range check).
 
-Two server designs, measured side by side:
-- ``today``: the crypto API as it is — the aggregator keeps every participant's c1 list for the request, ``fuse``
-  takes all shares at once: memory O(n x update).
-- ``streaming`` (PROTOTYPE, see ``he_adapter``): public shares and decryption shares added as they arrive, c1 lists
-  reduced to their digests (what the malicious-server protocol's request allows): memory O(update) + O(n) digests.
-SEAL keeps freed memory in its own pool, so a stage's peak RSS also carries what earlier stages left there.
-The decryption shares are stand-ins (one real share's plaintexts under each participant's name): the server's work
-on them is the same, the decoded numbers are not checked here (``bench client`` checks a round end to end).
+What grows with n on the server: every member's c1 (kept from its upload until the proposals are sent, since a
+client keeps no own c1 between messages) and every share until fusion — O(n x update/2) each. The sum itself is
+one update. SEAL is not involved on the server (numpy arrays), so RSS is returned to the system between stages.
 """
 
 from __future__ import annotations
@@ -27,9 +26,10 @@ from typing import Any, Callable
 
 from .channel import Channel
 
-__all__ = ["run_server_growth", "predicted_today_mb"]
+__all__ = ["run_server_growth", "predicted_server_mb", "STAGES"]
 
 _SESSION = "bench-server"
+STAGES = ("key_setup", "aggregation", "proposals", "confirmation", "fusion")
 
 
 def _reset_peak() -> None:
@@ -41,16 +41,17 @@ def _reset_peak() -> None:
 
 
 class _Meter:
-    """CPU and wall seconds, and the peak RSS, of one server stage."""
+    """CPU and wall seconds (less the time spent waiting on the channel), and the peak RSS, of one server stage."""
 
-    def __init__(self, out: dict[str, Any], name: str) -> None:
-        self.out, self.name = out, name
+    def __init__(self, out: dict[str, Any], name: str, ch: Channel) -> None:
+        self.out, self.name, self.ch = out, name, ch
 
     def __enter__(self) -> "_Meter":
         from bastionfl.client.memory_guard import process_memory_mb
 
         _reset_peak()
         self.rss0 = process_memory_mb()["rss"]
+        self.wait0 = self.ch.wait_s + self.ch.send_s
         self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
@@ -58,88 +59,98 @@ class _Meter:
         from bastionfl.client.memory_guard import process_memory_mb
 
         mem = process_memory_mb()
-        self.out[self.name] = {"cpu_s": time.process_time() - self.c0, "wall_s": time.perf_counter() - self.t0,
+        waited = self.ch.wait_s + self.ch.send_s - self.wait0
+        self.out[self.name] = {"cpu_s": time.process_time() - self.c0, "wall_s": time.perf_counter() - self.t0 - waited,
                                "peak_rss_mb": mem["peak"], "rss_after_mb": mem["rss"], "rss_before_mb": self.rss0}
 
 
 def _server(opts: dict[str, Any]) -> dict[str, Any]:
+    from bastionfl import crypto as xc
+
     from . import he_adapter as he
 
     ch = Channel(socket.socket(fileno=int(opts["sock_fd"])))
     params = he.params_of(opts["he"])
-    n, streaming = int(opts["clients"]), opts["mode"] == "streaming"
+    n = int(opts["clients"])
     stages: dict[str, Any] = {}
-    with _Meter(stages, "key_aggregation"):
-        if streaming:
-            keys = he.StreamingKeyAggregation(params, _SESSION, 0)
-            for _ in range(n):
-                keys.add(ch.recv("pub")[1])
-            apk = keys.result()
-            apk_bytes = apk.to_bytes()
-        else:
-            shares = [bytes(ch.recv("pub")[1]) for _ in range(n)]
-            apk, apk_bytes = he.aggregate_key(params, _SESSION, 0, shares)
-            del shares
-    ch.send("apk", apk_bytes)
-    agg = he.Aggregation(params, apk, keep_c1_lists=not streaming)
-    with _Meter(stages, "aggregation"):
+    srv, opening = xc.ServerEpoch.open(params, he.THREAT, _SESSION, 0)
+    ch.send("opening", opening)
+    with _Meter(stages, "key_setup", ch):
         for _ in range(n):
-            agg.add(he.parse_update(params, ch.recv("update")[1]))
-    request_bytes = 0
-    with _Meter(stages, "request"):
-        request = agg.finish(1)
-        request_bytes = len(request) if request is not None else 0
-        del request
-    ch.send_json("transcript", {"epoch": apk.epoch_id.hex(), "transcript": agg.transcript.hex()})
-    with _Meter(stages, "fusion"):
-        if streaming:
-            fuser = he.StreamingFuse(agg)
-            for _ in range(n):
-                fuser.add(he.parse_share(params, ch.recv("share")[1]))
-            total = fuser.result()
-        else:
-            parsed = [he.parse_share(params, ch.recv("share")[1]) for _ in range(n)]
-            total = he.fuse_sum(agg, parsed)
-            del parsed
-    return {"stages": stages, "request_bytes": request_bytes, "decoded_length": int(total.size)}
+            srv.add_key_reply(bytes(ch.recv("reply")[1]))
+        ch.send("proposal", srv.proposal())
+        for _ in range(n):
+            srv.add_key_response(bytes(ch.recv("response")[1]))
+        ch.send("confirm", srv.confirmation())
+    rnd = srv.new_round(1)
+    with _Meter(stages, "aggregation", ch):
+        for _ in range(n):
+            rnd.add_upload(bytes(ch.recv("upload")[1]))
+    sizes = {}
+    with _Meter(stages, "proposals", ch):
+        for i in range(n):
+            prop = rnd.proposal(for_member=i)
+            sizes["proposal_bytes"] = len(prop)
+            ch.send("proposal", prop)
+            del prop
+    with _Meter(stages, "confirmation", ch):
+        for _ in range(n):
+            rnd.add_signature(bytes(ch.recv("signature")[1]))
+        conf = rnd.confirmation()
+        sizes["confirmation_bytes"] = len(conf)
+        ch.send("confirm", conf)
+        del conf
+    with _Meter(stages, "fusion", ch):
+        for _ in range(n):
+            rnd.add_share(bytes(ch.recv("share")[1]))
+        total = rnd.result()
+    return {"stages": stages, **sizes, "decoded_length": int(total.size)}
 
 
 def _producer(opts: dict[str, Any]) -> None:
+    import numpy as np
+
     from . import he_adapter as he
 
     ch = Channel(socket.socket(fileno=int(opts["sock_fd"])))
     params = he.params_of(opts["he"])
     n, length = int(opts["clients"]), int(opts["length"])
-    digests = []
-    for _ in range(n):
-        key, public = he.new_key_share(params, _SESSION, 0)
-        digests.append(key.public_share().digest)
-        ch.send("pub", public)
-        del key
-    apk = he.accept_key_only(params, ch.recv("apk")[1])
-    factory = he.UpdateFactory(apk, length, pool=min(n, 16))
-    for _ in range(n):
-        ch.send("update", factory.next_bytes())
-    info = ch.recv_json("transcript")
-    template = he.template_share(params, length)
-    for d in digests:
-        ch.send("share", he.clone_share(template, bytes.fromhex(info["epoch"]), bytes.fromhex(info["transcript"]),
-                                        d, 1))
+    rng = np.random.default_rng(0)
+    members = [he.ClientSide(params, n, persist=False) for _ in range(n)]
+    opening = bytes(ch.recv("opening")[1])
+    for m in members:
+        ch.send("reply", m.open(opening))
+    proposal = bytes(ch.recv("proposal")[1])
+    for m in members:
+        ch.send("response", m.key_proposal(proposal))
+    confirmation = bytes(ch.recv("confirm")[1])
+    for m in members:
+        m.key_confirmation(confirmation)
+    for m in members:
+        ch.send("upload", m.upload(1, rng.uniform(-0.01, 0.01, length) / n, 1.0))
+    by_index = {m.index: m for m in members}
+    signatures = [by_index[i].sign(bytes(ch.recv("proposal")[1])) for i in range(n)]
+    for s in signatures:
+        ch.send("signature", s)
+    confirmation = bytes(ch.recv("confirm")[1])
+    for m in members:
+        ch.send("share", m.share(confirmation))
 
 
-def predicted_today_mb(he_profile: str, length: int, clients: int) -> float:
-    """Server memory today's design needs at fusion: c1 lists + request bytes + all shares (from exact sizes)."""
+def predicted_server_mb(he_profile: str, length: int, clients: int) -> float:
+    """Server memory the round needs at its largest (from exact wire sizes): every member's c1 and the sum, then
+    every share and the sum."""
     from .he_adapter import wire_sizes
 
-    s = wire_sizes(he_profile, length)
-    return (clients * s.c1_list_bytes + s.request_bytes(clients) + clients * s.share_bytes) / 2**20
+    s = wire_sizes(he_profile, length, clients)
+    return (clients * max(s.update_bytes / 2, s.share_bytes) + 2 * s.update_bytes + s.proposal_bytes) / 2**20
 
 
-def _one(he_profile: str, length: int, clients: int, mode: str, timeout_s: float) -> dict[str, Any]:
+def _one(he_profile: str, length: int, clients: int, timeout_s: float) -> dict[str, Any]:
     from .shard import package_env
 
     a, b = socket.socketpair()
-    base = {"he": he_profile, "clients": clients, "length": length, "mode": mode}
+    base = {"he": he_profile, "clients": clients, "length": length}
     procs = []
     for role, sock in (("server", a), ("producer", b)):
         procs.append(subprocess.Popen(
@@ -162,28 +173,29 @@ def _one(he_profile: str, length: int, clients: int, mode: str, timeout_s: float
 
 
 def run_server_growth(
-    clients: list[int], length: int = 1_000_000, he_profile: str = "lean", modes: tuple[str, ...] = ("today",
-    "streaming"), budget_mb: float = 6144, timeout_s: float = 3600, progress: Callable[[str], None] = print,
+    clients: list[int], length: int = 1_000_000, he_profile: str = "lean", budget_mb: float = 6144,
+    timeout_s: float = 3600, progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Measure each (mode, n); a ``today`` run predicted above ``budget_mb`` is skipped with its prediction."""
+    """Measure each n; a run predicted above ``budget_mb`` of server memory is skipped with its prediction."""
     rows = []
-    for mode in modes:
-        for n in clients:
-            row: dict[str, Any] = {"mode": mode, "clients": n}
-            if mode == "today":
-                row["predicted_peak_mb"] = predicted_today_mb(he_profile, length, n)
-            if mode == "today" and row["predicted_peak_mb"] > budget_mb:
-                row["skipped"] = (f"predicted {row['predicted_peak_mb']:,.0f} MB of server memory, above the "
-                                  f"{budget_mb:,.0f} MB budget of this run")
-                progress(f"{mode} n={n}: skipped ({row['skipped']})")
-            else:
-                progress(f"{mode} n={n}: running")
-                start = time.perf_counter()
-                row.update(_one(he_profile, length, n, mode, timeout_s))
-                row["harness_wall_s"] = time.perf_counter() - start
-            rows.append(row)
-    return {"benchmark": "bastionfl bench server", "params": length, "he": he_profile, "rows": rows,
-            "machine": {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}}
+    for n in clients:
+        row: dict[str, Any] = {"mode": "malicious", "clients": n,
+                               "predicted_peak_mb": predicted_server_mb(he_profile, length, n)}
+        if row["predicted_peak_mb"] > budget_mb:
+            row["skipped"] = (f"predicted {row['predicted_peak_mb']:,.0f} MB of server memory, above the "
+                              f"{budget_mb:,.0f} MB budget of this run")
+            progress(f"n={n}: skipped ({row['skipped']})")
+        else:
+            progress(f"n={n}: running")
+            start = time.perf_counter()
+            row.update(_one(he_profile, length, n, timeout_s))
+            row["harness_wall_s"] = time.perf_counter() - start
+        rows.append(row)
+    from .scratch import remove_scratch, seal_scratch_dir
+
+    remove_scratch(seal_scratch_dir())  # the size predictions ran small rounds in this process
+    return {"benchmark": "bastionfl bench server", "params": length, "he": he_profile, "threat_model": "malicious",
+            "rows": rows, "machine": {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}}
 
 
 if __name__ == "__main__":
@@ -192,4 +204,7 @@ if __name__ == "__main__":
         print(json.dumps(_server(options)), flush=True)
     else:
         _producer(options)
+    from .scratch import remove_scratch, seal_scratch_dir
+
+    remove_scratch(seal_scratch_dir())
     os._exit(0)

@@ -28,6 +28,7 @@ from bastionfl.client.memory_guard import EXIT_OUT_OF_MEMORY, process_memory_mb
 from .energy import energy_model
 from .limits import MODES, Enforcer
 from .profiles import BenchClientError, get_device_profile
+from .scratch import remove_scratch
 from .shard import model_shape, package_env, prepare_shard
 
 __all__ = ["BenchOptions", "STAGES", "run_client_bench", "HE_CHOICES"]
@@ -55,7 +56,6 @@ class BenchOptions:
     seed: int = 0
     enforce: str = "auto"
     verify: str = "auto"
-    stream: bool = False  # PROTOTYPE client path: chunked encryption, streamed decryption share (he_stream)
     stage_timeout_s: float = 900.0
     memory_mb: int | None = None  # overrides the profile's cap (0: none), e.g. for sweeps that draw the caps
     profiles_file: Path | None = None
@@ -77,8 +77,6 @@ class BenchOptions:
             raise BenchClientError("--steps, --batch-size and --stage-timeout must be positive")
         if self.verify not in ("auto", "yes", "no"):
             raise BenchClientError("--verify must be auto, yes or no")
-        if self.stream and self.he == "none":
-            raise BenchClientError("--stream needs an HE profile (it streams ciphertexts)")
 
 
 def _not_run(reason: str, ok: bool) -> dict[str, Any]:
@@ -256,7 +254,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
         server = _spawn_server({"he": opts.he, "clients": opts.clients, "length": exact, "seed": opts.seed,
                                 "verify": verify, "sock_fd": server_sock.fileno(), "workdir": str(work),
                                 "examples": examples, "session": f"bench-client-{opts.seed}",
-                                "update_file": str(work / "update.npy"), "stream": opts.stream},
+                                "update_file": str(work / "update.npy")},
                                server_sock, enforcer.other_cpus, work)
         try:
             assert server.stdout is not None
@@ -268,7 +266,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
             go_r, go_w = os.pipe()
             copts = {"he": opts.he, "hidden": hidden, "shard": str(shard), "credential": ready["credential"],
                      "torch_threads": profile.torch_threads, "steps": opts.steps, "batch_size": opts.batch_size,
-                     "lr": opts.lr, "seed": opts.seed, "stream": opts.stream,
+                     "lr": opts.lr, "seed": opts.seed,
                      "sock_fd": client_sock.fileno(), "events_fd": events_w,
                      "go_fd": go_r,
                      "as_cap_mb": enforcer.as_cap_mb, "stage_deadline_s": opts.stage_timeout_s + 30,
@@ -287,6 +285,9 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
             os.close(events_r)
             os.close(go_w)
             rc = client.returncode
+            scratch = sorted({e["scratch_dir"] for e in watch.events if e.get("scratch_dir")})
+            for path in scratch:
+                remove_scratch(path)  # a killed client could not remove its own
             tail = ((work / "client.err").read_text(errors="replace").strip().splitlines() or [""])[-1][:300]
             failure = _failure(watch, rc, enforcer, tail)
             try:
@@ -296,6 +297,8 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
                 out, _ = server.communicate()
             summary = next((json.loads(line) for line in out.splitlines() if '"summary"' in line), {})
             summary.pop("event", None)
+            if summary.get("scratch_dir"):
+                scratch.append(summary.pop("scratch_dir"))
             mem_events = enforcer.memory_events()
         finally:
             if server.poll() is None:
@@ -322,6 +325,7 @@ def run_client_bench(opts: BenchOptions, progress: Callable[[str], None] = lambd
         "energy": energy_model(profile, ref, totals["cpu_s"], totals["wall_s"], totals["peak_rss_mb"], cuda_mb),
         "server": summary,
         "harness": {"client_exit": rc, "client_max_rss_sampled_mb": watch.max_rss,
+                    "scratch_dirs": len(scratch), "scratch_dirs_left": [p for p in scratch if os.path.exists(p)],
                     "stage_peak_is_per_stage": bool(next((e for e in watch.events if e.get("event") == "done"),
                                                          {}).get("peak_resets", False))},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu": _cpu_model(),

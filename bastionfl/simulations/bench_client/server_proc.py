@@ -1,7 +1,7 @@
 """The simulated server side of the client benchmark, in a process of its own (its work never counts as the
-client's): the Home Authority and FL server of the admission handshake, the n-1 other participants' key shares and
-encrypted updates, the aggregate and today's decryption request, and — when asked — the fusion that checks the
-round decodes to the true sum.
+client's): the Home Authority and FL server of the admission handshake, and the protocol engine's server with the
+n-1 other members of the key epoch (their key setup, signed uploads, transcript signatures and — when asked — their
+shares and the fusion that checks the round decodes to the true sum).
 
 Run by the harness: ``python -m bastionfl.simulations.bench_client.server_proc '<json options>'``; JSON lines on
 stdout (``ready``, then ``summary``).
@@ -39,12 +39,10 @@ class Server:
         self.length = int(opts["length"])
         self.rng = np.random.default_rng(int(opts["seed"]))
         self.summary: dict[str, Any] = {"clients": self.n, "he": self.he}
-        self.sim_keys: list[Any] = []
-        self.sim_digests: list[bytes] = []
         self.sim_sum = np.zeros(self.length)
 
     def setup(self) -> None:
-        """Enrol the client at a fresh Home Authority; make the other participants' key shares."""
+        """Enrol the client at a fresh Home Authority; open the key epoch with the other members."""
         from bastionfl.auth import FileCredentialStore, HomeAuthority
 
         work = Path(self.opts["workdir"])
@@ -56,9 +54,7 @@ class Server:
 
             self.params = he.params_of(self.he)
             t0 = time.perf_counter()
-            for _ in range(self.n - 1):
-                key, public = he.new_key_share(self.params, self.opts["session"], 0)
-                self.sim_keys.append((key, public))
+            self.fed = he.SimulatedFederation(self.params, self.n, self.opts["session"])
             self.summary["simulated_keygen_s"] = time.perf_counter() - t0
         _say({"event": "ready", "credential": str(cred_path)})
 
@@ -76,28 +72,23 @@ class Server:
         ch.send_json("auth.result", {"admitted": session is not None})
 
     def key_setup(self, ch: Channel) -> None:
-        """Aggregate the client's public share with the others'; encrypt the others' updates (not timed as the
-        client's: the client waits meanwhile)."""
-        from . import he_adapter as he
-
-        ch.send_json("key.seed", {"session": self.opts["session"], "epoch": 0})
-        shares = [bytes(ch.recv("key.share")[1])] + [pub for _, pub in self.sim_keys]
+        """The epoch's key setup K1-K3 with the client and the simulated members (the server's and the simulated
+        members' work is not the client's: it waits meanwhile)."""
+        ch.send_json("key.info", {"members": self.n})
+        ch.send("key.opening", self.fed.opening)
+        reply = bytes(ch.recv("key.reply")[1])
         t0 = time.perf_counter()
-        self.apk, apk_bytes = he.aggregate_key(self.params, self.opts["session"], 0, shares)
-        self.summary["aggregate_key_s"] = time.perf_counter() - t0
-        self.agg = he.Aggregation(self.params, self.apk)
+        proposal = self.fed.key_proposal(reply)
+        self.summary["key_proposal_s"] = time.perf_counter() - t0
+        ch.send("key.proposal", proposal)
+        response = bytes(ch.recv("key.response")[1])
         t0 = time.perf_counter()
-        for _ in self.sim_keys:
-            x = self.rng.uniform(-0.01, 0.01, self.length) / self.n
-            ev, _ = he.update_bytes(self.apk, x)
-            self.agg.add(ev)
-            self.sim_digests.append(ev.c1_digest())
-            self.sim_sum += x
-            del ev
+        confirmation = self.fed.key_confirmation(response)
+        self.summary["key_confirmation_s"] = time.perf_counter() - t0
+        ch.send("key.confirm", confirmation)
+        t0 = time.perf_counter()
+        self.sim_sum = self.fed.simulated_uploads(1, self.rng, self.length, 1.0 / self.n)
         self.summary["simulated_encrypt_s"] = time.perf_counter() - t0
-        for key, _ in self.sim_keys:
-            key.accept(self.apk)
-        ch.send("key.apk", apk_bytes)
 
     def train(self, ch: Channel) -> None:
         """Send the round's configuration and the global model (float32)."""
@@ -108,56 +99,48 @@ class Server:
     def receive_update(self, ch: Channel) -> None:
         """Add the client's upload to the aggregate (plaintext: check its size)."""
         kind, blob = ch.recv()
-        if kind == "update.chunk":  # the streaming prototype: one ciphertext per frame
-            from .he_stream import assemble_update
-
-            chunks = [blob]
-            while (frame := ch.recv())[0] == "update.chunk":
-                chunks.append(frame[1])
-            t0 = time.perf_counter()
-            self.agg.add(assemble_update(self.params, chunks))
-            self.summary["add_client_update_s"] = time.perf_counter() - t0
-            return
         if kind != "update":
             raise ValueError(f"expected the client's update, got {kind!r}")
         if self.he == "none":
             if len(blob) != 4 * self.length:
                 raise ValueError("plaintext update of the wrong size")
             return
-        from . import he_adapter as he
-
         t0 = time.perf_counter()
-        self.agg.add(he.parse_update(self.params, blob))
+        self.member = self.fed.add_upload(blob)
         del blob
         self.summary["add_client_update_s"] = time.perf_counter() - t0
 
     def decrypt(self, ch: Channel) -> None:
-        """Send today's request; take the client's share; fuse and check the sum when asked."""
-        from . import he_adapter as he
-
+        """D1 and D2 with the client; take its share; decode the round and check the sum when asked."""
         t0 = time.perf_counter()
-        request = self.agg.finish(1)
-        assert request is not None
-        self.summary["request_build_s"] = time.perf_counter() - t0
-        self.summary["request_bytes"] = len(request)
-        ch.send("decrypt.request", request)
-        del request
-        share = he.parse_share(self.params, ch.recv("decrypt.share")[1])
+        proposal = self.fed.proposal_for(self.member)
+        self.summary["proposal_build_s"] = time.perf_counter() - t0
+        self.summary["proposal_bytes"] = len(proposal)
+        ch.send("decrypt.proposal", proposal)
+        del proposal
+        signature = bytes(ch.recv("decrypt.sign")[1])
+        t0 = time.perf_counter()
+        confirmation = self.fed.confirmation(signature)
+        self.summary["confirmation_s"] = time.perf_counter() - t0
+        self.summary["confirmation_bytes"] = len(confirmation)
+        ch.send("decrypt.confirm", confirmation)
+        del confirmation
+        self.fed.add_share(ch.recv("decrypt.share")[1])
         self.summary["client_share_valid"] = True
         if not self.opts.get("verify"):
             self.summary["round_check"] = "skipped (--no-verify or a large federation)"
             return
         t0 = time.perf_counter()
-        shares = [share] + [he.simulated_share(key, self.agg, d)
-                            for (key, _), d in zip(self.sim_keys, self.sim_digests)]
+        self.fed.simulated_shares()
         self.summary["simulated_shares_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        total = he.fuse_sum(self.agg, shares)
+        total = self.fed.result()
         self.summary["fuse_s"] = time.perf_counter() - t0
         expected = self.sim_sum + np.load(self.opts["update_file"])
         self.summary["round_check"] = {
             "max_abs_error": float(np.max(np.abs(total - expected))),
-            "expected_max_error": self.params.expected_max_error(self.n, 1.0),
+            "expected_max_error": self.params.expected_max_error(
+                self.n, 1.0, -(-self.length // self.params.floats_per_ciphertext)),
         }
 
 
@@ -178,7 +161,11 @@ def main(opts: dict[str, Any]) -> None:
         server.summary["client_gone"] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a server-side failure is reported, the harness decides
         server.summary["server_error"] = f"{type(exc).__name__}: {exc}"[:400]
+    from .scratch import remove_scratch, seal_scratch_dir
+
     server.summary["peak_rss_mb"] = _peak_mb()
+    server.summary["scratch_dir"] = seal_scratch_dir()
+    remove_scratch(server.summary["scratch_dir"])
     _say({"event": "summary", **server.summary})
     os._exit(0)
 

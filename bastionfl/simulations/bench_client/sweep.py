@@ -1,8 +1,8 @@
 """``bastionfl bench client-sweep``: the client benchmark over model size x HE profile x federation size, with
 PNG plots (time, bytes, peak memory against size; the 512 MiB and 1 GiB lines drawn) and a markdown table.
 
-Points whose client or server would need more memory than ``budget_mb`` (predicted from exact wire sizes: today's
-decryption request lists every participant's c1) are not run; they appear in the table and the plots as predicted.
+Points whose client or server would need more memory than ``budget_mb`` (predicted from exact wire sizes of the
+protocol's messages) are not run; they appear in the table and the plots as predicted.
 The results file is written after every point, and ``resume`` reuses the points it already holds.
 """
 
@@ -37,18 +37,19 @@ class SweepSpec:
 
 
 def predicted_peak_mb(params: int, he: str, clients: int) -> dict[str, float]:
-    """Predicted peak RSS of client and server from exact wire sizes (the request dominates at large n)."""
+    """Predicted peak RSS of client and server from exact wire sizes (malicious threat model: the client's decrypt
+    stage downloads its own c1 and C1, about one upload whatever n; the server keeps every member's c1)."""
     if he == "none":
         return {"client": BASELINE_MB + 5 * 8 * params / 2**20, "server": 8 * params / 2**20}
+    from .growth import predicted_server_mb
     from .he_adapter import wire_sizes
 
-    s = wire_sizes(he, params)
-    req = s.request_bytes(clients) / 2**20
-    # client: the request's bytes as received, the per-blob copies the parsed request keeps, and the loaded (0, c1)
-    # ciphertexts (both polynomials in memory: twice the blob) = 4 x the request; plus its own update a few times
-    client = BASELINE_MB + 4 * req + 3 * s.update_bytes / 2**20
-    server = clients * s.c1_list_bytes / 2**20 + req + 2 * s.update_bytes / 2**20
-    return {"client": client, "server": server, "request_mb": req}
+    s = wire_sizes(he, params, clients)
+    down = s.decrypt_down_bytes / 2**20
+    # client: its update as floats and encoded, the upload's array and its bytes; in the decrypt stage the
+    # message bytes and the parsed arrays (about twice what it downloads)
+    client = BASELINE_MB + max(3 * s.update_bytes / 2**20, 2 * down)
+    return {"client": client, "server": predicted_server_mb(he, params, clients), "decrypt_down_mb": down}
 
 
 def _key(p: tuple[int, str, int]) -> str:
@@ -86,6 +87,9 @@ def run_sweep(spec: SweepSpec, results_file: Path, resume: bool = False,
         data["points"][key] = entry
         results_file.parent.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(data, indent=1) + "\n")
+    from .scratch import remove_scratch, seal_scratch_dir
+
+    remove_scratch(seal_scratch_dir())  # the size predictions ran small rounds in this process
     return data
 
 
