@@ -21,7 +21,7 @@ from tests.flower_helpers import LoopGrid, node_context
 
 def _run(out: Path, n: int, rounds: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
     base: dict[str, Any] = {"num_clients": n, "rounds": rounds, "seed": seed, "out_dir": str(out),
-                            "he_profile": "lean", "auth": "pseudonym"}
+                            "he_profile": "lean", "auth": "pseudonym"}  # lean: fast; precise where 1e-6 must hold
     base.update(kw)
     cfg = RunConfig.build(**base)
     prepare_simulated_ha(cfg, out)
@@ -36,9 +36,9 @@ def _model(out: Path) -> np.ndarray:
 FLAKY = {"secure_aggregation": "xmkckks", "threshold": 0.6, "dropout_rate": 0.3, "dropout_stages": "decrypt"}
 
 
-def _acceptance(tmp_path: Path, n: int, rounds: int, seed: int) -> None:
-    history = _run(tmp_path / "he", n, rounds, seed, **FLAKY)
-    plain = _run(tmp_path / "plain", n, rounds, seed)
+def _acceptance(tmp_path: Path, n: int, rounds: int, seed: int, profile: str = "lean") -> None:
+    history = _run(tmp_path / "he", n, rounds, seed, **FLAKY, he_profile=profile)
+    _run(tmp_path / "plain", n, rounds, seed)
     t = -(-6 * n // 10)
     assert [r["round"] for r in history] == list(range(1, rounds + 1))
     assert all(r["restarts"] == 0 and r["key_epoch"] == 1 and r["uploaders"] == n for r in history)
@@ -57,7 +57,7 @@ def test_flaky_fleet_small(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_flaky_fleet_twenty_clients(tmp_path: Path) -> None:
     """The acceptance run: 20 clients, threshold 0.6, dropout_rate 0.3 at decrypt, pseudonym admission, 3 rounds."""
-    _acceptance(tmp_path, 20, 3, 2)
+    _acceptance(tmp_path, 20, 3, 2, profile="precise")  # lean's 2^20 flood of 12 shares reaches ~1e-6 a round
 
 
 def test_too_many_vanish_fails_cleanly(tmp_path: Path) -> None:
