@@ -78,8 +78,24 @@ class InjectedDropout(BastionFLError):
     """A dropout requested by the ``inject_dropout`` testing aid."""
 
 
+def _maybe_vanish(cfg: RunConfig, stage: str, msg: Message, context: Context) -> None:
+    """``dropout_rate``: vanish at ``stage`` with that probability, drawn from (seed, round, stage, partition) so
+    that a node answers every message of one stage of one round alike (a simulated flaky fleet)."""
+    rate = cfg.runtime.dropout_rate
+    stages = {x.strip() for x in cfg.runtime.dropout_stages.split(",")}
+    if rate <= 0 or stage not in stages:
+        return
+    import hashlib
+
+    label = f"{cfg.federation.seed}:{_round(msg)}:{stage}:{node_partition(context)[0]}".encode()
+    draw = int.from_bytes(hashlib.sha256(b"bastionfl/dropout\x00" + label).digest()[:8], "little") / 2.0**64
+    if draw < rate:
+        raise InjectedDropout(f"simulated dropout at {stage} of round {_round(msg)}")
+
+
 def _maybe_drop(cfg: RunConfig, stage: str, msg: Message, context: Context) -> None:
     """Fail once at ``stage`` of the round named by ``inject_dropout`` (a dropout for tests and demos)."""
+    _maybe_vanish(cfg, stage, msg, context)
     spec = cfg.runtime.inject_dropout
     if not spec:
         return

@@ -65,9 +65,11 @@ def _certified(cfg: RunConfig) -> bool:
 
 def client_policy(cfg: RunConfig) -> ClientPolicy:
     """What this client refuses whatever the server asks (its own configuration, never the message's)."""
+    from bastionfl.config.checks import threshold_rule
+
     return EpochPolicy(cfg.secure.key_epoch_rounds).client_policy(
         CryptoThreatModel(str(cfg.secure.threat_model)), cfg.secure.min_members, cfg.secure.min_uploads,
-        require_certified_roster=_certified(cfg))
+        require_certified_roster=_certified(cfg), threshold=threshold_rule(cfg))
 
 
 def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
@@ -97,13 +99,16 @@ def _blob(msg: Message, key: str) -> bytes:
 def _finish_key_setup(epoch: ClientEpoch, msg: Message) -> None:
     """Take the epoch's last key message if this one carries it and the epoch is not ready yet: the proposal with
     the key (honest-but-curious) or the confirmation (signed threat models; the aggregated key is verified here)."""
-    if Key.KEY_MESSAGE not in msg.content[Record.XMK] or epoch.stage == "ready":
+    if Key.KEY_MESSAGE not in msg.content[Record.XMK]:
         return
-    data = _blob(msg, Key.KEY_MESSAGE)
-    if epoch.stage == "opened":
-        epoch.on_key_proposal(data, None)
-    else:
-        epoch.on_key_confirmation(data)
+    if epoch.stage != "ready":
+        data = _blob(msg, Key.KEY_MESSAGE)
+        if epoch.stage == "opened":
+            epoch.on_key_proposal(data, None)
+        else:
+            epoch.on_key_confirmation(data)
+    if epoch.threshold is not None and not epoch.threshold.ready and Key.DEALT in msg.content[Record.XMK]:
+        epoch.on_dealt_shares(_blob(msg, Key.DEALT))  # t-of-n: this member's threshold key share
 
 
 def _reply(msg: Message, blobs: dict[str, bytes], metrics: dict[str, float] | None = None,
@@ -171,8 +176,11 @@ def handle_key_proposal(msg: Message, context: Context, cfg: RunConfig) -> Messa
         response = epoch.on_key_proposal(_blob(msg, Key.PROPOSAL), _certified_keys(cfg, context, msg, epoch, number))
     if response is None:
         raise ProtocolError("the key proposal needs no answer in this threat model")
+    blobs = {Key.KEY_RESPONSE: response}
+    if epoch.threshold is not None:
+        blobs[Key.DEALING] = epoch.deal_shares()  # t-of-n: Shamir shares of this key, sealed per member
     _save(context, epoch, number)
-    return _reply(msg, {Key.KEY_RESPONSE: response}, diagnostics={"he_key_check_s": time.perf_counter() - start})
+    return _reply(msg, blobs, diagnostics={"he_key_check_s": time.perf_counter() - start})
 
 
 def handle_train(msg: Message, context: Context, cfg: RunConfig,

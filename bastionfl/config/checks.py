@@ -9,7 +9,7 @@ from .enums import IMAGE_MODELS, TASK_PROFILES, Auth, Repair, TaskKind
 if TYPE_CHECKING:
     from .run import RunConfig
 
-__all__ = ["cross_check", "MIN_CLEAN_SET"]
+__all__ = ["cross_check", "MIN_CLEAN_SET", "DROPOUT_STAGES", "threshold_rule"]
 
 MIN_CLEAN_SET = 10  # examples: below this a server repair has nothing to learn from
 
@@ -68,6 +68,43 @@ def _secure(cfg: "RunConfig") -> None:
         _fail("min_uploads", f"{s.min_uploads} is more than min_members {s.min_members}: no epoch could decrypt")
     if s.min_members > n:
         _fail("min_members", f"{s.min_members} is more than the {n} clients: every key epoch would be refused")
+    _threshold(cfg)
+
+
+DROPOUT_STAGES = ("keygen", "train", "reveal", "consistency", "decrypt")
+
+
+def threshold_rule(cfg: "RunConfig") -> object:
+    """The t-of-n rule of the run (``crypto.ThresholdRule``), or None when every member decrypts."""
+    from bastionfl.crypto.threshold import ThresholdRule
+
+    value = cfg.secure.threshold
+    if cfg.secure.mode == "none" or value == 1.0:
+        return None
+    return ThresholdRule.parse(int(value) if value > 1 else value)
+
+
+def _threshold(cfg: "RunConfig") -> None:
+    s = cfg.secure
+    if s.threshold == 1.0:
+        return
+    if s.threshold > 1 and not float(s.threshold).is_integer():
+        _fail("threshold", f"{s.threshold}: a fraction in (0.5, 1] of the members or an integer count")
+    if s.threat_model == "honest-but-curious":
+        _fail("threshold", "t-of-n decryption needs signed transcripts: threat_model malicious or malicious-colluding")
+    if cfg.admission.mode is Auth.NONE:
+        _fail("threshold", "t-of-n decryption under a malicious server needs auth = pseudonym: without a Home "
+                           "Authority the server can enrol t members of its own and decrypt any single upload")
+    if s.threshold > 1 and not cfg.federation.num_clients // 2 < s.threshold <= cfg.federation.num_clients:
+        _fail("threshold", f"a count of {int(s.threshold)} must exceed half of the {cfg.federation.num_clients} "
+                           "clients and not exceed them")
+
+
+def _dropouts(cfg: "RunConfig") -> None:
+    stages = [x.strip() for x in cfg.runtime.dropout_stages.split(",") if x.strip()]
+    bad = [x for x in stages if x not in DROPOUT_STAGES]
+    if bad or not stages:
+        _fail("dropout_stages", f"{cfg.runtime.dropout_stages!r}: a comma-separated list of {', '.join(DROPOUT_STAGES)}")
 
 
 def _admission(cfg: "RunConfig") -> None:
@@ -87,4 +124,5 @@ def cross_check(cfg: "RunConfig") -> None:
     _attack(cfg)
     _repair(cfg)
     _secure(cfg)
+    _dropouts(cfg)
     _admission(cfg)

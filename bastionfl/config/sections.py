@@ -103,6 +103,11 @@ class SecureAggregationConfig:
     min_members: int = setting(3, "clients refuse a key epoch with fewer members (without a Home Authority this is "
                                "the only membership check)", _range(2, 100000))
     min_uploads: int = setting(3, "clients refuse to help decrypt a sum of fewer uploads", _range(2, 100000))
+    threshold: float = setting(1.0, "members whose shares decrypt (t-of-n): a fraction in (0.5, 1] of the epoch's "
+                               "members or an integer count; 1.0 = every member. Withstands c_max = min(t-1, "
+                               "2t-n-1) colluding clients; docs/crypto.md", _range(0.5, 100000, lo_open=True))
+    threshold_margin: int = setting(1, "t-of-n: start a new key epoch when fewer than t + margin members answered "
+                                    "the last round", _range(0, 100000))
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,11 @@ class RuntimeConfig:
     verbose: bool = setting(False, "show Flower's and Ray's own logs", clients=False)
     inject_dropout: str = setting("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
                                   "train, reveal, consistency, decrypt); for dropout tests")
+    dropout_rate: float = setting(0.0, "simulated flaky fleet: probability that a client vanishes at each stage "
+                                  "listed in dropout_stages (seeded per run seed, round, stage and client)",
+                                  _range(0.0, 1.0))
+    dropout_stages: str = setting("keygen,train,reveal,consistency,decrypt", "comma-separated stages where "
+                                  "dropout_rate applies (decrypt: after the upload and the transcript signature)")
 
 
 # section attribute name on RunConfig -> its dataclass, in display order

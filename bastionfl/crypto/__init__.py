@@ -4,7 +4,9 @@ Protocol engine (bytes in, bytes out; the Flower layer only marshals), for the t
 server ``ServerEpoch.open`` -> clients ``ClientEpoch.open`` -> ``ServerEpoch.proposal`` -> ``on_key_proposal``
 (-> ``confirmation`` -> ``on_key_confirmation``); a round: ``upload`` (-> ``commitment_list`` ->
 ``on_commitment_list``) -> ``ServerRound.proposal`` -> ``on_round_proposal`` (-> ``confirmation`` ->
-``on_round_confirmation``) -> ``ServerRound.weighted_mean``. See docs/crypto.md.
+``on_round_confirmation``) -> ``ServerRound.weighted_mean``. t-of-n decryption (``ThresholdRule``): the member also
+deals (``deal_shares`` -> ``ServerEpoch.add_dealing`` -> ``dealt_shares`` -> ``on_dealt_shares``) and a round's
+confirmation names an attempt and a decrypting set. See docs/crypto.md.
 
 Honest-but-curious building blocks (the previous API, still used by the Flower glue): ``KeyShare``,
 ``AggregatedPublicKey``, ``encrypt_vector``, ``StreamingAggregator``, ``DecryptionRequest``, ``fuse``.
@@ -52,6 +54,8 @@ from .round_messages import (
 from .server_epoch import ServerEpoch
 from .server_round import ServerRound
 from .threat import DEFAULT_THREAT_MODEL, ClientPolicy, ThreatModel
+from .threshold import ThresholdRule, c_max
+from .threshold_messages import DealtShares, ShareDealing
 
 __all__ = [
     "DEFAULT_THREAT_MODEL",
@@ -64,6 +68,7 @@ __all__ = [
     "CrsSeed",
     "CryptoError",
     "CryptoFormatError",
+    "DealtShares",
     "DecryptionRequest",
     "DecryptionShare",
     "EncryptedVector",
@@ -89,12 +94,15 @@ __all__ = [
     "RoundShare",
     "ServerEpoch",
     "ServerRound",
+    "ShareDealing",
     "StreamingAggregator",
     "ThreatModel",
+    "ThresholdRule",
     "TranscriptSignature",
     "Upload",
     "UploadCommitment",
     "VerificationError",
+    "c_max",
     "custom_params",
     "encrypt_vector",
     "fuse",

@@ -40,6 +40,8 @@ from .params import Params
 from .polyarith import digest, sum_mod
 from .sketch import challenge_key, sketch, sketch_bytes, sketch_sum
 from .threat import ClientPolicy, ThreatModel
+from .threshold import ExchangeKey, ThresholdRule, exchange_message, threshold_transcript
+from .threshold_member import ThresholdMember
 from .transcript import epoch_digest, epoch_transcript, hash_parts, key_sketch_message
 from .wire import Kind, Reader, Writer, open_envelope, seal
 
@@ -107,6 +109,7 @@ class ClientEpoch(ClientRoundSteps):
         self.rounds: dict[int, RoundRecord] = {}
         self.own_entry = MemberEntry(NO_KEY, bytes(32))
         self._encryptor: object | None = None
+        self.threshold: ThresholdMember | None = None
 
     # ---- K1 ----
     @classmethod
@@ -118,10 +121,19 @@ class ClientEpoch(ClientRoundSteps):
             raise VerificationError(
                 f"the server opened a {opening.threat_model.value!r} epoch; this client runs {policy.threat_model.value!r}"
             )
+        if opening.threshold != policy.threshold:
+            raise VerificationError(f"the server opened an epoch with threshold rule {opening.threshold}; this "
+                                    f"client accepts {policy.threshold}")
         key = KeyShare.generate(params, opening.crs, max_shares=policy.max_shares)
         threat = policy.threat_model
         identity = EpochIdentity.generate() if threat.signed else None
         own = cls(params, policy, opening, key, identity)
+        exchange = None
+        if opening.threshold is not None and identity is not None:
+            own.threshold = ThresholdMember(opening.threshold, ExchangeKey.generate())
+            xpk = own.threshold.exchange.public  # type: ignore[union-attr]
+            msg = exchange_message(opening.digest(params), identity.verification_key, xpk)
+            exchange = (xpk, identity.sign(b"exchange-key", msg))
         b = key.public_share().b
         share_digest = key.public_share().digest
         if identity is None:
@@ -129,7 +141,7 @@ class ClientEpoch(ClientRoundSteps):
         else:
             entry = MemberEntry.make(identity, opening.digest(params), share_digest, share_purpose(threat))
         own.own_entry = entry
-        reply = KeySetupReply(threat, entry, None if threat is ThreatModel.MALICIOUS_COLLUDING else b)
+        reply = KeySetupReply(threat, entry, None if threat is ThreatModel.MALICIOUS_COLLUDING else b, exchange)
         return own, reply.to_bytes(params)
 
     @property
@@ -153,6 +165,7 @@ class ClientEpoch(ClientRoundSteps):
             raise VerificationError("a roster entry carries an invalid signature")
         self.members, self.index = prop.members, matches[0]
         self.transcript = epoch_transcript(opening, [(m.verification_key, m.share_digest) for m in prop.members])
+        self._check_exchange_keys(prop, opening)
         if self.threat is ThreatModel.MALICIOUS_COLLUDING:
             if prop.b_tilde is not None:
                 raise VerificationError("malicious-colluding: the aggregated key must not precede the reveals")
@@ -170,6 +183,40 @@ class ClientEpoch(ClientRoundSteps):
         sig = self.identity.sign(b"key-sketch", key_sketch_message(self.transcript, self.key_digest, sketch_bytes(own)))
         self.key_sketch, self.stage = own, "proposed"
         return KeyResponse(self.index, own, sig).to_bytes(self.params)
+
+    def _check_exchange_keys(self, prop: EpochProposal, opening: bytes) -> None:
+        """t-of-n: every member's X25519 key signed by that member (a key the server swapped in is refused); the
+        threshold and the keys extend the roster transcript that every later step binds."""
+        if self.threshold is None:
+            if prop.exchange is not None:
+                raise VerificationError("exchange keys in an epoch without t-of-n decryption")
+            return
+        if prop.exchange is None or len(prop.exchange) != len(prop.members):
+            raise VerificationError("t-of-n epoch proposal without every member's exchange key")
+        for m, (xpk, sig) in zip(prop.members, prop.exchange):
+            if not verify(m.verification_key, b"exchange-key", exchange_message(opening, m.verification_key, xpk), sig):
+                raise VerificationError("a member's exchange key does not carry its own signature (substituted)")
+        own = self.threshold.exchange
+        if own is None or not hmac.compare_digest(prop.exchange[self.index][0], own.public):
+            raise VerificationError("this client's own exchange key was altered")
+        t = self.threshold.rule.threshold_for(len(prop.members))
+        self.threshold.t, self.threshold.peers = t, tuple(x for x, _ in prop.exchange)
+        self.transcript = threshold_transcript(self.transcript, t, self.threshold.peers)
+
+    # ---- T1 / T2 (t-of-n) ----
+    def deal_shares(self) -> bytes:
+        """T1 (after K2): this member's secret Shamir-shared to every member, each share sealed for its recipient."""
+        if self.threshold is None:
+            raise ProtocolStateError("this epoch has no t-of-n decryption")
+        if self.stage not in ("proposed", "ready"):
+            raise ProtocolStateError("dealing needs the checked roster (K2)")
+        return self.threshold.deal(self.params, self.key, self.transcript, self.index)
+
+    def on_dealt_shares(self, data: bytes) -> None:
+        """T2: open the boxes addressed to this member and combine its threshold key share."""
+        if self.threshold is None:
+            raise ProtocolStateError("this epoch has no t-of-n decryption")
+        self.threshold.combine(self.params, data, self.transcript, self.index)
 
     # ---- K3 ----
     def on_key_confirmation(self, data: bytes) -> None:
@@ -248,6 +295,8 @@ class ClientEpoch(ClientRoundSteps):
         w.u32(len(self.rounds))
         for number, record in sorted(self.rounds.items()):
             record.write(w.u64(number), self.params)
+        w.u8(0) if p.threshold is None else p.threshold.write(w.u8(1))  # type: ignore[attr-defined]
+        w.u8(0) if self.threshold is None else self.threshold.write_local(w.u8(1))
         return seal(Kind.LOCAL_CLIENT_STATE, self.params, w.getvalue())
 
     @classmethod
@@ -281,6 +330,13 @@ class ClientEpoch(ClientRoundSteps):
         for _ in range(r.u32()):
             number = r.u64()
             own.rounds[number] = RoundRecord.read(params, r)
+        if _flag(r):
+            rule = ThresholdRule.read(r)
+            own.policy = ClientPolicy(threat, policy.min_members, policy.min_uploads, policy.max_shares,
+                                      policy.require_certified_roster, rule)
+            own.opening = EpochOpening(threat, opening.crs, rule)
+        if _flag(r):
+            own.threshold = ThresholdMember.read_local(params, r)
         r.done()
         if own.stage != "opened" and not 0 <= own.index < len(own.members):
             raise CryptoFormatError("local client state: member index out of range")

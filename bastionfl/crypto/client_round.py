@@ -40,6 +40,7 @@ from .round_messages import (
 )
 from .sketch import challenge_key, sketch, sketch_bytes, sketch_sum
 from .threat import ThreatModel
+from .threshold import attempt_multiplier, check_decrypting_set, decryption_transcript, rerandomise
 from .transcript import hash_parts, round_transcript, transcript_signature_message
 from .wire import Reader, Writer
 
@@ -257,8 +258,21 @@ class ClientRoundSteps:
 
     # ---- D2 ----
     def decrypting_set(self: ClientEpoch) -> tuple[int, ...]:
-        """Members whose signatures a share needs: all of them (N-of-N; a t-of-N scheme would require >= t)."""
+        """Members whose signatures a share needs: all of them (N-of-N; t-of-n: see ``_required_signers``)."""
         return tuple(range(len(self.members)))
+
+    def _required_signers(self: ClientEpoch, conf: RoundConfirmation, prop: RoundProposal) -> set[int]:
+        """N-of-N: every member. t-of-n: the decrypting set S (``t`` members, this one among them) and, in
+        malicious, every member of U (their sketches vouch for C1)."""
+        if self.threshold is None:
+            if conf.attempt != 0 or conf.decrypting:
+                raise VerificationError("a decrypting set in an epoch without t-of-n decryption")
+            return set(self.decrypting_set())
+        check_decrypting_set(conf.decrypting, self.threshold.t, len(self.members))
+        if self.index not in conf.decrypting:
+            raise VerificationError("this member is not in the round's decrypting set: no share")
+        need = set(conf.decrypting)
+        return need | set(prop.uploads) if self.threat is ThreatModel.MALICIOUS else need
 
     def on_round_confirmation(self: ClientEpoch, data: bytes) -> bytes:
         """D2: every member of the decrypting set signed the same transcript and C1 checks out -> the share."""
@@ -269,7 +283,10 @@ class ClientRoundSteps:
             raise ProtocolStateError("no signed transcript of this client for that round")
         prop, t = rec.proposal, rec.transcript
         signers = {s.member: s for s in conf.signatures}
-        if len(signers) != len(conf.signatures) or set(signers) != set(self.decrypting_set()):
+        need = self._required_signers(conf, prop)
+        exact = self.threshold is None
+        if len(signers) != len(conf.signatures) or any(not 0 <= i < len(self.members) for i in signers) or \
+                (set(signers) != need if exact else not need <= set(signers)):
             raise VerificationError("the confirmation must hold exactly one signature per member of the decrypting set")
         sketches = []
         for i, s in signers.items():
@@ -303,7 +320,23 @@ class ClientRoundSteps:
             c1 = sum_mod(conf.components, self.params.data_primes)
             if not hmac.compare_digest(aggregate_digest_of(c1), prop.aggregate_digest):
                 raise VerificationError("the sum of the committed c1 is not the aggregate the transcript binds")
+        if self.threshold is not None:
+            return self._threshold_share(rec, prop, t, c1, conf.attempt, conf.decrypting)
         return self._share(rec, prop, t, c1)
+
+    def _threshold_share(self: ClientEpoch, rec: RoundRecord, prop: RoundProposal, t: bytes, c1: np.ndarray,
+                         attempt: int, decrypting: tuple[int, ...]) -> bytes:
+        """t-of-n: the share on this attempt's re-randomised aggregate ``C1 + v a`` (v from the transcript and the
+        attempt: the client computes it itself), Lagrange coefficient of S applied here, then fresh smudging."""
+        v = attempt_multiplier(t, attempt)
+        a = scheme.crs_polynomial(self.params, self.opening.crs)[: len(self.params.data_primes)]
+        c1_a = rerandomise(c1, a, v, self.params.data_primes)
+        data = self.threshold.decryption_share(  # type: ignore[union-attr]
+            self.params, self.key, prop.round_number, attempt, c1_a, decrypting, self.index, len(self.members),
+            len(prop.uploads))
+        rec.shared = True
+        return RoundShare(self.index, prop.round_number, decryption_transcript(t, attempt, decrypting),
+                          data).to_bytes(self.params)
 
     def _share(self: ClientEpoch, rec: RoundRecord, prop: RoundProposal, t: bytes, c1: np.ndarray) -> bytes:
         self.key.check_share_allowed(prop.round_number, [prop.aggregate_digest])

@@ -19,6 +19,7 @@ from .keys import MAX_PARTICIPANTS, key_shape, read_crs, write_crs
 from .params import Params
 from .sketch import SKETCH_SCALARS
 from .threat import ThreatModel
+from .threshold import XPK_BYTES, ThresholdRule
 from .transcript import opening_digest
 from .wire import Kind, Reader, Writer, open_envelope, seal
 
@@ -56,38 +57,57 @@ def key_sketch_shape(params: Params) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class EpochOpening:
-    """K0: the key epoch the server opens (threat model and public CRS seed)."""
+    """K0: the key epoch the server opens (threat model, public CRS seed, and the t-of-n rule if any)."""
 
     threat_model: ThreatModel
     crs: CrsSeed
+    threshold: ThresholdRule | None = None
 
     def digest(self, params: Params) -> bytes:
-        """Binds parameters, threat model and CRS: every member entry signs it."""
-        return opening_digest(params, self.threat_model, self.crs)
+        """Binds parameters, threat model, CRS and threshold rule: every member entry signs it."""
+        rule = b"" if self.threshold is None else self.threshold.encoded()
+        return opening_digest(params, self.threat_model, self.crs, rule)
 
     def to_bytes(self, params: Params) -> bytes:
-        return seal(Kind.EPOCH_OPENING, params, write_crs(Writer().u8(self.threat_model.code), self.crs).getvalue())
+        w = write_crs(Writer().u8(self.threat_model.code), self.crs)
+        if self.threshold is not None:
+            self.threshold.write(w)
+        return seal(Kind.EPOCH_OPENING, params, w.getvalue())
 
     @classmethod
     def from_bytes(cls, params: Params, data: bytes) -> EpochOpening:
         r = Reader(open_envelope(Kind.EPOCH_OPENING, params, data), "epoch opening")
         threat = _threat(r)
         crs = read_crs(r)
+        rule = None if r.remaining == 0 else ThresholdRule.read(r)
         r.done()
-        return cls(threat, crs)
+        return cls(threat, crs, rule)
+
+
+def _write_exchange(w: Writer, ex: tuple[bytes, bytes] | None) -> Writer:
+    return w.u8(0) if ex is None else w.u8(1).raw(ex[0]).raw(ex[1])
+
+
+def _read_exchange(r: Reader) -> tuple[bytes, bytes] | None:
+    flag = r.u8()
+    if flag not in (0, 1):
+        raise CryptoFormatError("malformed presence flag")
+    return (r.raw(XPK_BYTES), r.raw(SIG_BYTES)) if flag else None
 
 
 @dataclass(frozen=True, eq=False)
 class KeySetupReply:
-    """K1: the member's entry, with its public share ``b_i`` (absent in malicious-colluding: committed only)."""
+    """K1: the member's entry, with its public share ``b_i`` (absent in malicious-colluding: committed only) and,
+    for t-of-n decryption, its X25519 exchange key signed under its epoch key."""
 
     threat_model: ThreatModel
     entry: MemberEntry
     b: np.ndarray | None = field(default=None, repr=False)
+    exchange: tuple[bytes, bytes] | None = None  # (X25519 public key, signature)
 
     def to_bytes(self, params: Params) -> bytes:
         w = self.entry.write(Writer().u8(self.threat_model.code))
-        return seal(Kind.KEY_SETUP_REPLY, params, _write_optional(w, self.b).getvalue())
+        return seal(Kind.KEY_SETUP_REPLY, params, _write_exchange(_write_optional(w, self.b), self.exchange).getvalue())
 
     @classmethod
     def from_bytes(cls, params: Params, data: bytes) -> KeySetupReply:
@@ -95,8 +115,9 @@ class KeySetupReply:
         threat = _threat(r)
         entry = MemberEntry.read(r)
         b = _optional_array(r, key_shape(params), params.key_primes)
+        exchange = _read_exchange(r)
         r.done()
-        return cls(threat, entry, b)
+        return cls(threat, entry, b, exchange)
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,12 +128,20 @@ class EpochProposal:
     crs: CrsSeed
     members: tuple[MemberEntry, ...]
     b_tilde: np.ndarray | None = field(default=None, repr=False)
+    exchange: tuple[tuple[bytes, bytes], ...] | None = None  # t-of-n: every member's signed X25519 key, roster order
 
     def to_bytes(self, params: Params) -> bytes:
         w = write_crs(Writer().u8(self.threat_model.code), self.crs).u32(len(self.members))
         for m in self.members:
             m.write(w)
-        return seal(Kind.EPOCH_PROPOSAL, params, _write_optional(w, self.b_tilde).getvalue())
+        _write_optional(w, self.b_tilde)
+        if self.exchange is None:
+            w.u8(0)
+        else:
+            w.u8(1)
+            for ex in self.exchange:
+                w.raw(ex[0]).raw(ex[1])
+        return seal(Kind.EPOCH_PROPOSAL, params, w.getvalue())
 
     @classmethod
     def from_bytes(cls, params: Params, data: bytes) -> EpochProposal:
@@ -121,8 +150,12 @@ class EpochProposal:
         crs = read_crs(r)
         members = tuple(MemberEntry.read(r) for _ in range(_count(r, "epoch proposal")))
         b_tilde = _optional_array(r, key_shape(params), params.key_primes)
+        flag = r.u8()
+        if flag not in (0, 1):
+            raise CryptoFormatError("epoch proposal: malformed presence flag")
+        exchange = tuple((r.raw(XPK_BYTES), r.raw(SIG_BYTES)) for _ in members) if flag else None
         r.done()
-        return cls(threat, crs, members, b_tilde)
+        return cls(threat, crs, members, b_tilde, exchange)
 
 
 @dataclass(frozen=True, eq=False)

@@ -32,8 +32,8 @@ class EpochPolicy:
 
     def client_policy(
         self, threat_model: ThreatModel | str = DEFAULT_THREAT_MODEL, min_members: int = 3, min_uploads: int = 3,
-        require_certified_roster: bool = False,
+        require_certified_roster: bool = False, threshold: object = None,
     ) -> ClientPolicy:
         """The clients' policy for epochs under this rule: at most ``rotate_every`` shares per key epoch."""
         return ClientPolicy(ThreatModel.parse(threat_model), min_members, min_uploads, self.rotate_every,
-                            require_certified_roster)
+                            require_certified_roster, threshold)

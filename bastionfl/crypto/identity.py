@@ -18,7 +18,7 @@ from .errors import CryptoFormatError, ParameterError
 
 VK_BYTES = 32
 SIG_BYTES = 64
-PURPOSES = (b"key-share", b"key-commit", b"key-sketch", b"upload", b"transcript")
+PURPOSES = (b"key-share", b"key-commit", b"key-sketch", b"upload", b"transcript", b"exchange-key")
 
 
 def _signed_bytes(purpose: bytes, message: bytes) -> bytes:

@@ -242,6 +242,15 @@ class KeyShare:
         bits = self.params.flood_bits(members, uploads, c1.shape[0])
         return scheme.partial_decrypt(self.params, self._decryptor, c1, self.take_flood(bits, c1.shape[0]))
 
+    def shamir_shares(self, members: Sequence[int], threshold: int) -> np.ndarray:
+        """Shamir shares of this secret's data-prime rows for each member index (t-of-n key setup): (n, L, N).
+
+        Each share goes to its member sealed under their pairwise key; decryption needs only the data primes."""
+        from .shamir import deal
+
+        rows = scheme.secret_data(self.params, self.__secret)[: len(self.params.data_primes)]
+        return deal(np.ascontiguousarray(rows), self.params.data_primes, members, threshold)
+
     def check_share_allowed(self, round_number: int, aggregate_digests: Sequence[bytes]) -> None:
         """``EpochError`` at the share cap (rotate the epoch); ``ReplayError`` for a round or aggregate already used."""
         if self.max_shares is not None and len(self.used_rounds) >= self.max_shares:

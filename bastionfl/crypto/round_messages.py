@@ -173,13 +173,16 @@ class TranscriptSignature:
 @dataclass(frozen=True, eq=False)
 class RoundConfirmation:
     """D2: every member's transcript signature, and the aggregate C1 (malicious) or every c1 of U in U's order
-    (malicious-colluding: clients check each against its commitment and sum them themselves)."""
+    (malicious-colluding: clients check each against its commitment and sum them themselves). t-of-n: the signatures
+    of U and of the decrypting set S (``t`` signers), the attempt number and S itself."""
 
     round_number: int
     length: int
     signatures: tuple[TranscriptSignature, ...]
     c1: np.ndarray | None = field(default=None, repr=False)
     components: tuple[np.ndarray, ...] = field(default=(), repr=False)
+    attempt: int = 0
+    decrypting: tuple[int, ...] = ()
 
     def to_bytes(self, params: Params) -> bytes:
         w = Writer().u64(self.round_number).u64(self.length).u32(len(self.signatures))
@@ -189,6 +192,9 @@ class RoundConfirmation:
         w.u32(len(self.components))
         for comp in self.components:
             w.array(comp)
+        w.u32(self.attempt).u32(len(self.decrypting))
+        for i in self.decrypting:
+            w.u32(i)
         return seal(Kind.ROUND_CONFIRMATION, params, w.getvalue())
 
     @classmethod
@@ -201,8 +207,10 @@ class RoundConfirmation:
         shape = c1_shape(params, length)
         c1 = r.array(shape, params.data_primes) if _flag(r) else None
         components = tuple(r.array(shape, params.data_primes) for _ in range(_count(r, "components", low=0)))
+        attempt = r.u32()
+        decrypting = tuple(r.u32() for _ in range(_count(r, "decrypting set", low=0)))
         r.done()
-        return cls(round_number, length, signatures, c1, components)
+        return cls(round_number, length, signatures, c1, components, attempt, decrypting)
 
 
 @dataclass(frozen=True, eq=False)

@@ -28,6 +28,8 @@ from .params import Params
 from .polyarith import digest, sum_mod
 from .sketch import sketch, sketch_bytes, sketch_sum
 from .threat import ThreatModel
+from .threshold import ThresholdRule, exchange_message, threshold_transcript
+from .threshold_messages import DealtShares, ShareDealing
 from .transcript import epoch_digest, epoch_transcript, key_sketch_message
 
 if TYPE_CHECKING:
@@ -37,11 +39,16 @@ if TYPE_CHECKING:
 class ServerEpoch:
     """The server's view of one key epoch: members, aggregated key, epoch digest."""
 
-    def __init__(self, params: Params, threat: ThreatModel, crs: CrsSeed) -> None:
+    def __init__(self, params: Params, threat: ThreatModel, crs: CrsSeed, threshold: ThresholdRule | None = None) -> None:
         self.params = params
         self.threat = ThreatModel.parse(threat)
+        if threshold is not None and not self.threat.signed:
+            raise VerificationError("t-of-n decryption needs a signed threat model (malicious or malicious-colluding)")
         self.crs = crs
-        self.opening = EpochOpening(self.threat, crs)
+        self.rule = threshold
+        self.threshold: int | None = None  # t, once the roster is fixed
+        self._dealings: dict[int, ShareDealing] = {}
+        self.opening = EpochOpening(self.threat, crs, threshold)
         self._opening_digest = self.opening.digest(params)
         self._replies: dict[bytes, KeySetupReply] = {}
         self.members: tuple[MemberEntry, ...] = ()
@@ -53,9 +60,11 @@ class ServerEpoch:
         self.stage = "collecting"
 
     @classmethod
-    def open(cls, params: Params, threat: ThreatModel | str, run_id: str, epoch: int) -> tuple[ServerEpoch, bytes]:
-        """K0: a new epoch with the CRS of (run id, epoch); returns the opening every client receives."""
-        srv = cls(params, ThreatModel.parse(threat), CrsSeed.from_session(run_id, epoch))
+    def open(cls, params: Params, threat: ThreatModel | str, run_id: str, epoch: int,
+             threshold: ThresholdRule | None = None) -> tuple[ServerEpoch, bytes]:
+        """K0: a new epoch with the CRS of (run id, epoch) and the t-of-n rule (None: every member decrypts);
+        returns the opening every client receives."""
+        srv = cls(params, ThreatModel.parse(threat), CrsSeed.from_session(run_id, epoch), threshold)
         return srv, srv.opening.to_bytes(params)
 
     def add_key_reply(self, data: bytes) -> bytes:
@@ -72,6 +81,11 @@ class ServerEpoch:
             raise VerificationError("key setup reply: share digest does not match the share")
         if self.threat.signed and not entry.valid(self._opening_digest, share_purpose(self.threat)):
             raise VerificationError("key setup reply: invalid signature")
+        if (reply.exchange is None) != (self.rule is None):
+            raise VerificationError("key setup reply carries (or lacks) an exchange key against the threshold rule")
+        if reply.exchange is not None and not verify(entry.verification_key, b"exchange-key", exchange_message(
+                self._opening_digest, entry.verification_key, reply.exchange[0]), reply.exchange[1]):
+            raise VerificationError("key setup reply: exchange key badly signed")
         name = entry.verification_key if self.threat.signed else entry.share_digest
         if name in self._replies or any(r.entry.share_digest == entry.share_digest for r in self._replies.values()):
             raise VerificationError("a member replied twice")
@@ -89,13 +103,18 @@ class ServerEpoch:
         self.members = tuple(r.entry for r in replies)
         self.transcript = epoch_transcript(self._opening_digest,
                                            [(m.verification_key, m.share_digest) for m in self.members])
+        exchange = None
+        if self.rule is not None:
+            exchange = tuple(r.exchange for r in replies)  # type: ignore[misc]
+            self.threshold = self.rule.threshold_for(len(self.members))
+            self.transcript = threshold_transcript(self.transcript, self.threshold, [x for x, _ in exchange])
         if self.threat is not ThreatModel.MALICIOUS_COLLUDING:
             self.b_tilde = sum_mod((r.b for r in replies), self.params.key_primes)  # type: ignore[misc]
             self.key_digest = key_digest_of(self.b_tilde)
         self.stage = "proposed"
         if self.threat is ThreatModel.HONEST_BUT_CURIOUS:
             self._ready()
-        return EpochProposal(self.threat, self.crs, self.members, self.b_tilde).to_bytes(self.params)
+        return EpochProposal(self.threat, self.crs, self.members, self.b_tilde, exchange).to_bytes(self.params)
 
     def add_key_response(self, data: bytes) -> int:
         """K2 reply: a member's signed key sketch (malicious) or revealed share (malicious-colluding)."""
@@ -113,6 +132,31 @@ class ServerEpoch:
             raise VerificationError(f"member {i}: revealed share does not match its commitment")
         self._responses[i] = resp
         return i
+
+    def add_dealing(self, data: bytes) -> int:
+        """T1 (with the K2 reply): a member's sealed shares, one box per other member (forwarded, never opened)."""
+        if self.threshold is None or self.stage == "collecting":
+            raise ProtocolStateError("share dealings are taken in a t-of-n epoch after its roster is fixed")
+        d = ShareDealing.from_bytes(self.params, data)
+        n = len(self.members)
+        if not 0 <= d.member < n or d.member in self._dealings:
+            raise VerificationError("share dealing of an unknown member, or a second one")
+        if [k for k, _ in d.boxes] != [k for k in range(n) if k != d.member]:
+            raise VerificationError(f"member {d.member}: the dealing must hold one box per other member")
+        self._dealings[d.member] = d
+        return d.member
+
+    @property
+    def missing_dealings(self) -> list[int]:
+        """Members whose share dealing has not arrived (t-of-n only)."""
+        return [] if self.threshold is None else [i for i in range(len(self.members)) if i not in self._dealings]
+
+    def dealt_shares(self, member: int) -> bytes:
+        """T2: every box addressed to ``member``; needs every member's dealing."""
+        if self.missing_dealings:
+            raise ProtocolStateError(f"share dealings missing from members {self.missing_dealings}")
+        boxes = tuple((j, dict(self._dealings[j].boxes)[member]) for j in range(len(self.members)) if j != member)
+        return DealtShares(member, boxes).to_bytes(self.params)
 
     @property
     def missing(self) -> list[int]:

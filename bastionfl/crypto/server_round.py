@@ -25,6 +25,12 @@ from .round_messages import (
 )
 from .sketch import sketch_bytes
 from .threat import ThreatModel
+from .threshold import (
+    attempt_multiplier,
+    check_decrypting_set,
+    decryption_transcript,
+    rerandomise,
+)
 from .transcript import round_transcript, transcript_signature_message
 
 if TYPE_CHECKING:
@@ -49,6 +55,10 @@ class ServerRound:
         self._proposal: RoundProposal | None = None
         self._signatures: dict[int, TranscriptSignature] = {}
         self._shares: dict[int, np.ndarray] = {}
+        self.attempt = 0  # t-of-n: the decryption attempt in flight, its decrypting set S and what shares answer
+        self.decrypting: tuple[int, ...] = ()
+        self._answer = b""
+        self._attempts: set[int] = set()
 
     # ---- U1 / U2 ----
     def _check(self, c: UploadCommitment) -> None:
@@ -149,8 +159,17 @@ class ServerRound:
         self._signatures[i] = s
         return i
 
-    def confirmation(self) -> bytes:
-        """D2: every member's signature, with C1 (malicious) or every c1 of U (malicious-colluding)."""
+    @property
+    def signers(self) -> tuple[int, ...]:
+        """Members whose transcript signature arrived."""
+        return tuple(sorted(self._signatures))
+
+    def confirmation(self, attempt: int = 0, decrypting: tuple[int, ...] | None = None) -> bytes:
+        """D2: every member's signature, with C1 (malicious) or every c1 of U (malicious-colluding). t-of-n: the
+        signatures that arrived (all of U's in malicious), attempt ``attempt`` and its decrypting set S (``t``
+        signers; by default the first ``t``). A retry is a new attempt with a new S."""
+        if self.epoch.threshold is not None:
+            return self._threshold_confirmation(attempt, decrypting)
         missing = [i for i in range(len(self.epoch.members)) if i not in self._signatures]
         if self._proposal is None or missing:
             raise IncompleteShareSetError(f"transcript signatures missing from members {missing}")
@@ -165,6 +184,38 @@ class ServerRound:
                                      components=tuple(self._c1[i] for i in self.uploads))
         return conf.to_bytes(self.params)
 
+    def _threshold_confirmation(self, attempt: int, decrypting: tuple[int, ...] | None) -> bytes:
+        t = self.epoch.threshold
+        if self._proposal is None or self._sum is None or t is None:
+            raise ProtocolStateError("no proposal was made in this round")
+        signers = self.signers
+        if self.threat is ThreatModel.MALICIOUS and any(i not in self._signatures for i in self.uploads):
+            missing = [i for i in self.uploads if i not in self._signatures]
+            raise IncompleteShareSetError(f"transcript signatures missing from members of U {missing}: their "
+                                          "sketches vouch for C1")
+        if decrypting is None:
+            decrypting = signers[:t]
+        if len(decrypting) < t or any(i not in self._signatures for i in decrypting):
+            raise IncompleteShareSetError(f"{len(signers)} signer(s) available for a decrypting set of {t}: "
+                                          "fewer than t, nothing is decrypted")
+        check_decrypting_set(decrypting, t, len(self.epoch.members))
+        if attempt in self._attempts:
+            raise ProtocolStateError(f"decryption attempt {attempt} was already made in this round")
+        attempt_multiplier(self.transcript, attempt)  # range check
+        self._attempts.add(attempt)
+        self.attempt, self.decrypting, self._shares = attempt, tuple(decrypting), {}
+        self._answer = decryption_transcript(self.transcript, attempt, self.decrypting)
+        sigs = tuple(self._signatures[i] for i in signers)
+        if self.threat is ThreatModel.MALICIOUS:
+            conf = RoundConfirmation(self.round_number, self._proposal.length, sigs,
+                                     np.ascontiguousarray(self._sum[:, 1]), attempt=attempt,
+                                     decrypting=self.decrypting)
+        else:
+            conf = RoundConfirmation(self.round_number, self._proposal.length, sigs,
+                                     components=tuple(self._c1[i] for i in self.uploads), attempt=attempt,
+                                     decrypting=self.decrypting)
+        return conf.to_bytes(self.params)
+
     # ---- shares and fusion ----
     def add_share(self, data: bytes) -> int:
         """D2 reply (honest-but-curious: D1 reply): one member's decryption share for this round."""
@@ -173,8 +224,12 @@ class ServerRound:
         s = RoundShare.from_bytes(self.params, data)
         if not 0 <= s.member < len(self.epoch.members) or s.member in self._shares:
             raise VerificationError("share of an unknown member, or a second one")
-        if s.round_number != self.round_number or not hmac.compare_digest(s.transcript, self.transcript):
-            raise VerificationError("share answers another round or transcript")
+        threshold = self.epoch.threshold is not None
+        if threshold and s.member not in self.decrypting:
+            raise VerificationError(f"share of member {s.member}, outside the decrypting set of this attempt")
+        answer = self._answer if threshold else self.transcript
+        if s.round_number != self.round_number or not hmac.compare_digest(s.transcript, answer):
+            raise VerificationError("share answers another round, transcript or attempt")
         if s.data.shape != self._sum[:, 0].shape:
             raise VerificationError("share of the wrong size")
         self._shares[s.member] = s.data
@@ -183,13 +238,25 @@ class ServerRound:
     def result(self) -> np.ndarray:
         """The decoded sum of U's updates; ``IncompleteShareSetError`` without every member's share,
         ``RangeCheckError`` if it exceeds the sum of the declared bounds."""
-        missing = [i for i in range(len(self.epoch.members)) if i not in self._shares]
-        if self._sum is None or self._proposal is None or missing:
-            raise IncompleteShareSetError(f"decryption shares missing from members {missing}")
+        threshold = self.epoch.threshold is not None
+        needed = self.decrypting if threshold else tuple(range(len(self.epoch.members)))
+        missing = [i for i in needed if i not in self._shares]
+        if self._sum is None or self._proposal is None or missing or not needed:
+            raise IncompleteShareSetError(f"decryption shares missing from members {missing or 'of S'}")
         bound = sum(self.commitments[i].bound for i in self.uploads)
-        shares = [self._shares[i] for i in range(len(self.epoch.members))]
-        return decode_checked(self.params, self._sum[:, 0], shares, self._proposal.length, bound,
+        shares = [self._shares[i] for i in needed]
+        c0 = self._sum[:, 0]
+        if threshold:
+            levels = len(self.params.data_primes)
+            c0 = rerandomise(c0, self.epoch.b_tilde[:levels], attempt_multiplier(self.transcript, self.attempt),
+                             self.params.data_primes)
+        return decode_checked(self.params, c0, shares, self._proposal.length, bound,
                               len(self.epoch.members), len(self.uploads))
+
+    @property
+    def shares_used(self) -> int:
+        """Shares the last result was (or will be) decoded from."""
+        return len(self.decrypting) if self.epoch.threshold is not None else len(self.epoch.members)
 
     @property
     def total_weight(self) -> float:

@@ -54,7 +54,8 @@ class ClientPolicy:
     ``min_members``: smallest epoch roster accepted (without an authority this is the only membership check).
     ``min_uploads``: smallest upload set U whose sum the client helps decrypt. ``max_shares``: decryption shares
     per key epoch (``EpochPolicy`` rotates sooner in normal operation). ``require_certified_roster``: refuse an
-    epoch unless the caller supplies the authority-certified verification keys.
+    epoch unless the caller supplies the authority-certified verification keys. ``threshold``: the t-of-n rule
+    (``ThresholdRule``) this client accepts; an epoch opened with any other rule is refused.
     """
 
     threat_model: ThreatModel = DEFAULT_THREAT_MODEL
@@ -62,6 +63,7 @@ class ClientPolicy:
     min_uploads: int = 3
     max_shares: int = 64
     require_certified_roster: bool = False
+    threshold: object = None  # ThresholdRule: the t-of-n rule this client accepts (None: every member decrypts)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threat_model", ThreatModel.parse(self.threat_model))
@@ -71,3 +73,10 @@ class ClientPolicy:
                 raise ParameterError(f"{name} must be an integer in [{low}, 100000], got {value!r}")
         if not isinstance(self.require_certified_roster, bool):
             raise ParameterError("require_certified_roster must be a bool")
+        from .threshold import ThresholdRule
+
+        if self.threshold is not None:
+            if not isinstance(self.threshold, ThresholdRule):
+                raise ParameterError("threshold must be a ThresholdRule or None")
+            if not self.threat_model.signed:
+                raise ParameterError("t-of-n decryption needs a signed threat model (malicious or malicious-colluding)")

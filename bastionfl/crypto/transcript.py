@@ -25,9 +25,11 @@ def hash_parts(label: bytes, *parts: bytes) -> bytes:
     return h.digest()
 
 
-def opening_digest(params: Params, threat: ThreatModel, crs: CrsSeed) -> bytes:
-    """The key epoch being opened: parameter fingerprint, threat model, CRS seed (run id, epoch)."""
-    return hash_parts(b"opening", params.fingerprint, bytes([threat.code]), crs.digest)
+def opening_digest(params: Params, threat: ThreatModel, crs: CrsSeed, threshold: bytes = b"") -> bytes:
+    """The key epoch being opened: parameter fingerprint, threat model, CRS seed (run id, epoch) and, for t-of-n
+    decryption, the threshold rule."""
+    extra = (threshold,) if threshold else ()
+    return hash_parts(b"opening", params.fingerprint, bytes([threat.code]), crs.digest, *extra)
 
 
 def member_message(opening: bytes, share_digest: bytes, verification_key: bytes) -> bytes:

@@ -50,6 +50,8 @@ class Kind(IntEnum):
     ROUND_CONFIRMATION = 19
     ROUND_SHARE = 20
     LOCAL_CLIENT_STATE = 21  # a client's own protocol state (secrets included), for its own storage only
+    SHARE_DEALING = 22
+    DEALT_SHARES = 23
 
 
 def seal(kind: Kind, params: Params, body: bytes) -> bytes:
@@ -188,6 +190,11 @@ class Reader:
         if count > max_count:
             raise CryptoFormatError(f"{self._what}: {count} items exceed the maximum {max_count}")
         return [self.blob(max_len) for _ in range(count)]
+
+    @property
+    def remaining(self) -> int:
+        """Bytes left to read (an optional trailing field is present when this is not 0)."""
+        return len(self._b) - self._pos
 
     def done(self) -> None:
         if self._pos != len(self._b):

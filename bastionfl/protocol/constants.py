@@ -90,6 +90,8 @@ class Key:
     ROSTER = "roster"  # K2 server -> client: the HA-signed roster of the epoch
     KEY_RESPONSE = "key-response"  # K2 client -> server
     KEY_MESSAGE = "key-message"  # with the epoch's first train message: the last key-setup message
+    DEALING = "share-dealing"  # t-of-n, with the K2 reply: the member's sealed Shamir shares for the others
+    DEALT = "dealt-shares"  # t-of-n, with the key message: the sealed shares addressed to this member
     UPLOAD = "upload"  # the encrypted update with its commitment (or the commitment alone)
     COMMITMENTS = "commitments"  # malicious-colluding: the round's frozen commitment list
     SIGNATURE = "signature"  # a member's signature on the round transcript (with its sketch)

@@ -133,6 +133,8 @@ def run_federation(
         entry = _entry(rs, time.perf_counter() - start)
         if attempt > 1:
             entry["attempts"] = attempt
+        entry["restarts"] = attempt - 1
+        entry.setdefault("dropouts", {})
         history.append(entry)
         if rs.new_state is not None:
             global_state = rs.new_state

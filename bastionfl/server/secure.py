@@ -12,7 +12,10 @@ to and from the nodes and decide what a missing node means. Stages per threat mo
 A key epoch is renewed by ``crypto.EpochPolicy``. A node missing at key setup is left out of the epoch; a node
 missing at upload is left out of the round's upload set U (the round goes on while U holds ``min_uploads``);
 decryption needs every member of the epoch (N-of-N), so a node missing there makes the attempt fail and the round
-is retried under a fresh epoch with the survivors: the global model is never updated from a partial sum.
+is retried under a fresh epoch with the survivors: the global model is never updated from a partial sum. With
+``threshold`` < 1 (t-of-n) a decrypting set S of t members that signed the transcript answers; a member of S that
+drops makes the stage retry on the re-randomised aggregate under a new S, without a new epoch or retraining, until
+fewer than t signers are left (then the round fails cleanly as before).
 """
 
 from __future__ import annotations
@@ -58,10 +61,23 @@ class KeyEpoch:
     rounds_used: int = 0
     keyed: set[int] = field(default_factory=set)  # nodes known to have taken the key message (they answered after it)
     started: set[int] = field(default_factory=set)  # rounds whose uploads this epoch took: a retry needs a new epoch
+    dealt: dict[int, bytes] = field(default_factory=dict)  # t-of-n: node -> the sealed shares addressed to it
+    live: int = 0  # t-of-n: members that answered every message of the last round
+    silent: set[int] = field(default_factory=set)  # nodes that missed a message of the round in flight
+
+    @property
+    def threshold(self) -> int | None:
+        """t of a t-of-n epoch, None when every member decrypts."""
+        return self.engine.threshold
 
     def key_blobs(self, node: int) -> dict[str, bytes]:
         """The epoch's last key message for a node that has not taken it yet (it missed the first train message)."""
-        return {} if node in self.keyed else {Key.KEY_MESSAGE: self.key_message}
+        if node in self.keyed:
+            return {}
+        blobs = {Key.KEY_MESSAGE: self.key_message}
+        if node in self.dealt:
+            blobs[Key.DEALT] = self.dealt[node]
+        return blobs
 
     @property
     def nodes(self) -> list[int]:

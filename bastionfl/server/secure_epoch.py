@@ -17,6 +17,7 @@ import math
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from bastionfl.config import Auth, ThreatModel
+from bastionfl.config.checks import threshold_rule
 from bastionfl.crypto import CryptoError, EpochPolicy, ServerEpoch
 from bastionfl.protocol import Key, MessageType, Record, Stage, array_blob, blob_array, config_record
 from bastionfl.server.secure import REFUSED, KeyEpoch, SecureState, crypto_threat, drop_out, params_of
@@ -43,12 +44,21 @@ class KeySetupStage:
         usable = epoch is not None and epoch.valid and rs.server_round not in epoch.started
         current = epoch.nodes if usable else None  # a retried round never reuses its epoch: clients would refuse
         policy = EpochPolicy(ctx.cfg.secure.key_epoch_rounds)
-        if epoch is not None and not policy.must_rotate(epoch.rounds_used, current, rs.node_ids):
+        if epoch is not None and usable and epoch.threshold is not None:
+            # t-of-n: a change of participants is what the threshold absorbs; re-key every K rounds or when the
+            # members that answered the last round fall below t + margin
+            if epoch.rounds_used < policy.rotate_every and epoch.live >= epoch.threshold + \
+                    ctx.cfg.secure.threshold_margin:
+                rs.node_ids = epoch.nodes
+                rs.metrics["key_epoch"] = epoch.number
+                return
+        elif epoch is not None and not policy.must_rotate(epoch.rounds_used, current, rs.node_ids):
+            rs.metrics["key_epoch"] = epoch.number
             return
         number = (epoch.number + 1) if epoch else 1
         state.epoch, state.current, state.roster = None, None, None
         engine, opening = ServerEpoch.open(params_of(ctx.cfg), crypto_threat(ctx.cfg), session_name(ctx.run_id),
-                                           number)
+                                           number, threshold_rule(ctx.cfg))  # type: ignore[arg-type]
         names, counts, endorsements = self._collect(ctx, rs, engine, opening, number)
         members = self._certify(ctx, rs, number, endorsements) if endorsements is not None else None
         try:
@@ -65,7 +75,11 @@ class KeySetupStage:
         if ctx.cfg.secure.threat_model is not ThreatModel.HONEST_BUT_CURIOUS:
             key_message = self._second_exchange(ctx, rs, engine, proposal, member_nodes, number)
         norm = math.fsum(counts[n] for n in member_nodes)
-        state.epoch = KeyEpoch(number, engine, member_nodes, norm, key_message, rs.server_round)
+        state.epoch = KeyEpoch(number, engine, member_nodes, norm, key_message, rs.server_round,
+                               live=len(member_nodes))
+        if engine.threshold is not None:
+            state.epoch.dealt = {node: engine.dealt_shares(i) for node, i in member_nodes.items()}
+            rs.metrics["threshold"] = engine.threshold
         rs.node_ids = sorted(member_nodes)
         rs.metrics["key_epoch"] = number
         rs.metrics["epoch_members"] = len(member_nodes)
@@ -147,6 +161,8 @@ class KeySetupStage:
         for reply in replies:
             try:
                 engine.add_key_response(array_blob(reply.content[Record.XMK][Key.KEY_RESPONSE]))
+                if engine.threshold is not None:
+                    engine.add_dealing(array_blob(reply.content[Record.XMK][Key.DEALING]))
             except REFUSED as exc:
                 log.warning("key setup: refused a key response (%s)", exc)
                 failed.append(reply.metadata.src_node_id)

@@ -65,6 +65,7 @@ class UploadStage:
         epoch = state.require_epoch()
         state.current, state.uploaders = epoch.engine.new_round(rs.server_round), []
         epoch.started.add(rs.server_round)
+        epoch.silent = set()
         current = state.current
         colluding = ctx.cfg.secure.threat_model is ThreatModel.MALICIOUS_COLLUDING
         arrays = ArrayRecord(rs.global_state)
@@ -101,6 +102,7 @@ class UploadStage:
         rs.stage_times[Stage.AGGREGATE] = add_time[0]
         rs.metrics["client_metrics"] = per_client
         epoch.rounds_used += 1
+        epoch.silent.update(failed)
         drop_out(ctx, rs, Stage.UPLOAD, failed, exclude=False)  # left out of U; the round goes on
         if not colluding:
             state.uploaders.sort()
@@ -152,9 +154,24 @@ class ConsistencyStage:
         failed = _collect(ctx, rs, self.name, MessageType.XMK_CONSISTENCY, epoch.nodes,
                           lambda n: _content(ctx, rs, epoch, {Key.PROPOSAL: proposals[n], **epoch.key_blobs(n)}),
                           lambda reply: self._take(epoch, current, reply))
+        if failed and epoch.threshold is not None and self._threshold_goes_on(ctx, rs, epoch, current, failed):
+            return
         if failed:
             drop_out(ctx, rs, Stage.CONSISTENCY, failed, exclude=True)
             raise RoundFailed(f"{len(failed)} member(s) did not sign the round transcript; retrying with the survivors")
+
+    @staticmethod
+    def _threshold_goes_on(ctx: ServerContext, rs: RoundState, epoch: KeyEpoch, current: ServerRound,
+                           failed: list[int]) -> bool:
+        """t-of-n: the round goes on with t signers, unless (malicious) a member of U did not sign: its sketch
+        vouches for C1, so that round restarts as in N-of-N."""
+        in_u = [n for n in failed if epoch.members.get(n) in current.uploads]
+        if (in_u and ctx.cfg.secure.threat_model is ThreatModel.MALICIOUS) or \
+                len(current.signers) < (epoch.threshold or 0):
+            return False
+        epoch.silent.update(failed)
+        drop_out(ctx, rs, Stage.CONSISTENCY, failed, exclude=False)
+        return True
 
 
     @staticmethod
@@ -172,6 +189,10 @@ class DecryptStage:
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         state = ctx.states.get(SecureState)
         epoch, current = state.require_epoch(), state.require_round()
+        if epoch.threshold is not None:
+            self._threshold(ctx, rs, state, epoch, current)
+            return
+        rs.metrics["shares_used"] = len(epoch.members)
         hbc = ctx.cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS
         try:
             blob = current.proposal() if hbc else current.confirmation()
@@ -185,6 +206,38 @@ class DecryptStage:
         if failed:
             drop_out(ctx, rs, Stage.DECRYPT, failed, exclude=True)
             raise RoundFailed(f"{len(failed)} member(s) gave no share; retrying with the survivors")
+
+    def _threshold(self, ctx: ServerContext, rs: RoundState, state: SecureState, epoch: KeyEpoch,
+                   current: ServerRound) -> None:
+        """t-of-n: the first t live signers are the decrypting set S; a member of S that gives no share makes a new
+        attempt (re-randomised aggregate, new S) without re-keying or retraining; fewer than t: a clean failure."""
+        t = epoch.threshold or 0
+        node_of = {i: n for n, i in epoch.members.items()}
+        gone: set[int] = set()
+        attempt = 0
+        while True:
+            live = [i for i in current.signers if node_of[i] not in gone]
+            if len(live) < t:
+                state.invalidate_epoch()
+                raise RoundFailed(f"{len(live)} signer(s) left for t = {t}: nothing is decrypted; re-keying")
+            try:
+                blob = current.confirmation(attempt, tuple(live[:t]))
+            except CryptoError as exc:
+                state.invalidate_epoch()
+                raise RoundFailed(f"decrypt: {exc}") from None
+            nodes = [node_of[i] for i in live[:t]]
+            failed = _collect(ctx, rs, self.name, MessageType.XMK_DECRYPT, nodes,
+                              lambda n: _content(ctx, rs, epoch, {Key.CONFIRMATION: blob, **epoch.key_blobs(n)}),
+                              lambda reply: self._take(epoch, current, reply))
+            if not failed:
+                break
+            drop_out(ctx, rs, Stage.DECRYPT, failed, exclude=False)
+            gone.update(failed)
+            epoch.silent.update(failed)
+            attempt += 1
+        rs.metrics["shares_used"] = t
+        rs.metrics["decrypt_attempts"] = attempt + 1
+        epoch.live = len(epoch.members) - len(epoch.silent)
 
 
     @staticmethod

@@ -111,7 +111,8 @@ def test_a_secure_round_equals_the_weighted_mean_of_the_updates(threat: str) -> 
     assert (MessageType.XMK_CONSISTENCY in types) == (threat != "honest-but-curious")
     second = round_state(ctx, 2)
     _run(ctx, second, secure_stages(ctx.cfg))  # the same epoch, no key setup messages
-    assert "key_epoch" not in second.metrics and _mean_error(second, nodes) < 1e-4
+    assert second.metrics["key_epoch"] == rs.metrics["key_epoch"] and "epoch_members" not in second.metrics
+    assert _mean_error(second, nodes) < 1e-4 and second.metrics["shares_used"] == 3
 
 
 def test_key_setup_leaves_out_a_malformed_reply_and_needs_min_members() -> None:

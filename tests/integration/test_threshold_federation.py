@@ -1,0 +1,66 @@
+"""t-of-n decryption in whole federations (real ClientApps behind an in-process grid, pseudonym admission):
+clients that vanish after their upload no longer restart the round, the epoch survives them, and the model equals
+plaintext FedAvg of the uploaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bastionfl.client.app import app as client_app
+from bastionfl.config import RunConfig
+from bastionfl.server.checkpoint import load_checkpoint
+from bastionfl.server.federation import FederationError, run_federation
+from bastionfl.simulations.auth_setup import prepare_simulated_ha
+from bastionfl.tasks.vectorize import state_to_vector
+from tests.flower_helpers import LoopGrid, node_context
+
+
+def _run(out: Path, n: int, rounds: int, seed: int, **kw: Any) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {"num_clients": n, "rounds": rounds, "seed": seed, "out_dir": str(out),
+                            "he_profile": "lean", "auth": "pseudonym"}  # lean: fast; precise where 1e-6 must hold
+    base.update(kw)
+    cfg = RunConfig.build(**base)
+    prepare_simulated_ha(cfg, out)
+    contexts = {100 + i: node_context(i, n, node_id=100 + i) for i in range(n)}
+    return run_federation(LoopGrid(client_app, contexts), cfg, out)
+
+
+def _model(out: Path) -> np.ndarray:
+    return state_to_vector(load_checkpoint(out, restore_rng=False)["model"])
+
+
+FLAKY = {"secure_aggregation": "xmkckks", "threshold": 0.6, "dropout_rate": 0.3, "dropout_stages": "decrypt"}
+
+
+def _acceptance(tmp_path: Path, n: int, rounds: int, seed: int, profile: str = "lean") -> None:
+    history = _run(tmp_path / "he", n, rounds, seed, **FLAKY, he_profile=profile)
+    _run(tmp_path / "plain", n, rounds, seed)
+    t = -(-6 * n // 10)
+    assert [r["round"] for r in history] == list(range(1, rounds + 1))
+    assert all(r["restarts"] == 0 and r["key_epoch"] == 1 and r["uploaders"] == n for r in history)
+    assert all(r["shares_used"] == t for r in history)
+    assert sum(r["dropouts"].get("decrypt", 0) for r in history) > 0
+    assert any(r["decrypt_attempts"] > 1 for r in history)
+    diff = float(np.abs(_model(tmp_path / "he") - _model(tmp_path / "plain")).max())
+    assert diff <= 1e-6, diff
+
+
+def test_flaky_fleet_small(tmp_path: Path) -> None:
+    """8 clients, t = 5, 30 % vanish after their upload: no restart, one epoch, FedAvg of the uploaders exact."""
+    _acceptance(tmp_path, 8, 1, 4)
+
+
+@pytest.mark.slow
+def test_flaky_fleet_twenty_clients(tmp_path: Path) -> None:
+    """The acceptance run: 20 clients, threshold 0.6, dropout_rate 0.3 at decrypt, pseudonym admission, 3 rounds."""
+    _acceptance(tmp_path, 20, 3, 2, profile="precise")  # lean's 2^20 flood of 12 shares reaches ~1e-6 a round
+
+
+def test_too_many_vanish_fails_cleanly(tmp_path: Path) -> None:
+    """n - t + 1 decrypting members vanish: the round fails (never a partial sum), and no model is written."""
+    with pytest.raises(FederationError, match="nothing is decrypted"):
+        _run(tmp_path, 4, 1, 0, **{**FLAKY, "dropout_rate": 0.9})
