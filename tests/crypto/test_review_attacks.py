@@ -1,0 +1,436 @@
+"""A second, independent attack pass: a deviating server (and, where the setting claims to resist them, colluding
+clients) against the protocol engine, through the public message types and their bytes. Each test plays one attack
+and asserts that it is refused with a typed error, or that it learns nothing."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bastionfl.auth import AuthError, MalformedInput, SignedRoster
+from bastionfl.crypto import (
+    ClientEpoch,
+    ClientPolicy,
+    CommitmentList,
+    CryptoError,
+    CryptoFormatError,
+    EpochConfirmation,
+    EpochOpening,
+    EpochProposal,
+    KeyResponse,
+    KeySetupReply,
+    ReplayError,
+    RosterError,
+    RoundConfirmation,
+    RoundProposal,
+    RoundShare,
+    ServerEpoch,
+    TranscriptSignature,
+    Upload,
+    UploadCommitment,
+    VerificationError,
+)
+from bastionfl.crypto.client_round import aggregate_digest_of, round_challenge
+from bastionfl.crypto.commitment import component_digests
+from bastionfl.crypto.identity import PURPOSES, verify
+from bastionfl.crypto.keys import MAX_PARTICIPANTS
+from bastionfl.crypto.polyarith import add_mod, sum_mod
+from bastionfl.crypto.round_messages import commitment_from_bytes
+from bastionfl.crypto.sketch import sketch
+from bastionfl.crypto.transcript import member_message, transcript_signature_message
+from bastionfl.crypto.wire import Kind, Writer, seal
+
+from .attacks import collect, confirmation, proposal, sign_all
+from .engine import key_epoch
+
+SIGNED = ["malicious", "malicious-colluding"]
+
+
+def _xs(n=3, size=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1, 1, size) for _ in range(n)]
+
+
+def _components(uploads):
+    return [np.ascontiguousarray(uploads[i].data[:, 1]) for i in sorted(uploads)]
+
+
+def _c1(uploads, params):
+    return sum_mod(_components(uploads), params.data_primes)
+
+
+def _kw(threat, uploads, params):
+    """What a confirmation carries: C1 (malicious) or every c1 of U (malicious-colluding)."""
+    return dict(c1=_c1(uploads, params)) if threat == "malicious" else dict(components=_components(uploads))
+
+
+def _opened(params, threat, n, run_id, epoch=0):
+    """K0/K1 through the bytes: the server's epoch, the clients and their replies."""
+    policy = ClientPolicy(threat, min_members=3, min_uploads=3)
+    server, _ = ServerEpoch.open(params, threat, run_id, epoch)
+    pairs = [ClientEpoch.open(params, server.opening.to_bytes(params), policy) for _ in range(n)]
+    return server, [c for c, _ in pairs], [r for _, r in pairs]
+
+
+# ---- equivocation of the roster and of the aggregated key --------------------------------------------------------
+
+
+@pytest.mark.parametrize("threat", SIGNED)
+def test_roster_equivocation_gives_no_usable_epoch(tiny, threat):
+    """Four honest members; the server shows A a roster without D and B, C, D the full one (a key D has no share
+    of). Malicious: A refuses the key confirmation, since B and C signed their key sketches on the other roster.
+    Colluding: A sums the revealed shares of its view itself, but its epoch digest is not the others', so no round
+    can mix the two views: neither side signs a proposal holding the other side's commitments."""
+    full_srv, clients, replies = _opened(tiny, threat, 4, f"roster-eq-{threat}")
+    short_srv = ServerEpoch(tiny, full_srv.threat, full_srv.crs)  # a second view over the same replies
+    for r in replies:
+        full_srv.add_key_reply(r)
+        short_srv.add_key_reply(r)
+    a, b, c, d = clients
+    short_members = sorted((a, b, c), key=lambda x: x.verification_key)
+    short = short_srv.proposal([x.verification_key for x in short_members])
+    full = full_srv.proposal()
+    resp = {a.verification_key: KeyResponse.from_bytes(tiny, a.on_key_proposal(short))}
+    for x in (b, c, d):
+        resp[x.verification_key] = KeyResponse.from_bytes(tiny, x.on_key_proposal(full))
+
+    def confirmation_for(members):  # every response the server holds, re-indexed to one view's roster
+        return EpochConfirmation(tuple(KeyResponse(i, resp[x.verification_key].sketch,
+                                                   resp[x.verification_key].signature, resp[x.verification_key].b)
+                                       for i, x in enumerate(members))).to_bytes(tiny)
+
+    forged = confirmation_for(short_members)
+    conf_full = confirmation_for(sorted(clients, key=lambda x: x.verification_key))
+    if threat == "malicious":
+        with pytest.raises(VerificationError, match="signature"):
+            a.on_key_confirmation(forged)
+        for x in (b, c, d):  # and A's sketch was signed on the short roster
+            with pytest.raises(VerificationError, match="signature"):
+                x.on_key_confirmation(conf_full)
+        assert {x.stage for x in clients} == {"proposed"}
+        return
+    a.on_key_confirmation(forged)
+    for x in (b, c, d):
+        x.on_key_confirmation(conf_full)
+    assert a.stage == "ready" and a.epoch != b.epoch
+    commits = {x.index: commitment_from_bytes(tiny, x.upload(1, v)) for x, v in zip((b, c, d), _xs())}
+    own_a = commitment_from_bytes(tiny, a.upload(1, _xs(1, seed=3)[0]))
+    # to A: its own commitment and two of the others' (at A's indices): A refuses (other epoch)
+    others = [commits[b.index], commits[c.index]]
+    view_a = sorted([(a.index, own_a)] + [(short_members.index(x), cm) for x, cm in zip((b, c), others)])
+    prop_a = RoundProposal(1, 300, tuple(i for i, _ in view_a), tuple(cm for _, cm in view_a), bytes(32))
+    with pytest.raises(VerificationError, match="another member, round or epoch"):
+        a.on_round_proposal(prop_a.to_bytes(tiny))
+    # to B, C, D: A's commitment (re-indexed, so its signature no longer holds either) slipped into the full set
+    mixed = dict(commits)
+    a_full = sorted(x.verification_key for x in clients).index(a.verification_key)
+    mixed[a_full] = UploadCommitment(own_a.epoch, 1, a_full, own_a.length, own_a.bound, own_a.weight,
+                                      own_a.c0_digest, own_a.c1_digest, own_a.signature)
+    order = sorted(mixed)
+    prop_b = RoundProposal(1, 300, tuple(order), tuple(mixed[i] for i in order), bytes(32))
+    for x in (b, c, d):
+        with pytest.raises(VerificationError):
+            x.on_round_proposal(prop_b.to_bytes(tiny))
+
+
+def test_key_equivocation_is_caught_by_the_key_sketch(tiny):
+    """Malicious: one member is shown another aggregated key (here its own public share alone, a key of which the
+    server would hold the rest) while the others see the honest one. Its signed key sketch binds the key it saw, so
+    the others' sketches do not check under it and its own does not check under theirs: nobody becomes ready."""
+    server, clients, replies = _opened(tiny, "malicious", 3, "key-eq")
+    for r in replies:
+        server.add_key_reply(r)
+    honest = server.proposal()
+    prop = EpochProposal.from_bytes(tiny, honest)
+    victim = clients[0]
+    evil = np.array(KeySetupReply.from_bytes(tiny, replies[0]).b, copy=True)
+    responses = {}
+    for c in clients:
+        shown = EpochProposal(prop.threat_model, prop.crs, prop.members, evil).to_bytes(tiny) if c is victim else honest
+        r = KeyResponse.from_bytes(tiny, c.on_key_proposal(shown))
+        responses[r.member] = r
+    conf = EpochConfirmation(tuple(responses[i] for i in range(3))).to_bytes(tiny)
+    for c in clients:
+        with pytest.raises(VerificationError):
+            c.on_key_confirmation(conf)
+        assert c.stage != "ready"
+
+
+# ---- replay across rounds, epochs and runs; domain separation --------------------------------------------------
+
+
+@pytest.mark.parametrize("threat", SIGNED)
+def test_messages_of_another_run_or_epoch_are_refused(tiny, threat):
+    """Three federations: run A epoch 0, run B epoch 0, run A epoch 1, all at round 7. Proposals, uploads and
+    confirmations of one are refused by the other's clients and server; key-setup messages too."""
+    fa = key_epoch(tiny, threat, 3, run_id=f"xr-a-{threat}")
+    _, ups_a = collect(fa, 7, _xs(seed=1))
+    prop_a = proposal(fa, 7, ups_a, _c1(ups_a, tiny))
+    sigs_a = sign_all(fa, prop_a)
+    conf_a = confirmation(fa, 7, 300, sigs_a, **_kw(threat, ups_a, tiny))
+    for other in (key_epoch(tiny, threat, 3, run_id=f"xr-b-{threat}"),
+                  key_epoch(tiny, threat, 3, run_id=f"xr-a-{threat}", epoch=1)):
+        srv_o, ups_o = collect(other, 7, _xs(seed=2))
+        for c in other.clients:
+            with pytest.raises(VerificationError, match="epoch"):
+                c.on_round_proposal(prop_a)
+            with pytest.raises(CryptoError):  # no transcript signed for round 7 yet
+                c.on_round_confirmation(conf_a)
+        rnd = other.server.new_round(7)
+        with pytest.raises(VerificationError, match="another round or epoch"):
+            if threat == "malicious":
+                rnd.add_upload(ups_a[0].to_bytes(tiny))
+            else:
+                rnd.add_commitment(seal(Kind.UPLOAD_COMMITMENT, tiny,
+                                        ups_a[0].commitment.write(Writer()).getvalue()))
+        prop_o = proposal(other, 7, ups_o, _c1(ups_o, tiny))
+        sign_all(other, prop_o)
+        for c in other.clients:  # signed round 7 here: A's confirmation is for another transcript
+            with pytest.raises(VerificationError):
+                c.on_round_confirmation(conf_a)
+    # key setup: a reply signed for run X is refused by run Y's server; X's proposal by Y's clients
+    srv_x, _, replies_x = _opened(tiny, threat, 3, "xr-run-x")
+    srv_y, clients_y, _ = _opened(tiny, threat, 3, "xr-run-y")
+    for r in replies_x:
+        srv_x.add_key_reply(r)
+        with pytest.raises(VerificationError):
+            srv_y.add_key_reply(r)
+    prop_x = srv_x.proposal()
+    for c in clients_y:
+        with pytest.raises(VerificationError):
+            c.on_key_proposal(prop_x)
+
+
+@pytest.mark.parametrize("threat", SIGNED)
+def test_a_signature_never_counts_in_another_context(tiny, threat):
+    """Every signature a member makes (roster entry, key sketch, upload commitment, round transcript) verifies
+    under its own purpose only; and a member's commitment signature or a round-1 transcript signature offered as
+    its round-2 transcript signature is refused."""
+    fed = key_epoch(tiny, threat, 3, run_id=f"domain-{threat}")
+    member = fed.clients[1]
+    vk = member.verification_key
+    opening = member.opening.digest(tiny)
+    entry = member.own_entry
+    made = [(b"key-commit" if threat == "malicious-colluding" else b"key-share",
+             member_message(opening, entry.share_digest, vk), entry.signature)]
+    _, ups1 = collect(fed, 1, _xs())
+    com = ups1[member.index].commitment
+    made.append((b"upload", com.message, com.signature))
+    prop1 = proposal(fed, 1, ups1, _c1(ups1, tiny))
+    sigs1 = sign_all(fed, prop1)
+    mine1 = sigs1[member.index]
+    from bastionfl.crypto.sketch import sketch_bytes
+
+    made.append((b"transcript", transcript_signature_message(
+        mine1.transcript, b"" if mine1.sketch is None else sketch_bytes(mine1.sketch)), mine1.signature))
+    for purpose, message, signature in made:
+        assert verify(vk, purpose, message, signature)
+        for other in PURPOSES:
+            if other != purpose:
+                assert not verify(vk, other, message, signature)
+    _, ups2 = collect(fed, 2, _xs(seed=5))
+    prop2 = proposal(fed, 2, ups2, _c1(ups2, tiny))
+    sigs2 = sign_all(fed, prop2)
+    t2 = sigs2[0].transcript
+    for forged in (TranscriptSignature(member.index, t2, sigs2[member.index].sketch, com.signature),
+                   TranscriptSignature(member.index, t2, sigs2[member.index].sketch, mine1.signature),
+                   mine1):
+        mixed = [forged if s.member == member.index else s for s in sigs2]
+        with pytest.raises(VerificationError):
+            fed.clients[0].on_round_confirmation(confirmation(fed, 2, 300, mixed, **_kw(threat, ups2, tiny)))
+    fed.clients[0].on_round_confirmation(confirmation(fed, 2, 300, sigs2, **_kw(threat, ups2, tiny)))  # honest: ok
+
+
+# ---- the sketch: grinding and edge positions -------------------------------------------------------------------
+
+
+def _kernel_vector(rows: list[list[int]], q: int) -> list[int]:
+    """A non-zero solution x of rows · x = 0 (mod q), for more unknowns than equations (Gaussian elimination)."""
+    m = [list(r) for r in rows]
+    n = len(m[0])
+    pivots, r = [], 0
+    for col in range(n):
+        piv = next((i for i in range(r, len(m)) if m[i][col] % q), None)
+        if piv is None:
+            continue
+        m[r], m[piv] = m[piv], m[r]
+        inv = pow(m[r][col], -1, q)
+        m[r] = [v * inv % q for v in m[r]]
+        for i in range(len(m)):
+            if i != r and m[i][col] % q:
+                f = m[i][col]
+                m[i] = [(vi - f * vr) % q for vi, vr in zip(m[i], m[r])]
+        pivots.append(col)
+        r += 1
+    free = next(col for col in range(n) if col not in pivots)
+    x = [0] * n
+    x[free] = 1
+    for i, col in enumerate(pivots):
+        x[col] = (-m[i][free]) % q
+    return x
+
+
+def test_sketch_challenge_is_fixed_only_after_the_aggregate(tiny):
+    """Malicious: the server knows every c1 (the uploads), so it can compute every sketch offline. (a) It builds
+    delta != 0 orthogonal to the challenge of the honest transcript: C1 + delta then has another digest, hence
+    another transcript and challenge, and the members refuse. (b) 300 offline grinding attempts: none passes.
+    (c) A delta on the very last coefficient of the last ciphertext is caught."""
+    fed = key_epoch(tiny, "malicious", 3, run_id="grind")
+    q = tiny.data_primes[0]
+    length = tiny.floats_per_ciphertext + 52  # two ciphertexts
+    xs = [np.random.default_rng(i).uniform(-1, 1, length) for i in range(3)]
+    _, ups = collect(fed, 1, xs)
+    c1 = _c1(ups, tiny)
+    shape = c1.shape
+    k = shape[0]
+    honest = RoundProposal.from_bytes(tiny, proposal(fed, 1, ups, c1))
+    from bastionfl.crypto.transcript import round_transcript
+
+    t0 = round_transcript(fed.clients[0].epoch, 1, length, k, honest.uploads,
+                          [cm.digest for cm in honest.commitments], aggregate_digest_of(c1))
+    rho0 = round_challenge(t0)
+    positions = [(j % k, 0, (j * 977) % shape[2]) for j in range(11)]
+    columns = []
+    for pos in positions:
+        unit = np.zeros(shape, dtype=np.uint64)
+        unit[pos] = 1
+        columns.append([int(v) for v in sketch(unit, tiny.data_primes, rho0)[0]])
+    rows = [[columns[j][t] for j in range(11)] for t in range(len(columns[0]))]
+    x = _kernel_vector(rows, q)
+    delta = np.zeros(shape, dtype=np.uint64)
+    for pos, v in zip(positions, x):
+        delta[pos] = v
+    assert np.any(delta) and not np.any(sketch(delta, tiny.data_primes, rho0))  # passes the OLD challenge
+    forged = add_mod(c1, delta, tiny.data_primes)
+    sigs = sign_all(fed, proposal(fed, 1, ups, forged))  # members sign the transcript that binds H(forged)
+    for c in fed.clients:
+        with pytest.raises(VerificationError, match="sketch"):
+            c.on_round_confirmation(confirmation(fed, 1, length, sigs, c1=forged))
+    # (b) offline grinding: each candidate's own challenge must annihilate its delta
+    rng = np.random.default_rng(7)
+    passes = 0
+    for _ in range(300):
+        d = np.zeros(shape, dtype=np.uint64)
+        d[rng.integers(k), 0, rng.integers(shape[2])] = int(rng.integers(1, q))
+        cand = add_mod(c1, d, tiny.data_primes)
+        t = round_transcript(fed.clients[0].epoch, 1, length, k, honest.uploads,
+                             [cm.digest for cm in honest.commitments], aggregate_digest_of(cand))
+        passes += not np.any(sketch(d, tiny.data_primes, round_challenge(t)))
+    assert passes == 0
+    # (c) the last coefficient of the last ciphertext, at a fresh round
+    _, ups2 = collect(fed, 2, xs)
+    c1b = _c1(ups2, tiny)
+    last = np.zeros(shape, dtype=np.uint64)
+    last[-1, -1, -1] = 1
+    edge = add_mod(c1b, last, tiny.data_primes)
+    sigs2 = sign_all(fed, proposal(fed, 2, ups2, edge))
+    with pytest.raises(VerificationError, match="sketch"):
+        fed.clients[0].on_round_confirmation(confirmation(fed, 2, length, sigs2, c1=edge))
+
+
+# ---- malformed and odd messages: a typed error, never a crash or a hang -----------------------------------------
+
+
+def _sealed(kind, params, *parts):
+    return seal(kind, params, b"".join(parts))
+
+
+U32, U64, F64 = (lambda v: struct.pack("<I", v)), (lambda v: struct.pack("<Q", v)), (lambda v: struct.pack("<d", v))
+
+
+def test_decoders_refuse_edge_case_bodies_quickly(tiny):
+    """Behind a valid envelope: empty bodies, counts of 0, 2^32-1 and the maximum with nothing behind them,
+    lengths of 0 and 2^40+1, rounds >= 2^63, presence flags of 2, NaN / negative / infinite bound and weight,
+    unknown threat codes. Every decoder raises CryptoFormatError, each in well under a second."""
+    commitment_head = bytes(32) + U64(1) + U32(0) + U64(300)
+    bad_bodies = {
+        Kind.EPOCH_OPENING: [b"", bytes([9]) + U64(0) + U64(0), bytes([2]) + U64(1 << 40)],
+        Kind.KEY_SETUP_REPLY: [b"", bytes([2]) + bytes(128) + bytes([2]), bytes([7]) + bytes(129)],
+        Kind.EPOCH_PROPOSAL: [bytes([2]) + U64(1) + b"r" + U64(0) + U32(c) for c in (0, 0xFFFFFFFF, MAX_PARTICIPANTS)],
+        Kind.KEY_RESPONSE: [U32(0) + bytes([3]), U32(0) + bytes([1])],
+        Kind.EPOCH_CONFIRMATION: [U32(c) for c in (0, 0xFFFFFFFF, MAX_PARTICIPANTS)],
+        Kind.UPLOAD_COMMITMENT: [commitment_head + F64(v) + F64(1.0) + bytes(128) for v in
+                                 (float("nan"), -1.0, float("inf"))]
+        + [commitment_head + F64(1.0) + F64(v) + bytes(128) for v in (float("nan"), -0.5, float("-inf"))]
+        + [bytes(32) + U64(1 << 63) + U32(0) + U64(300) + F64(1) + F64(1) + bytes(128),
+           bytes(32) + U64(1) + U32(0) + U64(0) + F64(1) + F64(1) + bytes(128)],
+        Kind.UPLOAD: [b"", commitment_head + F64(1.0) + F64(1.0) + bytes(128)],
+        Kind.COMMITMENT_LIST: [U64(1) + U32(c) for c in (0, 0xFFFFFFFF, MAX_PARTICIPANTS)],
+        Kind.ROUND_PROPOSAL: [U64(1) + U64(n) + U32(1) for n in (0, (1 << 40) + 1)]
+        + [U64(1 << 63) + U64(300) + U32(1), U64(1) + U64(300) + U32(MAX_PARTICIPANTS),
+           U64(1) + U64(1 << 40) + U32(1) + U32(0)],
+        Kind.TRANSCRIPT_SIGNATURE: [U32(0) + bytes(32) + bytes([2]), U32(0) + bytes(32) + bytes([1]) + bytes(8)],
+        Kind.ROUND_CONFIRMATION: [U64(1) + U64(300) + U32(c) for c in (0, 0xFFFFFFFF, MAX_PARTICIPANTS)],
+        Kind.ROUND_SHARE: [U32(0) + U64(1) + bytes(32) + U64(c) for c in (0, 1 << 62, 2)],
+    }
+    decoders = {
+        Kind.EPOCH_OPENING: EpochOpening.from_bytes, Kind.KEY_SETUP_REPLY: KeySetupReply.from_bytes,
+        Kind.EPOCH_PROPOSAL: EpochProposal.from_bytes, Kind.KEY_RESPONSE: KeyResponse.from_bytes,
+        Kind.EPOCH_CONFIRMATION: EpochConfirmation.from_bytes, Kind.UPLOAD_COMMITMENT: commitment_from_bytes,
+        Kind.UPLOAD: Upload.from_bytes, Kind.COMMITMENT_LIST: CommitmentList.from_bytes,
+        Kind.ROUND_PROPOSAL: RoundProposal.from_bytes, Kind.TRANSCRIPT_SIGNATURE: TranscriptSignature.from_bytes,
+        Kind.ROUND_CONFIRMATION: RoundConfirmation.from_bytes, Kind.ROUND_SHARE: RoundShare.from_bytes,
+    }
+    for kind, bodies in bad_bodies.items():
+        for body in bodies:
+            start = time.perf_counter()
+            with pytest.raises(CryptoFormatError):
+                decoders[kind](tiny, _sealed(kind, tiny, body))
+            assert time.perf_counter() - start < 1.0, (kind, body[:16])
+        for junk in (b"", b"BFXM", None, "text", [1, 2]):
+            with pytest.raises(CryptoFormatError):
+                decoders[kind](tiny, junk)
+    with pytest.raises(CryptoFormatError):  # a local state that claims 2^32-1 rounds
+        ClientEpoch.import_local(tiny, seal(Kind.LOCAL_CLIENT_STATE, tiny, bytes([2]) + U32(3) * 3 + U32(0xFFFFFFFF)))
+
+
+@pytest.mark.parametrize("threat", SIGNED)
+def test_client_steps_refuse_odd_but_well_formed_messages(tiny, threat):
+    """Well-formed messages with odd contents (duplicate or reordered members and upload indices, indices of 2^32-1,
+    duplicate or missing signatures, a wrong number of components): every client step raises a CryptoError."""
+    server, clients, replies = _opened(tiny, threat, 3, f"odd-key-{threat}")
+    for r in replies:
+        server.add_key_reply(r)
+    prop = EpochProposal.from_bytes(tiny, server.proposal())
+    m = prop.members
+    for members in ((m[0], m[0], m[1], m[2]), (m[2], m[1], m[0]), (m[0], m[1]), (m[0], m[1], m[2], m[2])):
+        bad = EpochProposal(prop.threat_model, prop.crs, members, prop.b_tilde).to_bytes(tiny)
+        with pytest.raises(CryptoError):
+            clients[0].on_key_proposal(bad)
+    fed = key_epoch(tiny, threat, 3, run_id=f"odd-{threat}")
+    _, ups = collect(fed, 1, _xs())
+    honest = RoundProposal.from_bytes(tiny, proposal(fed, 1, ups, _c1(ups, tiny)))
+    cs = honest.commitments
+    for uploads, commitments in (((0, 0, 1), (cs[0], cs[0], cs[1])), ((2, 1, 0), cs[::-1]),
+                                 ((0, 1, 0xFFFFFFFF), cs), ((0, 1, 2), (cs[1], cs[0], cs[2]))):
+        bad = RoundProposal(1, 300, uploads, commitments, honest.aggregate_digest).to_bytes(tiny)
+        for c in fed.clients:
+            with pytest.raises(CryptoError):
+                c.on_round_proposal(bad)
+    with pytest.raises(CryptoError):  # a length that is not the committed one
+        fed.clients[0].on_round_proposal(RoundProposal(1, 299, honest.uploads, cs, honest.aggregate_digest)
+                                         .to_bytes(tiny))
+    sigs = sign_all(fed, honest.to_bytes(tiny))
+    kw = _kw(threat, ups, tiny)
+    s0, s1, s2 = sigs
+    odd = [(s0, s1), (s0, s0, s1, s2), (s0, s1, s1),
+           (s0, s1, TranscriptSignature(0xFFFFFFFF, s2.transcript, s2.sketch, s2.signature))]
+    if threat == "malicious":  # a member of U without its sketch
+        odd.append((s0, s1, TranscriptSignature(2, s2.transcript, None, s2.signature)))
+    for bad_sigs in odd:
+        for c in fed.clients:
+            with pytest.raises(CryptoError):
+                c.on_round_confirmation(confirmation(fed, 1, 300, bad_sigs, **kw))
+    bad_kw = dict(c1=None) if threat == "malicious" else dict(components=_components(ups)[:2])
+    with pytest.raises(CryptoError):
+        fed.clients[0].on_round_confirmation(confirmation(fed, 1, 300, sigs, **bad_kw))
+    if threat == "malicious-colluding":
+        reordered = dict(components=_components(ups)[::-1])
+        with pytest.raises(CryptoError):
+            fed.clients[0].on_round_confirmation(confirmation(fed, 1, 300, sigs, **reordered))
+    for c in fed.clients:  # none of the refusals spent anything: the honest confirmation still gets a share
+        c.on_round_confirmation(confirmation(fed, 1, 300, sigs, **kw))
