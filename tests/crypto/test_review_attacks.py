@@ -40,8 +40,8 @@ from bastionfl.crypto.identity import PURPOSES, verify
 from bastionfl.crypto.keys import MAX_PARTICIPANTS
 from bastionfl.crypto.polyarith import add_mod, sum_mod
 from bastionfl.crypto.round_messages import commitment_from_bytes
-from bastionfl.crypto.sketch import sketch
-from bastionfl.crypto.transcript import member_message, transcript_signature_message
+from bastionfl.crypto.sketch import sketch, sketch_bytes
+from bastionfl.crypto.transcript import member_message, round_transcript, transcript_signature_message
 from bastionfl.crypto.wire import Kind, Writer, seal
 
 from .attacks import collect, confirmation, proposal, sign_all
@@ -223,8 +223,6 @@ def test_a_signature_never_counts_in_another_context(tiny, threat):
     prop1 = proposal(fed, 1, ups1, _c1(ups1, tiny))
     sigs1 = sign_all(fed, prop1)
     mine1 = sigs1[member.index]
-    from bastionfl.crypto.sketch import sketch_bytes
-
     made.append((b"transcript", transcript_signature_message(
         mine1.transcript, b"" if mine1.sketch is None else sketch_bytes(mine1.sketch)), mine1.signature))
     for purpose, message, signature in made:
@@ -288,8 +286,6 @@ def test_sketch_challenge_is_fixed_only_after_the_aggregate(tiny):
     shape = c1.shape
     k = shape[0]
     honest = RoundProposal.from_bytes(tiny, proposal(fed, 1, ups, c1))
-    from bastionfl.crypto.transcript import round_transcript
-
     t0 = round_transcript(fed.clients[0].epoch, 1, length, k, honest.uploads,
                           [cm.digest for cm in honest.commitments], aggregate_digest_of(c1))
     rho0 = round_challenge(t0)
@@ -434,3 +430,145 @@ def test_client_steps_refuse_odd_but_well_formed_messages(tiny, threat):
             fed.clients[0].on_round_confirmation(confirmation(fed, 1, 300, sigs, **reordered))
     for c in fed.clients:  # none of the refusals spent anything: the honest confirmation still gets a share
         c.on_round_confirmation(confirmation(fed, 1, 300, sigs, **kw))
+
+
+# ---- a second share on a related ciphertext ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threat", SIGNED)
+def test_no_second_share_on_a_related_aggregate(tiny, threat):
+    """After its share on round 1, a member is asked for: round 1 again with C1 + delta (a new transcript for a
+    round it signed), the same C1 as the aggregate of round 2 (fresh uploads), round 2 over round 1's commitments,
+    and round 1's aggregate under round 2's honest transcript. Each is refused, and round 2 still works."""
+    fed = key_epoch(tiny, threat, 3, run_id=f"related-{threat}")
+    _, ups = collect(fed, 1, _xs())
+    c1 = _c1(ups, tiny)
+    sigs = sign_all(fed, proposal(fed, 1, ups, c1))
+    for c in fed.clients:
+        c.on_round_confirmation(confirmation(fed, 1, 300, sigs, **_kw(threat, ups, tiny)))
+    delta = np.zeros_like(c1)
+    delta[0, 0, 5] = 1
+    shifted = add_mod(c1, delta, tiny.data_primes)
+    victim = fed.clients[0]
+    with pytest.raises(ReplayError):
+        victim.on_round_proposal(proposal(fed, 1, ups, shifted))
+    _, ups2 = collect(fed, 2, _xs(seed=9))
+    with pytest.raises(ReplayError):  # round 1's aggregate as round 2's: never a second share on one aggregate
+        victim.on_round_proposal(proposal(fed, 2, ups2, c1))
+    with pytest.raises(VerificationError, match="another member, round or epoch"):
+        victim.on_round_proposal(proposal(fed, 2, ups, c1))
+    sigs2 = sign_all(fed, proposal(fed, 2, ups2, _c1(ups2, tiny)))
+    if threat == "malicious":
+        with pytest.raises(VerificationError):
+            victim.on_round_confirmation(confirmation(fed, 2, 300, sigs2, c1=c1))
+    else:
+        with pytest.raises(VerificationError):
+            victim.on_round_confirmation(confirmation(fed, 2, 300, sigs2, components=_components(ups)))
+    share = RoundShare.from_bytes(tiny, victim.on_round_confirmation(
+        confirmation(fed, 2, 300, sigs2, **_kw(threat, ups2, tiny))))
+    assert share.round_number == 2 and share.transcript == sigs2[0].transcript
+
+
+# ---- shrinking U and the roster ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threat", SIGNED)
+def test_upload_set_and_roster_cannot_be_shrunk_below_the_clients_minimum(tiny, threat):
+    """Five members whose policy asks for 4 uploads and 4 members: U of 3 (two members dropped), a roster of 3
+    or 4 out of 5 certified keys, a roster missing the client itself: each refused, whatever the server's own
+    settings."""
+    policy = ClientPolicy(threat, min_members=4, min_uploads=4)
+    fed = key_epoch(tiny, threat, 5, run_id=f"shrink-{threat}", policy=policy)
+    _, ups = collect(fed, 1, _xs(5))
+    keep = sorted(ups)[:3]
+    small = proposal(fed, 1, ups, sum_mod([ups[i].data[:, 1] for i in keep], tiny.data_primes), members=keep)
+    for c in fed.clients:
+        with pytest.raises(VerificationError, match="below the minimum"):
+            c.on_round_proposal(small)
+    server, _ = ServerEpoch.open(tiny, threat, f"shrink-roster-{threat}", 0)
+    clients = [ClientEpoch.open(tiny, server.opening.to_bytes(tiny), policy) for _ in range(5)]
+    for _, r in clients:
+        server.add_key_reply(r)
+    certified = [c.verification_key for c, _ in clients]
+    for subset in (certified[:3], certified[:4]):
+        other = ServerEpoch(tiny, server.threat, server.crs)
+        for _, r in clients:
+            other.add_key_reply(r)
+        prop = other.proposal(subset)
+        for c, _ in clients:
+            with pytest.raises(RosterError):
+                c.on_key_proposal(prop, certified_keys=certified)
+    prop = server.proposal(certified[1:])  # the authority's five keys, the server proposes four
+    with pytest.raises(RosterError):
+        clients[0][0].on_key_proposal(prop, certified_keys=certified[1:])  # not a member: its entry is missing
+
+
+def test_home_authority_roster_checks(tiny):
+    """The Home Authority's signed roster, as a client checks it: another key epoch, run or server, a roster below
+    the client's minimum, one without the client, a signature by another key; and malformed encodings (no members,
+    a count that does not match, unsorted or duplicate keys, non-canonical trailing bytes): each refused."""
+    ha = Ed25519PrivateKey.generate()
+    ha_pub = ha.public_key().public_bytes_raw()
+    keys = sorted(bytes([i]) * 32 for i in range(1, 6))
+    own = keys[2]
+    roster = SignedRoster.sign(ha, "server-a", 7, 3, frozenset(keys))
+    ok = dict(server_id="server-a", run_id=7, key_epoch=3, min_members=5, own_key=own)
+    assert roster.verify(ha_pub, **ok) == frozenset(keys)
+    for change in (dict(key_epoch=4), dict(run_id=8), dict(server_id="server-b"), dict(min_members=6),
+                   dict(own_key=bytes(32))):
+        with pytest.raises(AuthError):
+            roster.verify(ha_pub, **{**ok, **change})
+    with pytest.raises(AuthError):
+        roster.verify(Ed25519PrivateKey.generate().public_key().public_bytes_raw(), **ok)
+    split = SignedRoster.sign(ha, "server-a", 7, 3, frozenset(keys[:3]))  # one label, a smaller roster
+    with pytest.raises(AuthError):
+        split.verify(ha_pub, **ok)
+    wire = roster.to_bytes()
+    assert SignedRoster.from_bytes(wire) == roster
+    head = len(wire) - 64 - 32 * 5 - 4
+    count_at = head
+    for bad in (wire[:count_at] + struct.pack(">I", 0) + wire[count_at + 4:],
+                wire[:count_at] + struct.pack(">I", 0xFFFFFFFF) + wire[count_at + 4:],
+                wire[:count_at + 4] + keys[1] + keys[0] + b"".join(keys[2:]) + wire[-64:],
+                wire[:count_at + 4] + keys[0] + keys[0] + b"".join(keys[2:]) + wire[-64:],
+                wire + b"\0", wire[:-1], b"", b"BFRS", None):
+        with pytest.raises(MalformedInput):
+            SignedRoster.from_bytes(bad)
+
+
+# ---- malicious-colluding: a colluder equivocates its commitment ------------------------------------------------
+
+
+def test_colluder_commitment_equivocation_is_refused(tiny):
+    """malicious-colluding, two honest members and two colluders: a colluder signs two commitments for one round
+    and the server shows each honest member a list with a different one. Each reveals against its own list; no
+    proposal is then signed by both (one of them sees a commitment fixed after it revealed)."""
+    fed = key_epoch(tiny, "malicious-colluding", 4, run_id="two-commitments")
+    honest, colluders = fed.clients[:2], fed.clients[2:]
+    commits = [commitment_from_bytes(tiny, c.upload(1, x)) for c, x in zip(fed.clients, _xs(4))]
+    liar = colluders[0]
+    first = next(cm for cm in commits if cm.member == liar.index)
+    data = np.array(liar.rounds[1].own, copy=True)
+    data[0, 1, 0, 0] = (int(data[0, 1, 0, 0]) + 1) % tiny.data_primes[0]
+    c0d, c1d = component_digests(data)
+    second = UploadCommitment(first.epoch, 1, liar.index, first.length, first.bound, first.weight, c0d,
+                              c1d).signed(liar.identity)
+    lists = []
+    for variant in (first, second):
+        cs = sorted([cm for cm in commits if cm.member != liar.index] + [variant], key=lambda cm: cm.member)
+        lists.append(CommitmentList(1, tuple(cs)))
+    for h, lst in zip(honest, lists):
+        h.on_commitment_list(lst.to_bytes(tiny))
+    for h, lst in zip(honest, lists):
+        with pytest.raises(ReplayError):  # one list per round: the other view is not revealed against as well
+            h.on_commitment_list(lists[1 - lists.index(lst)].to_bytes(tiny))
+    for lst in lists:
+        prop = RoundProposal(1, 300, tuple(cm.member for cm in lst.commitments), lst.commitments, bytes(32))
+        refusals = 0
+        for h in honest:
+            try:
+                h.on_round_proposal(prop.to_bytes(tiny))
+            except VerificationError as exc:
+                assert "after this client revealed" in str(exc)
+                refusals += 1
+        assert refusals == 1  # the honest member that saw the other list refuses: no transcript signed by both
