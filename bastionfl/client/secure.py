@@ -149,7 +149,8 @@ def handle_key_proposal(msg: Message, context: Context, cfg: RunConfig) -> Messa
 def handle_train(msg: Message, context: Context, cfg: RunConfig,
                  train_fn: Callable[[dict], object]) -> Message:  # noqa: ANN001
     """Finish key setup if this is the epoch's first round, train, and upload ``w_k · (new - global)`` encrypted
-    (``w_k = n_k / norm``) with its signed commitment (malicious-colluding: the commitment alone)."""
+    (``w_k = n_k / norm``) with its signed commitment, which declares ``n_k`` too (malicious-colluding: the
+    commitment alone)."""
     from bastionfl.protocol import round_of
 
     t0 = time.perf_counter()
@@ -157,6 +158,8 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     meta = msg.content.config_records[Record.XMK_CONFIG]
     _finish_key_setup(epoch, msg)
     norm = float(meta[Key.WEIGHT_NORM])
+    if not (np.isfinite(norm) and norm > 0):
+        raise ProtocolError(f"the server sent a weight norm of {norm!r}; it must be a finite positive number")
     global_state = msg.content[Record.ARRAYS].to_torch_state_dict()
     t1 = time.perf_counter()
     result = train_fn(global_state)
@@ -164,8 +167,10 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     weight = result.num_examples / norm  # type: ignore[attr-defined]
     update = state_delta(result.state_dict, global_state) * weight  # type: ignore[attr-defined]
     # the own c1 comes back with the round's proposal: the node's state stays small between messages
+    # the example count is committed with the weight: every member then refuses an upload set whose weights are not
+    # one common multiple of the counts (a norm sent per node would weight one update 1 and the others ~0)
     blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
-                        keep_own_c1=False)
+                        keep_own_c1=False, examples=int(result.num_examples))  # type: ignore[attr-defined]
     t3 = time.perf_counter()
     _save(context, epoch, number)
     diagnostics = {**result.metrics, "train_s": t2 - t1, "he_key_check_s": t1 - t0,  # type: ignore[attr-defined]

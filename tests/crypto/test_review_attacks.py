@@ -572,3 +572,43 @@ def test_colluder_commitment_equivocation_is_refused(tiny):
                 assert "after this client revealed" in str(exc)
                 refusals += 1
         assert refusals == 1  # the honest member that saw the other list refuses: no transcript signed by both
+
+
+# ---- FedAvg weights: one common norm ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threat", SIGNED)
+def test_skewed_fedavg_weights_cannot_isolate_an_update(tiny, threat):
+    """The weight ``n_k / norm`` takes its norm from the server. Sent per client, weight 1 for the victim and 1e-6
+    for the others make the decrypted "sum" the victim's update. Each client commits its example count with its
+    weight and refuses (at the reveal or the transcript) a set whose weights are not one multiple of the counts;
+    proportional weights (any common norm) still give plaintext FedAvg."""
+    fed = key_epoch(tiny, threat, 3, run_id=f"weights-{threat}")
+    xs, counts = _xs(), [120, 80, 200]
+
+    def run(number, norms):
+        srv = fed.server.new_round(number)
+        ups = [c.upload(number, x * (n / m), n / m, examples=n) for c, x, n, m in zip(fed.clients, xs, counts, norms)]
+        if threat == "malicious-colluding":
+            for u in ups:
+                srv.add_commitment(u)
+            lst = srv.commitment_list()
+            ups = [c.on_commitment_list(lst) for c in fed.clients]
+        for u in ups:
+            srv.add_upload(u)
+        prop = srv.proposal()
+        for c in fed.clients:
+            srv.add_signature(c.on_round_proposal(prop))
+        conf = srv.confirmation()
+        for c in fed.clients:
+            srv.add_share(c.on_round_confirmation(conf))
+        return srv.weighted_mean()
+
+    victim_first = [counts[0], counts[1] * 10**6, counts[2] * 10**6]
+    with pytest.raises(VerificationError, match="common multiple"):
+        run(1, victim_first)
+    mean = run(2, [float(sum(counts))] * 3)  # a common norm: the FedAvg of the three (within tiny's precision)
+    expected = sum(n * x for n, x in zip(counts, xs)) / sum(counts)
+    assert np.abs(mean - expected).max() < 0.05 < min(np.abs(mean - x).max() for x in xs)
+    with pytest.raises(VerificationError):
+        fed.clients[0].upload(3, xs[0], 1.0, examples=-1)
