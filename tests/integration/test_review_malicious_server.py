@@ -4,7 +4,10 @@
    Sent a different norm per node (the victim its own example count, everyone else a huge one), the decrypted
    "sum" is the victim's update plus a negligible rest. The nodes must refuse an upload set whose committed weights
    are not one common multiple of the example counts each node declares.
-2. Retry replay: the server decrypts a round with every node, claims one failed and "retries" the same round (same
+2. State reset: the server cannot write a node's ``context.state``, but it can send a second key-setup opening
+   for the epoch the node holds, which replaces the node's epoch (and its share record). The old round's messages
+   then get no share: the key that answered them is gone with the record.
+3. Retry replay: the server decrypts a round with every node, claims one failed and "retries" the same round (same
    model, same round number) under a fresh key epoch without it. Local training is seeded by (seed, round,
    partition), so the survivors re-upload the same updates and the difference of the two sums is the dropped node's
    update. (Not stopped yet: the test is marked xfail.)
@@ -85,6 +88,38 @@ def test_per_node_weight_norm_cannot_isolate_an_update(federation) -> None:  # n
     truth = _update_of(cfg, state, victim - 100, number)[0]
     err = float(np.abs(isolated - truth).max())
     raise AssertionError(f"the victim's update was isolated by skewed weights (max error {err:.1e})")
+
+
+def test_reopening_the_epoch_resets_no_share_cap(federation) -> None:  # noqa: ANN001
+    ctx, grid, state = federation
+    number = 4
+    ctx.states.get(SecureState).invalidate_epoch()
+    rs = RoundState(number, state)
+    rs.node_ids = sorted(grid.contexts)
+    for stage in (KeySetupStage(), UploadStage(), ConsistencyStage(), DecryptStage()):
+        stage.run(ctx, rs)
+    secure = ctx.states.get(SecureState)
+    epoch, current = secure.require_epoch(), secure.require_round()
+    node = epoch.nodes[0]
+    confirmation = current.confirmation()
+    proposal = current.proposal(for_member=epoch.members[node])
+
+    def send(mtype: str, blobs: dict, meta: dict | None = None) -> Message:
+        content = _content(ctx, rs, epoch, blobs)
+        for k, v in (meta or {}).items():
+            content[Record.XMK_CONFIG][k] = v
+        return grid.deliver(Message(content=content, dst_node_id=node, message_type=mtype))
+
+    assert send(MessageType.XMK_DECRYPT, {Key.CONFIRMATION: confirmation}).has_error()  # one share per round
+    reopened = send(MessageType.XMK_KEYGEN, {Key.OPENING: epoch.engine.opening.to_bytes(epoch.engine.params)},
+                    {Key.THREAT_MODEL: str(ctx.cfg.secure.threat_model)})
+    assert not reopened.has_error(), reopened.error.reason  # the node took a fresh key for the same epoch number
+    for mtype, blobs in ((MessageType.XMK_DECRYPT, {Key.CONFIRMATION: confirmation}),
+                         (MessageType.XMK_CONSISTENCY, {Key.PROPOSAL: proposal}),
+                         (MessageType.XMK_DECRYPT, {Key.CONFIRMATION: confirmation, Key.KEY_MESSAGE: epoch.key_message})):
+        reply = send(mtype, blobs)
+        assert reply.has_error() and "\n" not in reply.error.reason, mtype
+    secure.invalidate_epoch()
 
 
 @pytest.mark.xfail(strict=True, reason="a survivor re-uploads an update whose share it already released when the "
