@@ -9,6 +9,7 @@ model it also requires the Home Authority's signed roster and checks it itself.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Callable
 
@@ -19,10 +20,10 @@ from bastionfl.config import Auth, RunConfig, ThreatModel
 from bastionfl.crypto import ClientEpoch, ClientPolicy, EpochPolicy, Params, get_profile
 from bastionfl.crypto import ThreatModel as CryptoThreatModel
 from bastionfl.protocol import Key, NodeState, ProtocolError, Record, array_blob, blob_array
-from bastionfl.tasks.vectorize import state_delta
+from bastionfl.tasks.vectorize import state_delta, state_to_vector
 
 __all__ = ["handle_keygen", "handle_key_proposal", "handle_train", "handle_reveal", "handle_consistency",
-           "handle_decrypt", "client_policy"]
+           "handle_decrypt", "client_policy", "model_digest"]
 
 STATE_KEY = NodeState.XMK  # this node's epoch (secrets inside), in context.state only
 _EPOCH, _NUMBER = "epoch", "number"
@@ -77,6 +78,15 @@ def _finish_key_setup(epoch: ClientEpoch, msg: Message) -> None:
         epoch.on_key_proposal(data, None)
     else:
         epoch.on_key_confirmation(data)
+
+
+def model_digest(state: dict) -> bytes:
+    """SHA-256 of a model's tensors (names, shapes, float64 values): what the members of an upload set must share."""
+    h = hashlib.sha256(b"bastionfl/xmk/model\x00")
+    for name, tensor in state.items():
+        h.update(f"{name}:{tuple(tensor.shape)}\x00".encode())
+        h.update(state_to_vector({name: tensor}).astype("<f8").tobytes())
+    return h.digest()
 
 
 def _reply(msg: Message, blobs: dict[str, bytes], metrics: dict[str, float] | None = None,
@@ -169,8 +179,10 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     # the own c1 comes back with the round's proposal: the node's state stays small between messages
     # the example count is committed with the weight: every member then refuses an upload set whose weights are not
     # one common multiple of the counts (a norm sent per node would weight one update 1 and the others ~0)
+    # and the digest of the model it trained: every member refuses an upload set trained on different models
     blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
-                        keep_own_c1=False, examples=int(result.num_examples))  # type: ignore[attr-defined]
+                        keep_own_c1=False, examples=int(result.num_examples),  # type: ignore[attr-defined]
+                        context=model_digest(global_state))
     t3 = time.perf_counter()
     _save(context, epoch, number)
     diagnostics = {**result.metrics, "train_s": t2 - t1, "he_key_check_s": t1 - t0,  # type: ignore[attr-defined]

@@ -440,6 +440,39 @@ def test_skewed_fedavg_weights_cannot_isolate_an_update(tiny, threat):
         fed.clients[0].upload(3, xs[0], 1.0, examples=-1)
 
 
+@pytest.mark.parametrize("threat", SIGNED)
+def test_updates_from_different_models_never_share_an_upload_set(tiny, threat):
+    """Model inconsistency: the server sends the victim the real model and everyone else one whose updates vanish,
+    so that the sum of U is the victim's update. Each client commits the digest of the model it trained; a set
+    mixing two digests is refused (at the reveal or the transcript), one common digest goes through."""
+    fed = key_epoch(tiny, threat, 3, run_id=f"models-{threat}")
+    real, other = bytes([1]) * 32, bytes([2]) * 32
+
+    def uploads(number, contexts):
+        srv = fed.server.new_round(number)
+        ups = [c.upload(number, x, 1.0, context=ctx) for c, x, ctx in zip(fed.clients, updates(), contexts)]
+        if threat == "malicious-colluding":
+            for u in ups:
+                srv.add_commitment(u)
+            lst = srv.commitment_list()
+            return srv, lst, [c.on_commitment_list(lst) for c in fed.clients]
+        return srv, None, ups
+
+    with pytest.raises(VerificationError, match="another model"):
+        srv, _, ups = uploads(1, [real, other, other])
+        for u in ups:
+            srv.add_upload(u)
+        fed.clients[0].on_round_proposal(srv.proposal())
+    srv, _, ups = uploads(2, [real] * 3)
+    for u in ups:
+        srv.add_upload(u)
+    prop = srv.proposal()
+    for c in fed.clients:
+        srv.add_signature(c.on_round_proposal(prop))
+    with pytest.raises(VerificationError):
+        fed.clients[0].upload(3, updates(1)[0], context=b"short")
+
+
 def test_limit_colluders_fill_the_upload_set_around_one_honest_member(tiny):
     """Stated limit (docs/crypto.md §7.2): the guarantee is "the sum of U", and U may hold one honest member. Four
     members, two colluders, min_uploads = 3: U = {victim, colluder, colluder} is signed and shared by everyone,
