@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -23,7 +25,7 @@ from bastionfl.protocol import Key, NodeState, ProtocolError, Record, array_blob
 from bastionfl.tasks.vectorize import state_delta, state_to_vector
 
 __all__ = ["handle_keygen", "handle_key_proposal", "handle_train", "handle_reveal", "handle_consistency",
-           "handle_decrypt", "client_policy", "model_digest"]
+           "handle_decrypt", "client_policy", "model_digest", "PINS"]
 
 STATE_KEY = NodeState.XMK  # this node's epoch (secrets inside), in context.state only
 _EPOCH, _NUMBER = "epoch", "number"
@@ -37,11 +39,37 @@ def _certified(cfg: RunConfig) -> bool:
     return cfg.admission.mode is Auth.PSEUDONYM and cfg.secure.threat_model is not ThreatModel.HONEST_BUT_CURIOUS
 
 
-def client_policy(cfg: RunConfig) -> ClientPolicy:
-    """What this client refuses whatever the server asks (its own configuration, never the message's)."""
-    return EpochPolicy(cfg.secure.key_epoch_rounds).client_policy(
-        CryptoThreatModel(str(cfg.secure.threat_model)), cfg.secure.min_members, cfg.secure.min_uploads,
-        require_certified_roster=_certified(cfg))
+PINS = ("threat-model", "min-members", "min-uploads", "max-shares")  # the node's own --node-config settings
+
+
+def _pin(node_config: Mapping[str, object] | None, key: str) -> str | None:
+    value = (node_config or {}).get(key)
+    return None if value is None or str(value) == "" else str(value)
+
+
+def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = None) -> ClientPolicy:
+    """What this client refuses whatever the server asks. ``cfg`` travels in the server's messages, so a setting the
+    node operator pins in its own ``--node-config`` wins: ``threat-model`` must equal the server's (a malicious
+    server would otherwise downgrade the node to honest-but-curious, where a constant C1 returns the key), the pinned
+    ``min-members`` / ``min-uploads`` are floors and ``max-shares`` a ceiling. Unpinned, the server's values hold."""
+    threat = str(cfg.secure.threat_model)
+    pinned = _pin(node_config, "threat-model")
+    if pinned is not None and pinned != threat:
+        raise ProtocolError(f"the server asks for a {threat} epoch; this node is pinned to {pinned}")
+    try:
+        floors = [max(int(_pin(node_config, k) or 0), v)
+                  for k, v in (("min-members", cfg.secure.min_members), ("min-uploads", cfg.secure.min_uploads))]
+        cap_pin = _pin(node_config, "max-shares")
+    except ValueError:
+        raise ProtocolError("node config: min-members and min-uploads must be integers") from None
+    policy = EpochPolicy(cfg.secure.key_epoch_rounds).client_policy(
+        CryptoThreatModel(threat), floors[0], floors[1], require_certified_roster=_certified(cfg))
+    if cap_pin is not None:
+        try:
+            policy = replace(policy, max_shares=min(policy.max_shares, int(cap_pin)))
+        except ValueError:
+            raise ProtocolError("node config: max-shares must be an integer") from None
+    return policy
 
 
 def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
@@ -127,7 +155,8 @@ def handle_keygen(msg: Message, context: Context, cfg: RunConfig, num_examples: 
         raise ProtocolError(f"the server asks for a {meta[Key.THREAT_MODEL]} epoch; this client runs "
                             f"{cfg.secure.threat_model}")
     number = int(meta[Key.EPOCH])
-    epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), client_policy(cfg))
+    policy = client_policy(cfg, context.node_config)
+    epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), policy)
     blobs = {Key.KEY_REPLY: reply}
     if _certified(cfg):
         from bastionfl.auth.roster import endorse_epoch_key

@@ -172,3 +172,36 @@ def test_decrypted_round_replayed_as_a_retry_without_one_node_isolates_nothing(f
     truth = delta * n / epoch1.weight_norm
     err = float(np.abs(isolated - truth).max())
     assert err > 0.1 * float(np.abs(truth).max()), f"the dropped node's update was isolated (max error {err:.1e})"
+
+
+def _downgraded_opening(node_config: dict) -> Message:
+    """A key-setup opening of an honest-but-curious epoch, sent by a server whose configuration says so."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    from bastionfl.crypto import ServerEpoch, get_profile
+    from bastionfl.protocol import blob_array, config_record
+    from tests.flower_helpers import call
+
+    cfg = RunConfig.build(num_clients=NODES, secure_aggregation="xmkckks", he_profile="lean",
+                          threat_model="honest-but-curious", min_members=2, min_uploads=2)
+    _, opening = ServerEpoch.open(get_profile("lean"), "honest-but-curious", "bastionfl/run/1", 99)
+    content = RecordDict({Record.XMK: ArrayRecord({Key.OPENING: blob_array(opening)}),
+                          Record.XMK_CONFIG: ConfigRecord({Key.EPOCH: 99, Key.THREAT_MODEL: "honest-but-curious"}),
+                          Record.CONFIG: config_record(cfg, 1)})
+    ctx = node_context(0, NODES, node_id=300)
+    ctx.node_config.update(node_config)
+    return call(client_app, content, MessageType.XMK_KEYGEN, ctx)
+
+
+def test_a_node_pinned_to_malicious_refuses_a_downgraded_epoch() -> None:
+    """The node's policy travels in the server's messages; a node operator pins it with --node-config: the server
+    cannot downgrade it to honest-but-curious (where a constant C1 returns the key) nor lower its minimums."""
+    reply = _downgraded_opening({"threat-model": "malicious"})
+    assert reply.has_error() and "pinned" in reply.error.reason
+
+
+@pytest.mark.xfail(strict=True, reason="an unpinned node takes its threat model and minimums from the server's "
+                   "messages: a malicious server downgrades it to honest-but-curious")
+def test_an_unpinned_node_refuses_a_downgraded_epoch() -> None:
+    reply = _downgraded_opening({})
+    assert reply.has_error()
