@@ -39,7 +39,7 @@ def _certified(cfg: RunConfig) -> bool:
     return cfg.admission.mode is Auth.PSEUDONYM and cfg.secure.threat_model is not ThreatModel.HONEST_BUT_CURIOUS
 
 
-PINS = ("threat-model", "min-members", "min-uploads", "max-shares")  # the node's own --node-config settings
+PINS = ("threat-model", "min-members", "min-uploads", "max-shares", "require-roster")  # the node's --node-config
 
 
 def _pin(node_config: Mapping[str, object] | None, key: str) -> str | None:
@@ -51,7 +51,9 @@ def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = Non
     """What this client refuses whatever the server asks. ``cfg`` travels in the server's messages, so a setting the
     node operator pins in its own ``--node-config`` wins: ``threat-model`` must equal the server's (a malicious
     server would otherwise downgrade the node to honest-but-curious, where a constant C1 returns the key), the pinned
-    ``min-members`` / ``min-uploads`` are floors and ``max-shares`` a ceiling. Unpinned, the server's values hold."""
+    ``min-members`` / ``min-uploads`` are floors, ``max-shares`` a ceiling, and ``require-roster = true`` demands the
+    Home Authority's signed roster even when the server claims to run without one. Unpinned, the server's values
+    hold."""
     threat = str(cfg.secure.threat_model)
     pinned = _pin(node_config, "threat-model")
     if pinned is not None and pinned != threat:
@@ -63,7 +65,8 @@ def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = Non
     except ValueError:
         raise ProtocolError("node config: min-members and min-uploads must be integers") from None
     policy = EpochPolicy(cfg.secure.key_epoch_rounds).client_policy(
-        CryptoThreatModel(threat), floors[0], floors[1], require_certified_roster=_certified(cfg))
+        CryptoThreatModel(threat), floors[0], floors[1],
+        require_certified_roster=_certified(cfg) or (_pin(node_config, "require-roster") or "").lower() == "true")
     if cap_pin is not None:
         try:
             policy = replace(policy, max_shares=min(policy.max_shares, int(cap_pin)))

@@ -205,3 +205,23 @@ def test_a_node_pinned_to_malicious_refuses_a_downgraded_epoch() -> None:
 def test_an_unpinned_node_refuses_a_downgraded_epoch() -> None:
     reply = _downgraded_opening({})
     assert reply.has_error()
+
+
+def test_node_pins_are_floors_and_ceilings_of_the_servers_policy() -> None:
+    from bastionfl.client.secure import client_policy
+    from bastionfl.protocol import ProtocolError
+
+    cfg = RunConfig.build(secure_aggregation="xmkckks", threat_model="malicious", min_members=2, min_uploads=2,
+                          key_epoch_rounds=50)
+    pins = {"threat-model": "malicious", "min-members": "5", "min-uploads": "4", "max-shares": "3",
+            "require-roster": "true"}
+    policy = client_policy(cfg, pins)
+    assert (policy.min_members, policy.min_uploads, policy.max_shares, policy.require_certified_roster) == (5, 4, 3,
+                                                                                                          True)
+    assert client_policy(cfg, {}).min_members == 2  # unpinned: the server's values
+    strict = RunConfig.build(num_clients=10, secure_aggregation="xmkckks", threat_model="malicious", min_members=9,
+                             min_uploads=9)
+    assert client_policy(strict, pins).min_members == 9  # the server may only be stricter
+    for bad in ({"threat-model": "malicious-colluding"}, {"min-members": "three"}, {"max-shares": "x"}):
+        with pytest.raises(ProtocolError):
+            client_policy(cfg, bad)
