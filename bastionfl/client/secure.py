@@ -208,10 +208,10 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     t2 = time.perf_counter()
     weight = result.num_examples / norm  # type: ignore[attr-defined]
     update = state_delta(result.state_dict, global_state) * weight  # type: ignore[attr-defined]
-    # the own c1 comes back with the round's proposal: the node's state stays small between messages
-    # the example count is committed with the weight: every member then refuses an upload set whose weights are not
-    # one common multiple of the counts (a norm sent per node would weight one update 1 and the others ~0)
-    # and the digest of the model it trained: every member refuses an upload set trained on different models
+    # the own c1 comes back with the round's proposal: the node's state stays small between messages. The example
+    # count and the digest of the model trained are committed with the weight: every member refuses an upload set
+    # whose weights are not one multiple of the counts (a norm sent per node would weight one update 1 and the
+    # others ~0) or whose members trained different models (a model sent to some nodes only)
     blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
                         keep_own_c1=False, examples=int(result.num_examples),  # type: ignore[attr-defined]
                         context=model_digest(global_state))

@@ -98,7 +98,8 @@ class UploadCommitment:
 
     def write(self, w: Writer) -> Writer:
         w.raw(self.epoch).u64(self.round_number).u32(self.member).u64(self.length).f64(self.bound)
-        return w.f64(self.weight).raw(self.c0_digest).raw(self.c1_digest).raw(self.signature).u32(self.examples).raw(self.context)
+        w.f64(self.weight).raw(self.c0_digest).raw(self.c1_digest).raw(self.signature)
+        return w.u32(self.examples).raw(self.context)
 
     @classmethod
     def read(cls, r: Reader) -> UploadCommitment:

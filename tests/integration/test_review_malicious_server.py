@@ -137,9 +137,9 @@ def test_reopening_the_epoch_resets_no_share_cap(federation) -> None:  # noqa: A
     reopened = send(MessageType.XMK_KEYGEN, {Key.OPENING: epoch.engine.opening.to_bytes(epoch.engine.params)},
                     {Key.THREAT_MODEL: str(ctx.cfg.secure.threat_model)})
     assert not reopened.has_error(), reopened.error.reason  # the node took a fresh key for the same epoch number
+    stale = {Key.CONFIRMATION: confirmation, Key.KEY_MESSAGE: epoch.key_message}
     for mtype, blobs in ((MessageType.XMK_DECRYPT, {Key.CONFIRMATION: confirmation}),
-                         (MessageType.XMK_CONSISTENCY, {Key.PROPOSAL: proposal}),
-                         (MessageType.XMK_DECRYPT, {Key.CONFIRMATION: confirmation, Key.KEY_MESSAGE: epoch.key_message})):
+                         (MessageType.XMK_CONSISTENCY, {Key.PROPOSAL: proposal}), (MessageType.XMK_DECRYPT, stale)):
         reply = send(mtype, blobs)
         assert reply.has_error() and "\n" not in reply.error.reason, mtype
     secure.invalidate_epoch()
