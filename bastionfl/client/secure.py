@@ -10,8 +10,11 @@ model it also requires the Home Authority's signed roster and checks it itself.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,10 +26,10 @@ from bastionfl.config import Auth, RunConfig, ThreatModel
 from bastionfl.crypto import ClientEpoch, ClientPolicy, EpochPolicy, Params, get_profile
 from bastionfl.crypto import ThreatModel as CryptoThreatModel
 from bastionfl.protocol import Key, NodeState, ProtocolError, Record, array_blob, blob_array
-from bastionfl.tasks.vectorize import state_delta
+from bastionfl.tasks.vectorize import state_delta, state_to_vector
 
 __all__ = ["handle_keygen", "handle_key_proposal", "handle_train", "handle_reveal", "handle_consistency",
-           "handle_decrypt", "client_policy"]
+           "handle_decrypt", "client_policy", "model_digest", "PINS"]
 
 STATE_KEY = NodeState.XMK  # this node's epoch (secrets inside), in context.state only
 _EPOCH, _NUMBER = "epoch", "number"
@@ -63,13 +66,43 @@ def _certified(cfg: RunConfig) -> bool:
     return cfg.admission.mode is Auth.PSEUDONYM and cfg.secure.threat_model is not ThreatModel.HONEST_BUT_CURIOUS
 
 
-def client_policy(cfg: RunConfig) -> ClientPolicy:
-    """What this client refuses whatever the server asks (its own configuration, never the message's)."""
+PINS = ("threat-model", "min-members", "min-uploads", "max-shares", "require-roster")  # the node's --node-config
+
+
+def _pin(node_config: Mapping[str, object] | None, key: str) -> str | None:
+    value = (node_config or {}).get(key)
+    return None if value is None or str(value) == "" else str(value)
+
+
+def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = None) -> ClientPolicy:
+    """What this client refuses whatever the server asks. ``cfg`` travels in the server's messages, so a setting the
+    node operator pins in its own ``--node-config`` wins: ``threat-model`` must equal the server's (a malicious
+    server would otherwise downgrade the node to honest-but-curious, where a constant C1 returns the key), the pinned
+    ``min-members`` / ``min-uploads`` are floors, ``max-shares`` a ceiling, and ``require-roster = true`` demands the
+    Home Authority's signed roster even when the server claims to run without one. Unpinned, the server's values
+    hold."""
     from bastionfl.config.checks import threshold_rule
 
-    return EpochPolicy(cfg.secure.key_epoch_rounds).client_policy(
-        CryptoThreatModel(str(cfg.secure.threat_model)), cfg.secure.min_members, cfg.secure.min_uploads,
-        require_certified_roster=_certified(cfg), threshold=threshold_rule(cfg))
+    threat = str(cfg.secure.threat_model)
+    pinned = _pin(node_config, "threat-model")
+    if pinned is not None and pinned != threat:
+        raise ProtocolError(f"the server asks for a {threat} epoch; this node is pinned to {pinned}")
+    try:
+        floors = [max(int(_pin(node_config, k) or 0), v)
+                  for k, v in (("min-members", cfg.secure.min_members), ("min-uploads", cfg.secure.min_uploads))]
+        cap_pin = _pin(node_config, "max-shares")
+    except ValueError:
+        raise ProtocolError("node config: min-members and min-uploads must be integers") from None
+    policy = EpochPolicy(cfg.secure.key_epoch_rounds).client_policy(
+        CryptoThreatModel(threat), floors[0], floors[1],
+        require_certified_roster=_certified(cfg) or (_pin(node_config, "require-roster") or "").lower() == "true",
+        threshold=threshold_rule(cfg))
+    if cap_pin is not None:
+        try:
+            policy = replace(policy, max_shares=min(policy.max_shares, int(cap_pin)))
+        except ValueError:
+            raise ProtocolError("node config: max-shares must be an integer") from None
+    return policy
 
 
 def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
@@ -111,6 +144,15 @@ def _finish_key_setup(epoch: ClientEpoch, msg: Message) -> None:
         epoch.on_dealt_shares(_blob(msg, Key.DEALT))  # t-of-n: this member's threshold key share
 
 
+def model_digest(state: dict) -> bytes:
+    """SHA-256 of a model's tensors (names, shapes, float64 values): what the members of an upload set must share."""
+    h = hashlib.sha256(b"bastionfl/xmk/model\x00")
+    for name, tensor in state.items():
+        h.update(f"{name}:{tuple(tensor.shape)}\x00".encode())
+        h.update(state_to_vector({name: tensor}).astype("<f8").tobytes())
+    return h.digest()
+
+
 def _reply(msg: Message, blobs: dict[str, bytes], metrics: dict[str, float] | None = None,
            diagnostics: dict[str, float] | None = None) -> Message:
     content = RecordDict({Record.XMK: ArrayRecord({k: blob_array(v) for k, v in blobs.items()})})
@@ -149,8 +191,9 @@ def handle_keygen(msg: Message, context: Context, cfg: RunConfig, num_examples: 
         raise ProtocolError(f"the server asks for a {meta[Key.THREAT_MODEL]} epoch; this client runs "
                             f"{cfg.secure.threat_model}")
     number = int(meta[Key.EPOCH])
+    policy = client_policy(cfg, context.node_config)
     with guarded("key_setup"):
-        epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), client_policy(cfg))
+        epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), policy)
     blobs = {Key.KEY_REPLY: reply}
     if _certified(cfg):
         from bastionfl.auth.roster import endorse_epoch_key
@@ -186,7 +229,8 @@ def handle_key_proposal(msg: Message, context: Context, cfg: RunConfig) -> Messa
 def handle_train(msg: Message, context: Context, cfg: RunConfig,
                  train_fn: Callable[[dict], object]) -> Message:  # noqa: ANN001
     """Finish key setup if this is the epoch's first round, train, and upload ``w_k · (new - global)`` encrypted
-    (``w_k = n_k / norm``) with its signed commitment (malicious-colluding: the commitment alone)."""
+    (``w_k = n_k / norm``) with its signed commitment, which declares ``n_k`` too (malicious-colluding: the
+    commitment alone)."""
     from bastionfl.protocol import round_of
 
     t0 = time.perf_counter()
@@ -195,16 +239,22 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
         _finish_key_setup(epoch, msg)
     meta = msg.content.config_records[Record.XMK_CONFIG]
     norm = float(meta[Key.WEIGHT_NORM])
+    if not (np.isfinite(norm) and norm > 0):
+        raise ProtocolError(f"the server sent a weight norm of {norm!r}; it must be a finite positive number")
     global_state = msg.content[Record.ARRAYS].to_torch_state_dict()
     t1 = time.perf_counter()
     result = train_fn(global_state)
     t2 = time.perf_counter()
     weight = result.num_examples / norm  # type: ignore[attr-defined]
     update = state_delta(result.state_dict, global_state) * weight  # type: ignore[attr-defined]
-    # the own c1 comes back with the round's proposal: the node's state stays small between messages
+    # the own c1 comes back with the round's proposal: the node's state stays small between messages. The example
+    # count and the digest of the model trained are committed with the weight: every member refuses an upload set
+    # whose weights are not one multiple of the counts (a norm sent per node would weight one update 1 and the
+    # others ~0) or whose members trained different models (a model sent to some nodes only)
     with guarded("encrypt", 8 * update.size / 2**20 + _arrays_mb(epoch.params, int(update.size), 2)):
         blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
-                            keep_own_c1=False)
+                            keep_own_c1=False, examples=int(result.num_examples),  # type: ignore[attr-defined]
+                            context=model_digest(global_state))
     t3 = time.perf_counter()
     _save(context, epoch, number)
     diagnostics = {**result.metrics, "train_s": t2 - t1, "he_key_check_s": t1 - t0,  # type: ignore[attr-defined]

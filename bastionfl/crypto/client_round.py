@@ -12,6 +12,7 @@ Every share: one per round, one per aggregate digest ever, at most ``max_shares`
 from __future__ import annotations
 
 import hmac
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -129,9 +130,16 @@ class ClientRoundSteps:
 
     # ---- U1 ----
     def upload(self: ClientEpoch, round_number: int, values: np.ndarray, weight: float = 1.0, *,
-               keep_own_c1: bool = True) -> bytes:
+               keep_own_c1: bool = True, examples: int = 0, context: bytes = bytes(32)) -> bytes:
         """U1: encrypt ``values`` (already multiplied by ``weight`` for FedAvg) under the verified key; return the
         upload (with its signed commitment), or in malicious-colluding the signed commitment alone.
+
+        ``examples``: the example count behind ``weight`` (``weight = examples / norm``). Declared, it makes this
+        client refuse an upload set whose weights are not one common multiple of the declared counts: a server that
+        sends each client its own norm could otherwise weight one update 1 and the rest ~0, and decrypt it alone.
+        ``context``: a 32-byte digest of what the update was computed from (the global model). Declared (non-zero),
+        it makes this client refuse an upload set whose members declare another: a server that sends the others a
+        model whose updates vanish would otherwise decrypt this client's update alone (model inconsistency).
 
         ``keep_own_c1=False`` (malicious): do not keep this client's c1 for its sketch; the server's proposal then
         brings it back (``ServerRound.proposal(for_member=...)``) and the client checks it against its commitment.
@@ -139,13 +147,18 @@ class ClientRoundSteps:
         self._require("ready")
         if not 0 <= round_number < 2**63 or not (np.isfinite(weight) and weight >= 0):
             raise VerificationError("round number or weight out of range")
+        if isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or not 0 <= examples < 2**32:
+            raise VerificationError("example count out of range")
+        if not isinstance(context, bytes) or len(context) != 32:
+            raise VerificationError("the update's context digest must be 32 bytes")
         rec = self._record(round_number)
         if rec.commitment is not None:
             raise ReplayError(f"already uploaded for round {round_number}")
         flat, bound = check_values(self.params, values, len(self.members))
         data = scheme.encrypt(self.params, self.encryptor, flat)
         c0d, c1d = component_digests(data)
-        c = UploadCommitment(self.epoch, round_number, self.index, int(flat.size), bound, float(weight), c0d, c1d)
+        c = UploadCommitment(self.epoch, round_number, self.index, int(flat.size), bound, float(weight), c0d, c1d,
+                             examples=int(examples), context=context)
         if self.identity is not None:
             c = c.signed(self.identity)
         rec.commitment = c
@@ -201,6 +214,18 @@ class ClientRoundSteps:
                 raise VerificationError("a commitment carries an invalid signature")
         if len(lengths) != 1:
             raise VerificationError("commitments of different lengths in one round")
+        own = self.rounds.get(round_number)
+        mine = None if own is None else own.commitment
+        if mine is not None and mine.context != bytes(32) and any(
+                not hmac.compare_digest(c.context, mine.context) for c in commitments):
+            raise VerificationError("a member of the upload set computed its update from another model (a model "
+                                    "sent only to some members would isolate the others' updates)")
+        if mine is not None and mine.examples > 0:  # FedAvg weights: one common norm for every member of U
+            scale = mine.weight / mine.examples
+            if any(c.examples < 1 or not math.isclose(c.weight, scale * c.examples, rel_tol=1e-9, abs_tol=1e-300)
+                   for c in commitments):
+                raise VerificationError("the committed weights are not one common multiple of the declared example "
+                                        "counts (a per-member weight would isolate an update)")
 
     # ---- D1 ----
     def on_round_proposal(self: ClientEpoch, data: bytes) -> bytes:

@@ -1,5 +1,6 @@
 """Signed commitments: a member's key-setup entry (its public share digest and verification key) and its upload
-commitment (epoch, round, digests of the ciphertexts' two components, declared bound and FedAvg weight)."""
+commitment (epoch, round, digests of the ciphertexts' two components, declared bound, FedAvg weight and the example
+count behind it, and the digest of the model the update was computed from)."""
 
 from __future__ import annotations
 
@@ -66,12 +67,14 @@ class UploadCommitment:
     c0_digest: bytes
     c1_digest: bytes
     signature: bytes = field(default=NO_SIGNATURE, repr=False)
+    examples: int = 0  # the FedAvg example count behind ``weight`` (0: not declared); weight / examples is common
+    context: bytes = bytes(32)  # digest of what the update was computed from (the global model); common to U
 
     @property
     def message(self) -> bytes:
         """The signed bytes."""
-        fields = _UPLOAD.pack(self.round_number, self.member, self.length, 0, self.bound, self.weight)  # 0: reserved
-        return hash_parts(b"upload-commitment", self.epoch, fields, self.c0_digest, self.c1_digest)
+        fields = _UPLOAD.pack(self.round_number, self.member, self.length, self.examples, self.bound, self.weight)
+        return hash_parts(b"upload-commitment", self.epoch, fields, self.c0_digest, self.c1_digest, self.context)
 
     @cached_property
     def digest(self) -> bytes:
@@ -81,7 +84,8 @@ class UploadCommitment:
     def signed(self, identity: EpochIdentity) -> UploadCommitment:
         """The same commitment with the member's signature."""
         return UploadCommitment(self.epoch, self.round_number, self.member, self.length, self.bound, self.weight,
-                                self.c0_digest, self.c1_digest, identity.sign(b"upload", self.message))
+                                self.c0_digest, self.c1_digest, identity.sign(b"upload", self.message), self.examples,
+                                self.context)
 
     def valid(self, verification_key: bytes) -> bool:
         """The signature checks under the member's key."""
@@ -94,15 +98,16 @@ class UploadCommitment:
 
     def write(self, w: Writer) -> Writer:
         w.raw(self.epoch).u64(self.round_number).u32(self.member).u64(self.length).f64(self.bound)
-        return w.f64(self.weight).raw(self.c0_digest).raw(self.c1_digest).raw(self.signature)
+        w.f64(self.weight).raw(self.c0_digest).raw(self.c1_digest).raw(self.signature)
+        return w.u32(self.examples).raw(self.context)
 
     @classmethod
     def read(cls, r: Reader) -> UploadCommitment:
         epoch, round_number, member, length = r.raw(32), r.u64(), r.u32(), r.u64()
         bound, weight = r.f64(), r.f64()
-        c0, c1, sig = r.raw(32), r.raw(32), r.raw(SIG_BYTES)
+        c0, c1, sig, examples, context = r.raw(32), r.raw(32), r.raw(SIG_BYTES), r.u32(), r.raw(32)
         if round_number >= 2**63 or not 1 <= length <= 1 << 40:
             raise CryptoFormatError("upload commitment: round or length out of range")
         if not (math.isfinite(bound) and bound >= 0 and math.isfinite(weight) and weight >= 0):
             raise CryptoFormatError("upload commitment: bound or weight not a finite number >= 0")
-        return cls(epoch, round_number, member, length, bound, weight, c0, c1, sig)
+        return cls(epoch, round_number, member, length, bound, weight, c0, c1, sig, examples, context)
