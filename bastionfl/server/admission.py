@@ -1,16 +1,21 @@
-"""The admission stage: a pseudonym handshake with every sampled node at the start of each round, then a MAC on
-every later message of the round.
+"""The admission stage: a pseudonym handshake with every connected node at the start of each round (before
+sampling, so an unauthenticated node never takes a sample slot), then a MAC on every later message of the round.
 
 Three Flower round trips (``query`` messages with an ``auth`` record; names in ``bastionfl.protocol.admission``) carry
 msg1 -> msg2, msg3 -> SCONF and the client's ACK; the server relays to the Home Authority (in-process
 ``LocalRelay`` in simulation, ``HttpRelay`` to the HA service in deployment) and learns only "valid + session key +
 opaque handle". Nodes that fail are dropped from the round. A messenger wrapper then tags every later message
 with the node's session key and drops replies whose tag does not verify; sessions die with the round.
+
+Waiting is bounded for an outsider: the three steps share one deadline, ``auth_timeout_s`` (short), and each step
+ends as soon as every node still in the handshake has answered; a node that stays silent in any later stage loses
+its session, so no later stage of the round waits for it again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -30,6 +35,7 @@ from bastionfl.protocol.admission import (
     content_digest,
 )
 from bastionfl.server.messaging import Messenger
+from bastionfl.server.stages import connected_nodes
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 
 __all__ = ["AdmissionStage", "AdmissionState", "build_relay"]
@@ -160,6 +166,7 @@ class _AuthenticatedMessenger(Messenger):
         replies, _ = self._inner.exchange(stage, message_type, allowed, self._tagger(message_type, content_for),
                                           group_id)
         kept = [r for r in replies if self._verified(stage, message_type, r)]
+        self._forget(stage, set(allowed) - {r.metadata.src_node_id for r in replies})
         return kept, sorted(set(nodes) - {r.metadata.src_node_id for r in kept})
 
     def exchange_streaming(
@@ -176,8 +183,22 @@ class _AuthenticatedMessenger(Messenger):
         def checked(reply: Message) -> bool:
             return self._verified(stage, message_type, reply) and on_reply(reply)
 
-        failed = set(inner(stage, message_type, allowed, self._tagger(message_type, content_for), group_id, checked))
+        answered: set[int] = set()
+
+        def noted(reply: Message) -> bool:
+            answered.add(reply.metadata.src_node_id)
+            return checked(reply)
+
+        failed = set(inner(stage, message_type, allowed, self._tagger(message_type, content_for), group_id, noted))
+        self._forget(stage, set(allowed) - answered)
         return sorted(set(nodes) - (set(allowed) - failed))
+
+    def _forget(self, stage: str, silent: set[int]) -> None:
+        """End the sessions of nodes that did not answer: no later stage of the round sends to or waits for them."""
+        sessions = self._sessions()
+        gone = [n for n in silent if sessions.pop(n, None) is not None]
+        if gone:
+            self._rs.events.append(f"{stage}: {len(gone)} silent node(s) excluded from the rest of the round")
 
 
 class AdmissionStage:
@@ -196,18 +217,22 @@ class AdmissionStage:
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         state = self._state(ctx)
         state.owner, state.sessions = rs, None  # the previous round's sessions end here
-        nodes = list(rs.node_ids)
+        nodes = list(rs.node_ids) or connected_nodes(ctx, rs)
         run_id = int(ctx.grid.run.run_id)
         handshakes = {n: state.server.begin(state.server.round_context(run_id, rs.server_round, n)) for n in nodes}
         # simulated clients find their credential file under auth_cred_dir; deployed nodes use their node config
         cred_dir = "" if ctx.cfg.admission.ha_url else simulated_credential_dir(ctx.cfg)
         config = ConfigRecord({"round": rs.server_round, "auth": "pseudonym",
                                "auth_server_id": ctx.cfg.admission.server_id, "auth_cred_dir": cred_dir})
-        messenger = rs.messenger(ctx)
+        wait = min(ctx.cfg.admission.timeout_s, ctx.cfg.federation.stage_timeout_s)
+        deadline = time.monotonic() + wait
         ha_failures = 0
 
         def step(name: str, payload: dict[int, dict[str, int | bytes]]) -> dict[int, ConfigRecord]:
-            replies, _ = messenger.exchange(
+            left = deadline - time.monotonic()
+            if not payload or left <= 0:  # the admission deadline has passed: whoever is still missing is refused
+                return {}
+            replies, _ = rs.messenger(ctx, timeout_s=left).exchange(
                 self.name, MessageType.QUERY, list(payload),
                 lambda n: RecordDict({HANDSHAKE_RECORD: ConfigRecord({"step": name, **payload[n]}), "config": config}),
                 group_id=str(rs.server_round),

@@ -65,6 +65,7 @@ class FakeMessenger(Messenger):
     counter: ByteCounter = field(default_factory=ByteCounter)
     sent: list[Sent] = field(default_factory=list)
     timeout_s: float = 1.0
+    clock: float = 0.0  # virtual seconds spent waiting: an exchange with a silent node costs its full timeout
 
     def __post_init__(self) -> None:
         self.grid = None  # type: ignore[assignment]
@@ -73,6 +74,7 @@ class FakeMessenger(Messenger):
               group_id: str) -> tuple[list[Message], list[int]]:
         _identity()
         good: list[Message] = []
+        silent = False
         for nid in nodes:
             content = content_for(nid)
             self.counter.add(stage, nid, down=payload_bytes(content))
@@ -83,9 +85,12 @@ class FakeMessenger(Messenger):
             except Exception:  # noqa: BLE001 - a node that replies with an error
                 continue
             if answer is None:
+                silent = True
                 continue
             self.counter.add(stage, nid, up=payload_bytes(answer))
             good.append(_reply(request, answer))
+        if silent:
+            self.clock += self.timeout_s
         return good, sorted(set(nodes) - {r.metadata.src_node_id for r in good})
 
     def exchange(self, stage: str, message_type: str, node_ids: Iterable[int],
@@ -107,6 +112,7 @@ def stage_context(cfg: RunConfig, nodes: list[int], respond: Respond) -> tuple[S
     ctx = ServerContext(grid=FakeGrid(nodes), cfg=cfg, task=build_task(cfg))  # type: ignore[arg-type]
     def wrap(inner: Messenger, _rs: RoundState) -> Messenger:
         messenger.counter = inner.counter  # the round's byte counter
+        messenger.timeout_s = inner.timeout_s  # how long this exchange would wait for a silent node
         return messenger
 
     ctx.messenger_wrappers.append(wrap)
