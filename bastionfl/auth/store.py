@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS rosters (
 """
 
 
+def _sql_int(value: int) -> int:
+    """An unsigned 64-bit id (Flower's run ids use the full range) as SQLite's signed 64-bit INTEGER, one to one."""
+    if not 0 <= value < 1 << 64:
+        raise MalformedInput("id out of the 64-bit range")
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def load_or_create_kek(path: str | os.PathLike[str], *, create: bool = True) -> bytes:
     """Read a 32-byte key-encryption key (hex) from a 0600 file, creating it when ``create`` and absent."""
     p = Path(path)
@@ -164,14 +171,14 @@ class HAStore:
         """The roster already signed under this label, if any (the HA never signs a second one)."""
         with self._lock:
             row = self._db.execute("SELECT roster FROM rosters WHERE server_id = ? AND run_id = ? AND key_epoch = ?",
-                                   (server_id, run_id, key_epoch)).fetchone()
+                                   (server_id, _sql_int(run_id), _sql_int(key_epoch))).fetchone()
         return None if row is None else bytes(row[0])
 
     def seal_roster(self, server_id: str, run_id: int, key_epoch: int, roster: bytes) -> bytes:
         """Record a signed roster under its label; returns the one stored (the first wins)."""
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO rosters VALUES (?, ?, ?, ?, ?)",
-                             (server_id, run_id, key_epoch, roster, time.time()))
+                             (server_id, _sql_int(run_id), _sql_int(key_epoch), roster, time.time()))
         stored = self.sealed_roster(server_id, run_id, key_epoch)
         assert stored is not None
         return stored

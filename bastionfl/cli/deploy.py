@@ -1,4 +1,4 @@
-"""``bastionfl deploy certs``: deployment helpers on the command line (parse, call, print)."""
+"""``bastionfl deploy certs|local``: deployment helpers on the command line (parse, call, print)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["certs"]
+__all__ = ["certs", "local"]
 
 
 def certs(argv: list[str]) -> int:
@@ -25,4 +25,38 @@ def certs(argv: list[str]) -> int:
 
     for path in make_certificates(args.out, args.san, args.ip, args.days).values():
         print(path)
+    return 0
+
+
+def local(argv: list[str]) -> int:
+    """Stand up CA, HA, SuperLink and N SuperNodes on this machine, run an admitted xMK-CKKS federation, stop all."""
+    p = argparse.ArgumentParser(
+        prog="bastionfl deploy local",
+        description="Run the whole deployment as local processes: one CA, the Home Authority with TLS, N enrolled "
+                    "SuperNodes with their own credentials, a TLS SuperLink, and a federation with pseudonymous "
+                    "admission and xMK-CKKS through flwr run. Exits 0 only if the federation completed.")
+    p.add_argument("--nodes", type=int, default=3, help="number of SuperNodes (default 3)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="Flower run-config override, dashes (e.g. num-server-rounds=3, client-defense=abl); "
+                        "repeatable")
+    p.add_argument("--workdir", type=Path, default=Path("bastionfl-deploy"),
+                   help="where certificates, HA data, credentials, logs and results go (must not hold an earlier "
+                        "deployment)")
+    p.add_argument("--app", type=Path, default=None, help="the Flower app folder (default: this project)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds the federation may take")
+    p.add_argument("--keep-running", action="store_true", help="after the run, keep everything up until Ctrl-C")
+    args = p.parse_args(argv)
+    from bastionfl.deploy.local import DeployError, LocalDeployment, parse_settings, stop_on_sigterm
+
+    stop_on_sigterm()
+    try:
+        deployment = LocalDeployment(args.workdir, args.nodes, parse_settings(args.set), args.app)
+        deployment.run(timeout_s=args.timeout, keep_running=args.keep_running)
+    except DeployError as exc:
+        print(f"bastionfl deploy local: {exc}", file=sys.stderr)
+        return 2 if "--" in str(exc) or "config key" in str(exc) else 1
+    except KeyboardInterrupt:
+        print("bastionfl deploy local: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130
+    print("bastionfl deploy local: the federation completed; every process it started was stopped")
     return 0

@@ -7,9 +7,11 @@ msg1 -> msg2, msg3 -> SCONF and the client's ACK; the server relays to the Home 
 opaque handle". Nodes that fail are dropped from the round. A messenger wrapper then tags every later message
 with the node's session key and drops replies whose tag does not verify; sessions die with the round.
 
-Waiting is bounded for an outsider: the three steps share one deadline, ``auth_timeout_s`` (short), and each step
-ends as soon as every node still in the handshake has answered; a node that stays silent in any later stage loses
-its session, so no later stage of the round waits for it again.
+Waiting is bounded for an outsider: the three steps share one deadline, ``auth_timeout_s``, and each step ends as
+soon as every node still in the handshake has answered. A node that lets that deadline pass becomes a suspect:
+later rounds' handshakes still ask it but no longer wait for it, so a silent outsider costs a run one admission
+timeout. A node that stays silent in any later stage of a round loses its session, so no later stage of the round
+waits for it again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -77,6 +79,9 @@ class AdmissionState:
     server: AuthServer | None = None
     owner: RoundState | None = None
     sessions: dict[int, Session] | None = None  # None while the owner round's handshake is running
+    # nodes that let an earlier round's admission run into its timeout: later handshakes do not wait for them
+    # (they are still asked, and admitted again when they answer as fast as the others)
+    suspects: set[int] = field(default_factory=set)
     wrapper: Callable[[Messenger, RoundState], Messenger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -156,15 +161,15 @@ class _AuthenticatedMessenger(Messenger):
 
     def exchange(
         self, stage: str, message_type: str, node_ids: Iterable[int], content_for: Callable[[int], RecordDict],
-        group_id: str,
+        group_id: str, wait_for: Collection[int] | None = None,
     ) -> tuple[list[Message], list[int]]:
         """Like :meth:`Messenger.exchange`, under this round's sessions (the handshake itself passes untagged)."""
         nodes = list(node_ids)
         if self._handshake_running():
-            return self._inner.exchange(stage, message_type, nodes, content_for, group_id)
+            return self._inner.exchange(stage, message_type, nodes, content_for, group_id, wait_for)
         allowed = self._admitted(stage, nodes)
         replies, _ = self._inner.exchange(stage, message_type, allowed, self._tagger(message_type, content_for),
-                                          group_id)
+                                          group_id, wait_for)
         kept = [r for r in replies if self._verified(stage, message_type, r)]
         self._forget(stage, set(allowed) - {r.metadata.src_node_id for r in replies})
         return kept, sorted(set(nodes) - {r.metadata.src_node_id for r in kept})
@@ -232,11 +237,15 @@ class AdmissionStage:
             left = deadline - time.monotonic()
             if not payload or left <= 0:  # the admission deadline has passed: whoever is still missing is refused
                 return {}
+            awaited = {n for n in payload if n not in state.suspects}
             replies, _ = rs.messenger(ctx, timeout_s=left).exchange(
                 self.name, MessageType.QUERY, list(payload),
                 lambda n: RecordDict({HANDSHAKE_RECORD: ConfigRecord({"step": name, **payload[n]}), "config": config}),
-                group_id=str(rs.server_round),
+                group_id=str(rs.server_round), wait_for=awaited,
             )
+            answered = {r.metadata.src_node_id for r in replies}
+            # an awaited node missing means the step ran into the deadline: later handshakes do not wait for it
+            state.suspects = (state.suspects - answered) | (awaited - answered)
             out: dict[int, ConfigRecord] = {}
             for reply in replies:
                 rec = reply.content.config_records.get(HANDSHAKE_RECORD)

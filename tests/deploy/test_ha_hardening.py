@@ -188,3 +188,13 @@ def test_sigterm_stops_ha_serve_while_a_client_holds_a_request_open(tmp_path) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_full_range_run_ids_and_oversized_integers_are_not_a_500(served) -> None:
+    """Flower run ids use all 64 unsigned bits; larger integers from the network are refused with 400."""
+    ha, url, cert, token, _, _ = served
+    with _client(url, cert, token, **{"content-type": "application/json"}) as c:
+        r = c.post("/v1/roster", content=b'{"run_id": 17700096213741818508, "key_epoch": 1}')
+        assert r.status_code == 409  # no roster for that epoch yet: a refusal, not a crash
+        for body in (b'{"run_id": 1180591620717411303424, "key_epoch": 1}', b'{"run_id": -1, "key_epoch": 1}'):
+            assert c.post("/v1/roster", content=body).status_code == 400
