@@ -11,8 +11,6 @@ Every process is started here and stopped by its PID, also on Ctrl-C and SIGTERM
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import signal
 import sys
 import time
@@ -26,7 +24,7 @@ from bastionfl.errors import BastionFLError
 __all__ = ["CONNECTION", "DeployError", "LocalDeployment", "parse_settings", "default_app_dir"]
 
 CONNECTION = "bastionfl-local"
-SERVER_ID = "fl-server"
+SERVER_ID = "fl-server"  # the default auth-server-id; prepare.py enrols the nodes for it
 
 
 class DeployError(BastionFLError):
@@ -106,43 +104,27 @@ class LocalDeployment:
 
     def _prepare(self) -> list[dict[str, str]]:
         """Certificates from one CA, the HA's database with N enrolled nodes, their credentials, the HA token."""
-        from bastionfl.auth import FileCredentialStore, HomeAuthority, load_or_create_kek
-        from bastionfl.deploy.certs import make_deployment_certificates
         from bastionfl.deploy.loopback import free_port
+        from bastionfl.deploy.prepare import PrepareError, prepare_deployment
 
-        if (self.workdir / "ha").exists():
-            raise DeployError(f"{self.workdir} holds an earlier deployment: remove it or pick another --workdir")
         local = (["localhost"], ["127.0.0.1"])
-        certs = make_deployment_certificates(self.workdir / "certs", {"superlink": local, "ha": local})
-        ha_dir = self.workdir / "ha"
-        ha_dir.mkdir(parents=True)
-        self.paths = {"ca": self.workdir / "certs" / "ca.crt", "ha_db": ha_dir / "ha.sqlite",
-                      "ha_kek": ha_dir / "ha.kek", "token": ha_dir / "server.token",
-                      "ha_cert": certs["ha"]["cert"], "ha_key": certs["ha"]["key"]}
-        self.superlink_certs = certs["superlink"]
-        fd = os.open(self.paths["token"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
-        ha = HomeAuthority.open(self.paths["ha_db"], load_or_create_kek(self.paths["ha_kek"]))
-        node_configs = []
         try:
-            for i in range(self.nodes):
-                node_dir = self.workdir / "nodes" / f"node-{i}"
-                node_dir.mkdir(parents=True)
-                cred = node_dir / "credential.json"
-                FileCredentialStore(cred).save(ha.enroll(f"node-{i}", [SERVER_ID]))
-                node_configs.append({"auth-cred": str(cred)})
-        finally:
-            ha.store.close()
+            self.prepared = prepare_deployment(self.workdir / "files", self.nodes, superlink_names=local,
+                                               ha_names=local)
+        except PrepareError as exc:
+            raise DeployError(f"{exc}: remove it or pick another --workdir") from None
+        pr = self.prepared
+        self.paths = {"ca": pr.ca, "token": pr.server_token}
+        self.superlink_certs = {k: pr.superlink(k) for k in ("ca", "cert", "key")}
         self.ha_port = free_port()
-        return node_configs
+        return [{"auth-cred": str(pr.credential(i))} for i in range(self.nodes)]
 
     def _ha_service(self) -> tuple[str, list[str], int]:
-        p = self.paths
-        return ("ha", [sys.executable, "-m", "bastionfl.cli.main", "ha", "serve", "--db", str(p["ha_db"]),
-                       "--kek-file", str(p["ha_kek"]), "--cert", str(p["ha_cert"]), "--key", str(p["ha_key"]),
+        ha = self.prepared.ha
+        return ("ha", [sys.executable, "-m", "bastionfl.cli.main", "ha", "serve", "--db", str(ha("db")),
+                       "--kek-file", str(ha("kek")), "--cert", str(ha("cert")), "--key", str(ha("key")),
                        "--host", "127.0.0.1", "--port", str(self.ha_port),
-                       "--server", f"{SERVER_ID}={p['token']}", "--log-level", "warning"], self.ha_port)
+                       "--server", f"{SERVER_ID}={ha('token')}", "--log-level", "warning"], self.ha_port)
 
     def _where(self, fed: Any, cfg: dict[str, Any], run_config: str) -> None:
         pids = fed.pids()
@@ -152,7 +134,7 @@ class LocalDeployment:
         self.say(f"  SuperLink (TLS)     {fed.address}  pid {pids['superlink']}  log {fed.log_of('superlink')}")
         for i in range(self.nodes):
             self.say(f"  SuperNode {i:<3}       pid {pids[f'supernode-{i}']}  credential "
-                     f"{self.workdir / 'nodes' / f'node-{i}' / 'credential.json'}  log {fed.log_of(f'supernode-{i}')}")
+                     f"{self.prepared.credential(i)}  log {fed.log_of(f'supernode-{i}')}")
         self.say(f"  flwr connection     [superlink.{CONNECTION}] in {fed.cli_config}")
         self.say(f"  results             {cfg['out-dir']}/metrics.json")
         self.say(f"  run command         FLWR_HOME={fed.flwr_home} flwr run {self.app_dir} {CONNECTION} --stream "
