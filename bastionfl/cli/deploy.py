@@ -45,12 +45,15 @@ def local(argv: list[str]) -> int:
     p.add_argument("--app", type=Path, default=None, help="the Flower app folder (default: this project)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds the federation may take")
     p.add_argument("--keep-running", action="store_true", help="after the run, keep everything up until Ctrl-C")
+    p.add_argument("--outsiders", type=int, default=0,
+                   help="also start this many SuperNodes without a credential (admission shuts them out)")
     args = p.parse_args(argv)
     from bastionfl.deploy.local import DeployError, LocalDeployment, parse_settings, stop_on_sigterm
 
     stop_on_sigterm()
     try:
-        deployment = LocalDeployment(args.workdir, args.nodes, parse_settings(args.set), args.app)
+        deployment = LocalDeployment(args.workdir, args.nodes, parse_settings(args.set), args.app,
+                                     outsiders=args.outsiders)
         deployment.run(timeout_s=args.timeout, keep_running=args.keep_running)
     except DeployError as exc:
         print(f"bastionfl deploy local: {exc}", file=sys.stderr)

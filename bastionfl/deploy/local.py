@@ -75,11 +75,14 @@ class LocalDeployment:
     nodes: int = 3
     settings: dict[str, Any] = field(default_factory=dict)
     app_dir: Path | None = None
+    outsiders: int = 0  # extra SuperNodes with no credential: admission must shut them out
     say: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 64:
             raise DeployError("--nodes must be between 1 and 64")
+        if not 0 <= self.outsiders <= 16:
+            raise DeployError("--outsiders must be between 0 and 16")
         self.workdir = self.workdir.resolve()
         self.ha_port = 0
         self.paths: dict[str, Path] = {}
@@ -88,7 +91,7 @@ class LocalDeployment:
         """The run config of the federation: secure defaults, then the user's ``--set`` values."""
         members = min(3, self.nodes)
         cfg: dict[str, Any] = {
-            "num-server-rounds": 2, "num-clients": self.nodes, "secure-aggregation": "xmkckks",
+            "num-server-rounds": 2, "num-clients": self.nodes + self.outsiders, "secure-aggregation": "xmkckks",
             "min-members": members, "min-uploads": members, "auth": "pseudonym", "auth-server-id": SERVER_ID,
             "auth-ha-url": f"https://127.0.0.1:{self.ha_port}", "auth-ha-token-file": str(self.paths["token"]),
             "auth-ha-ca": str(self.paths["ca"]), "out-dir": str(self.workdir / "out"),
@@ -117,7 +120,7 @@ class LocalDeployment:
         self.paths = {"ca": pr.ca, "token": pr.server_token}
         self.superlink_certs = {k: pr.superlink(k) for k in ("ca", "cert", "key")}
         self.ha_port = free_port()
-        return [{"auth-cred": str(pr.credential(i))} for i in range(self.nodes)]
+        return [{"auth-cred": str(pr.credential(i))} for i in range(self.nodes)] + [{}] * self.outsiders
 
     def _ha_service(self) -> tuple[str, list[str], int]:
         ha = self.prepared.ha
@@ -132,9 +135,10 @@ class LocalDeployment:
         self.say(f"  CA certificate      {self.paths['ca']}")
         self.say(f"  Home Authority      https://127.0.0.1:{self.ha_port}  pid {pids['ha']}  log {fed.log_of('ha')}")
         self.say(f"  SuperLink (TLS)     {fed.address}  pid {pids['superlink']}  log {fed.log_of('superlink')}")
-        for i in range(self.nodes):
-            self.say(f"  SuperNode {i:<3}       pid {pids[f'supernode-{i}']}  credential "
-                     f"{self.prepared.credential(i)}  log {fed.log_of(f'supernode-{i}')}")
+        for i in range(self.nodes + self.outsiders):
+            cred = self.prepared.credential(i) if i < self.nodes else "none (an outsider: admission refuses it)"
+            self.say(f"  SuperNode {i:<3}       pid {pids[f'supernode-{i}']}  credential {cred}  "
+                     f"log {fed.log_of(f'supernode-{i}')}")
         self.say(f"  flwr connection     [superlink.{CONNECTION}] in {fed.cli_config}")
         self.say(f"  results             {cfg['out-dir']}/metrics.json")
         self.say(f"  run command         FLWR_HOME={fed.flwr_home} flwr run {self.app_dir} {CONNECTION} --stream "
@@ -158,7 +162,7 @@ class LocalDeployment:
         node_configs = self._prepare()
         cfg = self.run_config()
         run_config = " ".join(f"{k}={_toml_literal(v)}" for k, v in cfg.items())
-        fed = LoopbackFederation(self.workdir, self.nodes, certs=self.superlink_certs, node_configs=node_configs,
+        fed = LoopbackFederation(self.workdir, self.nodes + self.outsiders, certs=self.superlink_certs, node_configs=node_configs,
                                  services=[self._ha_service()], connection=CONNECTION)
         with fed:
             self._where(fed, cfg, run_config)
