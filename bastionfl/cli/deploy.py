@@ -47,13 +47,16 @@ def local(argv: list[str]) -> int:
     p.add_argument("--keep-running", action="store_true", help="after the run, keep everything up until Ctrl-C")
     p.add_argument("--outsiders", type=int, default=0,
                    help="also start this many SuperNodes without a credential (admission shuts them out)")
+    p.add_argument("--supernode-auth", action="store_true",
+                   help="also turn on Flower's SuperNode authentication (static node keys: the SuperLink's operator "
+                        "can then link a node across rounds and runs; see docs/deploy.md)")
     args = p.parse_args(argv)
     from bastionfl.deploy.local import DeployError, LocalDeployment, parse_settings, stop_on_sigterm
 
     stop_on_sigterm()
     try:
         deployment = LocalDeployment(args.workdir, args.nodes, parse_settings(args.set), args.app,
-                                     outsiders=args.outsiders)
+                                     outsiders=args.outsiders, supernode_auth=args.supernode_auth)
         deployment.run(timeout_s=args.timeout, keep_running=args.keep_running)
     except DeployError as exc:
         print(f"bastionfl deploy local: {exc}", file=sys.stderr)

@@ -76,6 +76,7 @@ class LocalDeployment:
     settings: dict[str, Any] = field(default_factory=dict)
     app_dir: Path | None = None
     outsiders: int = 0  # extra SuperNodes with no credential: admission must shut them out
+    supernode_auth: bool = False  # Flower's SuperNode authentication (static, linkable node keys) on top
     say: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -162,8 +163,16 @@ class LocalDeployment:
         node_configs = self._prepare()
         cfg = self.run_config()
         run_config = " ".join(f"{k}={_toml_literal(v)}" for k, v in cfg.items())
-        fed = LoopbackFederation(self.workdir, self.nodes + self.outsiders, certs=self.superlink_certs, node_configs=node_configs,
-                                 services=[self._ha_service()], connection=CONNECTION)
+        keys = None
+        if self.supernode_auth:
+            from bastionfl.deploy.loopback import make_supernode_key
+
+            (self.workdir / "node-keys").mkdir(mode=0o700)
+            keys = [make_supernode_key(self.workdir / "node-keys" / f"supernode-{i}.key")
+                    for i in range(self.nodes + self.outsiders)]
+        fed = LoopbackFederation(self.workdir, self.nodes + self.outsiders, certs=self.superlink_certs,
+                                 node_configs=node_configs, services=[self._ha_service()], connection=CONNECTION,
+                                 supernode_keys=keys)
         with fed:
             self._where(fed, cfg, run_config)
             self.say("running the federation (flwr run --stream) ...")

@@ -72,14 +72,24 @@ def test_every_flower_flag_is_accepted_by_the_installed_entry_points(compose: di
 
 
 def test_flags_of_the_local_deployment_are_accepted_too(tmp_path: Path) -> None:
-    from bastionfl.deploy.loopback import LoopbackFederation
+    from bastionfl.deploy.loopback import LoopbackFederation, make_supernode_key
 
-    fed = LoopbackFederation(tmp_path, 2, certs={"ca": tmp_path / "ca", "cert": tmp_path / "c", "key": tmp_path / "k"})
+    keys = [make_supernode_key(tmp_path / f"n{i}.key") for i in range(2)]
+    fed = LoopbackFederation(tmp_path, 2, certs={"ca": tmp_path / "ca", "cert": tmp_path / "c", "key": tmp_path / "k"},
+                             supernode_keys=keys)
     started: list[list[str]] = []
     fed._start = lambda _name, argv: started.append(argv)  # type: ignore[method-assign]
-    fed._wait_port = lambda _port, timeout=0: None  # type: ignore[method-assign]
-    with fed:
-        started.append(fed.run_command(tmp_path, "x=1"))
+    fed._wait_port = lambda _port, _name="", timeout=0: None  # type: ignore[method-assign]
+    real_run = subprocess.run
+    registered: list[list[str]] = []
+    subprocess.run = lambda argv, **kw: registered.append(argv)  # type: ignore[assignment]
+    try:
+        with fed:
+            started.append(fed.run_command(tmp_path, "x=1"))
+    finally:
+        subprocess.run = real_run  # type: ignore[assignment]
+    assert len(registered) == 2 and registered[0][1:3] == ["supernode", "register"]
+    assert "--enable-supernode-auth" in started[0]
     for argv in started:
         entry = Path(argv[0]).name
         flags = {a for a in argv if a.startswith("--")}
