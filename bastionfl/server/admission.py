@@ -237,7 +237,8 @@ class AdmissionStage:
             left = deadline - time.monotonic()
             if not payload or left <= 0:  # the admission deadline has passed: whoever is still missing is refused
                 return {}
-            awaited = {n for n in payload if n not in state.suspects}
+            # suspects are not waited for while there are others to wait for (with none left, everyone is awaited)
+            awaited = {n for n in payload if n not in state.suspects} or set(payload)
             replies, _ = rs.messenger(ctx, timeout_s=left).exchange(
                 self.name, MessageType.QUERY, list(payload),
                 lambda n: RecordDict({HANDSHAKE_RECORD: ConfigRecord({"step": name, **payload[n]}), "config": config}),

@@ -105,8 +105,8 @@ def test_a_link_cut_mid_round_is_survived_as_a_dropout(hosts: str, tmp_path: Pat
     fed.node_addresses = [f"10.213.{i}.1:{fed.port}" for i in range(NODES)]
     out = tmp_path / "out"
     run_config = (f'num-server-rounds=2 num-clients={NODES} auth="pseudonym" auth-ha-url="https://127.0.0.1:{ha_port}" '
-                  f'auth-ha-token-file="{prepared.server_token}" auth-ha-ca="{prepared.ca}" auth-timeout-s=60.0 '
-                  f'stage-timeout-s=60.0 out-dir="{out}"')
+                  f'auth-ha-token-file="{prepared.server_token}" auth-ha-ca="{prepared.ca}" auth-timeout-s=240.0 '
+                  f'stage-timeout-s=90.0 out-dir="{out}"')
     done = threading.Event()
     with fed:
         cutter = threading.Thread(target=_cut_when_training, args=(fed, tag, 1, done), daemon=True)

@@ -162,3 +162,17 @@ def test_a_suspect_that_answers_again_is_admitted_again(tmp_path: Path, cfg: Run
     rs = round_state(ctx, 2, [])
     _round(ctx, rs)
     assert rs.node_ids == [100, 101, 102] and messenger.clock == pytest.approx(5.0)
+
+
+def test_when_every_node_is_a_suspect_admission_waits_for_them(tmp_path: Path, cfg: RunConfig) -> None:
+    """Slow honest nodes that all missed one deadline are not shut out for good: with nobody else to wait for,
+    admission waits for them again."""
+    cfg = RunConfig.build(auth="pseudonym", out_dir=str(tmp_path), num_clients=2, auth_timeout_s=5.0)
+    behaviour = {100: "silent", 101: "silent"}
+    ctx, messenger = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
+    with pytest.raises(RoundFailed):
+        AdmissionStage().run(ctx, round_state(ctx, 1, []))
+    behaviour.update({100: "honest", 101: "honest"})
+    rs = round_state(ctx, 2, [])
+    AdmissionStage().run(ctx, rs)
+    assert rs.node_ids == [100, 101]
