@@ -1,10 +1,13 @@
-# The Home Authority service (pseudonym admission); separate from the FL server by design.
+# The Home Authority service (pseudonym admission) and the deployment's one-shot setup: an HTTP service needs no
+# torch, TenSEAL or Flower, so this image holds BastionFL's code with only cryptography, FastAPI, uvicorn and httpx.
 FROM python:3.11-slim
-RUN useradd --create-home app
-WORKDIR /app
-COPY --chown=app:app pyproject.toml README.md ./
-COPY --chown=app:app bastionfl ./bastionfl
-RUN python -m pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
- && python -m pip install --no-cache-dir .
+RUN groupadd --gid 49999 app && useradd --uid 49999 --gid 49999 --create-home app \
+ && mkdir -p /data /deploy && chown app:app /data /deploy
+WORKDIR /opt/bastionfl
+COPY pyproject.toml README.md ./
+COPY bastionfl ./bastionfl
+RUN python -m pip install --no-cache-dir "cryptography==50.0.2" "fastapi==0.138.2" "uvicorn==0.49.0" "httpx==0.29.0" \
+ && python -m pip install --no-cache-dir --no-deps .
 USER app
-ENTRYPOINT ["bastionfl", "ha"]
+VOLUME ["/data"]
+ENTRYPOINT ["bastionfl"]

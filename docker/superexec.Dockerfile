@@ -1,6 +1,6 @@
-# SuperExec image with BastionFL pre-installed: it runs the ServerApp and the ClientApps.
-# Flower's base image already holds flwr; install the rest with a CPU build of torch.
-ARG FLWR_VERSION=1.41.0
+# SuperExec image with BastionFL pre-installed: it runs the ServerApp and the ClientApps (runtime dependency
+# installation is disabled on the SuperLink). Flower's base image holds the pinned flwr and runs as uid 49999.
+ARG FLWR_VERSION=1.42.0
 FROM flwr/superexec:${FLWR_VERSION}
 WORKDIR /app
 COPY --chown=app:app pyproject.toml README.md ./

@@ -14,7 +14,7 @@ RUN_ID = 1
 
 def node_context(partition_id: int, num_partitions: int, node_id: int | None = None) -> Context:
     """A Context as a SuperNode would give one ClientApp."""
-    from flwr.supercore.task_identity import TaskIdentity  # private API, pinned by flwr<1.43
+    from flwr.supercore.task_identity import TaskIdentity  # private API, pinned by the exact flwr version
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     return Context(run_id=1, node_id=node_id or 100 + partition_id, state=RecordDict(), run_config={},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import threading
 import time
@@ -32,6 +34,8 @@ from .roster import SignedRoster, endorsement_key
 from .roster_desk import RosterDesk
 from .server import ChallengeReply, ConfirmReply
 from .store import HAStore
+
+log = logging.getLogger("bastionfl.auth.ha")
 
 __all__ = ["HomeAuthority", "LocalRelay", "RateLimits", "TokenBucket"]
 
@@ -82,6 +86,7 @@ class _HASession:
     ctx: bytes
     expires: float
     run_id: int = 0
+    probe: bool = False  # a counter value already committed: a RES that matches proves a second credential holder
 
 
 class HomeAuthority:
@@ -274,11 +279,16 @@ class HomeAuthority:
                 cid = cid_field
             else:
                 ok = ok and cid_field == bytes(16)
-                cid = self._store.lookup_pid(pid) or bytes(16)
+                cid = self._store.lookup_pid(pid) or self._store.lookup_retired_pid(pid) or bytes(16)
             row = self._store.client(cid)
-            ok = ok and row is not None and row.active and ctr > row.ctr_committed
-            ok = ok and self._take_path_token(cid, mode, now)
-            key = row.key if ok and row is not None else random_bytes(32)
+            known = ok and row is not None and row.active
+            # a used counter value: a replay (no RES will follow) or a second holder of the credential (RES will)
+            probe = known and row is not None and ctr <= row.ctr_committed
+            ok = known and row is not None and ctr > row.ctr_committed
+            if ok or probe:
+                allowed = self._take_path_token(cid, mode, now)
+                ok, probe = ok and allowed, probe and allowed
+            key = row.key if (ok or probe) and row is not None else random_bytes(32)
             nh, p_next = random_bytes(16), random_bytes(16)
             # a decoy is computed under a random key: its bytes are as random as real ones and cost the same
             secrets = make_challenge(key, msg1, nc, nh, p_next, sid_b, ctx_d)
@@ -286,9 +296,9 @@ class HomeAuthority:
             sid = random_bytes(SID_LEN)
             self._sessions[sid] = _HASession(
                 ok, cid, ctr, secrets.xres, p_next, secrets.k_s, msg1, secrets.msg2, sid_b, ctx_d,
-                now + self.SESSION_TTL_S, ctx.run_id,
+                now + self.SESSION_TTL_S, ctx.run_id, probe,
             )
-            return ChallengeReply(sid, secrets.msg2, secrets.hxres if ok else random_bytes(HXRES_LEN))
+            return ChallengeReply(sid, secrets.msg2, secrets.hxres if ok or probe else random_bytes(HXRES_LEN))
 
     def confirm(self, server_id: str, sid: bytes, res: bytes) -> ConfirmReply:
         """Single-use confirm: on a matching RES, commit the counter and ``P_next`` and release ``K_S``."""
@@ -299,19 +309,34 @@ class HomeAuthority:
             now = self._clock()
             sess = self._sessions.pop(bytes(sid), None)
             ok = (
-                sess is not None and sess.ok and now <= sess.expires and ct_equal(sess.server_id, sid_b)
-                and len(res) == MSG3_LEN
+                sess is not None and (sess.ok or sess.probe) and now <= sess.expires
+                and ct_equal(sess.server_id, sid_b) and len(res) == MSG3_LEN
             )
             expected = sess.xres if sess is not None else random_bytes(32)
             ok = ct_equal(bytes(res), expected) and ok
+            if ok and sess is not None and sess.probe:
+                self._clone_alert(sess.cid, server_id)
+                return ConfirmReply(False)
             if not ok or sess is None:
                 return ConfirmReply(False)
             handle = random_bytes(16)
-            if not self._store.commit(sess.cid, sess.ctr, sess.p_next, handle, server_id):
+            if not self._store.commit(sess.cid, sess.ctr, sess.p_next, handle, server_id, now):
                 return ConfirmReply(False)
             th = transcript_hash(sid_b, sess.ctx, sess.msg1, sess.msg2, bytes(res))
             self.rosters.admitted(handle, sess.cid, endorsement_key(sess.k_s, th), server_id, sess.run_id)
             return ConfirmReply(True, session_key(sess.k_s, th), handle)
+
+    def _clone_alert(self, cid: bytes, server_id: str) -> None:
+        """Two holders of one credential: a proven RES for a counter value that was already committed."""
+        label = self._store.record_clone_alert(cid)
+        log.warning("Home Authority: CLONE ALERT: credential %r answered a challenge for a counter value it had "
+                    "already used (via server %r): a copy of its credential file is in use elsewhere; revoke and "
+                    "re-enrol it", label, server_id)
+
+    @property
+    def clone_alerts(self) -> int:
+        """Clone alerts raised so far (persistent)."""
+        return self._store.counter("clone_alerts")
 
     def register_epoch_key(self, server_id: str, handle: bytes, key_epoch: int, vk: bytes, tag: bytes) -> bool:
         """Put an admitted client's endorsed epoch key into the roster of ``key_epoch`` (see ``RosterDesk``)."""

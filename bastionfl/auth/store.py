@@ -28,13 +28,23 @@ CREATE TABLE IF NOT EXISTS pids (
 CREATE INDEX IF NOT EXISTS pids_by_cid ON pids (cid);
 CREATE TABLE IF NOT EXISTS registry (label TEXT PRIMARY KEY, cid BLOB NOT NULL UNIQUE, servers TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS handles (handle BLOB PRIMARY KEY, cid BLOB NOT NULL, server_id TEXT NOT NULL, t REAL);
+CREATE INDEX IF NOT EXISTS handles_by_time ON handles (t);
+CREATE TABLE IF NOT EXISTS retired_pids (pid_tag BLOB PRIMARY KEY, cid BLOB NOT NULL, t REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS retired_by_cid ON retired_pids (cid);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO counters VALUES ('decoys', 0), ('challenges', 0), ('pid_seq', 0);
+INSERT OR IGNORE INTO counters VALUES ('decoys', 0), ('challenges', 0), ('pid_seq', 0), ('clone_alerts', 0);
 CREATE TABLE IF NOT EXISTS roster_key (id INTEGER PRIMARY KEY CHECK (id = 1), sk_enc BLOB NOT NULL, pk BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rosters (
     server_id TEXT NOT NULL, run_id INTEGER NOT NULL, key_epoch INTEGER NOT NULL, roster BLOB NOT NULL,
     t REAL NOT NULL, PRIMARY KEY (server_id, run_id, key_epoch));
 """
+
+
+def _sql_int(value: int) -> int:
+    """An unsigned 64-bit id (Flower's run ids use the full range) as SQLite's signed 64-bit INTEGER, one to one."""
+    if not 0 <= value < 1 << 64:
+        raise MalformedInput("id out of the 64-bit range")
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def load_or_create_kek(path: str | os.PathLike[str], *, create: bool = True) -> bytes:
@@ -161,14 +171,14 @@ class HAStore:
         """The roster already signed under this label, if any (the HA never signs a second one)."""
         with self._lock:
             row = self._db.execute("SELECT roster FROM rosters WHERE server_id = ? AND run_id = ? AND key_epoch = ?",
-                                   (server_id, run_id, key_epoch)).fetchone()
+                                   (server_id, _sql_int(run_id), _sql_int(key_epoch))).fetchone()
         return None if row is None else bytes(row[0])
 
     def seal_roster(self, server_id: str, run_id: int, key_epoch: int, roster: bytes) -> bytes:
         """Record a signed roster under its label; returns the one stored (the first wins)."""
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO rosters VALUES (?, ?, ?, ?, ?)",
-                             (server_id, run_id, key_epoch, roster, time.time()))
+                             (server_id, _sql_int(run_id), _sql_int(key_epoch), roster, time.time()))
         stored = self.sealed_roster(server_id, run_id, key_epoch)
         assert stored is not None
         return stored
@@ -253,8 +263,17 @@ class HAStore:
             row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return 0 if row is None else int(row[0])
 
-    def commit(self, cid: bytes, ctr: int, p_next: bytes, handle: bytes, server_id: str) -> bool:
-        """Atomically: re-check active and ``ctr > ctr_committed``, move the counter, keep only ``P_next``."""
+    HANDLE_TTL_S = 24 * 3600.0  # a session handle serves its round's key setup; older ones are pruned
+    RETIRED_PIDS_PER_CLIENT = 4  # pseudonyms kept after rotation, only to recognise a cloned credential
+
+    def commit(self, cid: bytes, ctr: int, p_next: bytes, handle: bytes, server_id: str,
+               now: float | None = None) -> bool:
+        """Atomically: re-check active and ``ctr > ctr_committed``, move the counter, keep only ``P_next``.
+
+        The replaced pseudonyms move to a short per-client list (clone detection); handles older than
+        ``HANDLE_TTL_S`` are pruned, so neither table grows with the number of handshakes.
+        """
+        now = time.time() if now is None else now
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -263,14 +282,47 @@ class HAStore:
                     self._db.execute("ROLLBACK")
                     return False
                 self._db.execute("UPDATE clients SET ctr_committed = ? WHERE cid = ?", (ctr, cid))
+                self._db.execute("INSERT OR REPLACE INTO retired_pids SELECT pid_tag, cid, ? FROM pids "
+                                 "WHERE cid = ? AND committed = 1", (now, cid))
+                self._db.execute("DELETE FROM retired_pids WHERE cid = ? AND pid_tag NOT IN (SELECT pid_tag FROM "
+                                 "retired_pids WHERE cid = ? ORDER BY t DESC LIMIT ?)",
+                                 (cid, cid, self.RETIRED_PIDS_PER_CLIENT))
                 self._db.execute("DELETE FROM pids WHERE cid = ?", (cid,))
                 self._insert_pid(cid, p_next, committed=True)
-                self._db.execute("INSERT INTO handles VALUES (?, ?, ?, ?)", (handle, cid, server_id, time.time()))
+                self._db.execute("DELETE FROM handles WHERE t < ?", (now - self.HANDLE_TTL_S,))
+                self._db.execute("INSERT INTO handles VALUES (?, ?, ?, ?)", (handle, cid, server_id, now))
                 self._db.execute("COMMIT")
                 return True
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def lookup_retired_pid(self, pid: bytes) -> bytes | None:
+        """cid that used ``pid`` before its last rotations, or ``None`` (clone detection only, never admission)."""
+        with self._lock:
+            row = self._db.execute("SELECT cid FROM retired_pids WHERE pid_tag = ?", (self._pid_tag(pid),)).fetchone()
+        return None if row is None else row[0]
+
+    def record_clone_alert(self, cid: bytes) -> str:
+        """Count one clone alert; returns the client's enrolment label (for the HA operator's log)."""
+        with self._lock:
+            self._db.execute("UPDATE counters SET value = value + 1 WHERE name = 'clone_alerts'")
+            self._db.commit()
+            row = self._db.execute("SELECT label FROM registry WHERE cid = ?", (cid,)).fetchone()
+        return "<unknown>" if row is None else str(row[0])
+
+    def counter(self, name: str) -> int:
+        """A persistent counter: decoys, challenges, clone_alerts."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def table_size(self, table: str) -> int:
+        """Rows in one of the bounded tables (handles, retired_pids, pids): for metrics and tests."""
+        if table not in ("handles", "retired_pids", "pids"):
+            raise ValueError(table)
+        with self._lock:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names
 
     def revoke(self, cid: bytes) -> bool:
         """Mark a client revoked and drop all its pseudonyms; ``False`` if unknown."""

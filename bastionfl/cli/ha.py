@@ -12,6 +12,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from bastionfl.deploy.ha_guard import SHUTDOWN_TIMEOUT_S
+
 __all__ = ["main"]
 
 
@@ -40,6 +42,8 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     serve.add_argument("--server", action="append", default=[], metavar="ID=TOKEN_FILE",
                        help="admit FL server ID authenticated by the bearer token in TOKEN_FILE "
                             "(created 0600 with a fresh token if absent); repeatable")
+    serve.add_argument("--shutdown-timeout", type=float, default=SHUTDOWN_TIMEOUT_S,
+                       help="seconds SIGTERM waits for open requests before closing them")
     serve.add_argument("--server-rate", type=float, default=5000.0, help="challenges/s allowed per FL server")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                        help="uvicorn log level; 'info' includes one access-log line per request (no secrets)")
@@ -111,7 +115,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"bastionfl ha serve: Home Authority on https://{args.host}:{args.port} for "
           f"{len(tokens)} server(s)")
     uvicorn.run(create_app(ha, tokens), host=args.host, port=args.port, ssl_certfile=args.cert,
-                ssl_keyfile=args.key, log_level=args.log_level, ws="none", lifespan="off")
+                ssl_keyfile=args.key, log_level=args.log_level, ws="none", lifespan="off",
+                timeout_graceful_shutdown=args.shutdown_timeout, timeout_keep_alive=5)
     return 0
 
 

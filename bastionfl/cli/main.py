@@ -26,6 +26,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("ha", "enroll"): ("ha:enroll", "enrol a client and write its credential file"),
     ("ha", "revoke"): ("ha:revoke", "revoke a client's enrolment"),
     ("deploy", "certs"): ("deploy:certs", "write a test CA and a TLS server certificate"),
+    ("deploy", "prepare"): ("deploy:prepare", "one CA, TLS certificates, HA database, per-node credentials, HA token"),
+    ("deploy", "local"): ("deploy:local", "CA, Home Authority, SuperLink and N SuperNodes as local processes; runs "
+                                          "an admitted xMK-CKKS federation"),
     ("experiment", "image"): ("experiment:image", "image backdoor defense grid"),
     ("experiment", "text"): ("experiment:text", "text backdoor defense grid"),
     ("experiment", "text-tune"): ("experiment:text_tune", "BTU clean tune on finished text runs, paired over seeds"),

@@ -13,6 +13,18 @@ from bastionfl.config import KEYS, SECTIONS, ConfigError, RunConfig, apply_overr
 __all__ = ["main"]
 
 RESUME_MUTABLE = {"rounds", "verbose", "stage_timeout_s", "num_server_rounds"}
+# --secure: the whole secure federation in one flag (each key can still be changed with --set)
+SECURE_PRESET = {"secure_aggregation": "xmkckks", "auth": "pseudonym", "client_defense": "abl"}
+
+
+def _security(entry: dict[str, Any]) -> str:
+    """The round's security line: admitted / rejected nodes and dropouts (empty for a plaintext open run)."""
+    parts = []
+    if "auth_admitted" in entry:
+        parts.append(f"admitted {entry['auth_admitted']} rejected {entry.get('auth_rejected', 0)}")
+    if "key_setup" in entry.get("stages", {}) or "auth_admitted" in entry:
+        parts.append(f"dropouts {sum((entry.get('dropouts') or {}).values())}")
+    return ("  " + "  ".join(parts)) if parts else ""
 
 
 class _RichObserver:
@@ -35,7 +47,7 @@ class _RichObserver:
         extra = f"  asr {100 * entry['asr']:5.1f}%" if "asr" in entry else ""
         self.console.print(f"round {entry['round']:>3}  accuracy {100 * entry['accuracy']:5.1f}%  loss "
                            f"{entry['loss']:.4f}{extra}  {entry['time_s']:.1f} s  up {entry['bytes_up'] / 1e6:.2f} MB"
-                           f"  down {entry['bytes_down'] / 1e6:.2f} MB")
+                           f"  down {entry['bytes_down'] / 1e6:.2f} MB{_security(entry)}")
         self.progress.update(self.task, advance=1, description=f"accuracy {100 * entry['accuracy']:.1f}%")
 
     def close(self) -> None:
@@ -51,11 +63,18 @@ def _summary(console: Any, rounds: list[dict[str, Any]], out_dir: Path, wall: fl
     has_asr = bool(rounds) and "asr" in rounds[0]
     if has_asr:
         table.add_column("ASR %", justify="right")
+    has_auth = bool(rounds) and "auth_admitted" in rounds[0]
+    if has_auth:
+        for col in ("admitted", "rejected", "dropouts"):
+            table.add_column(col, justify="right")
     for r in rounds:
         row = [str(r["round"]), f"{100 * r['accuracy']:.2f}", f"{r['loss']:.4f}", f"{r['time_s']:.2f}",
                f"{r['bytes_up'] / 1e6:.2f}", f"{r['bytes_down'] / 1e6:.2f}"]
         if has_asr:
             row.append(f"{100 * r['asr']:.2f}")
+        if has_auth:
+            row += [str(r.get("auth_admitted", 0)), str(r.get("auth_rejected", 0)),
+                    str(sum((r.get("dropouts") or {}).values()))]
         table.add_row(*row)
     console.print(table)
     console.print(f"final accuracy {100 * rounds[-1]['accuracy']:.2f}% after {rounds[-1]['round']} rounds; "
@@ -67,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML file: flat key = value lines or [section] tables")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set rounds=10")
+    p.add_argument("--secure", action="store_true",
+                   help="the secure federation: xMK-CKKS, pseudonym admission, ABL on the clients "
+                        "(= --set secure_aggregation=xmkckks --set auth=pseudonym --set client_defense=abl)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/sim-<timestamp>)")
     p.add_argument("--resume", type=Path, metavar="OUT", help="continue the run in OUT after its last round")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after round N (resume later with --resume)")
@@ -118,6 +140,8 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         overrides = parse_set(args.sets)
+        if args.secure and not args.resume:
+            overrides = {**SECURE_PRESET, **overrides}
         if args.resume:
             out_dir = args.resume
             cfg = _resume_config(out_dir, overrides)
@@ -133,7 +157,8 @@ def main(argv: list[str]) -> int:
     cfg = apply_overrides(cfg, {"out_dir": str(out_dir)})
     out_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"BastionFL: {cfg.federation.num_clients} clients, {cfg.federation.rounds} rounds, "
-                  f"{cfg.task.dataset}/{cfg.task.model}, secure aggregation: {cfg.secure.mode} -> {out_dir}")
+                  f"{cfg.task.dataset}/{cfg.task.model}, secure aggregation: {cfg.secure.mode}, admission: "
+                  f"{cfg.admission.mode}, client defense: {cfg.defense.client_defense} -> {out_dir}")
     observer = _RichObserver(console)
     start = time.perf_counter()
     try:

@@ -171,6 +171,9 @@ class AdmissionConfig:
     cred_dir: str = setting("", "simulation: folder of client credential files cred-<partition-id>.json (empty: "
                             "<out_dir>/auth); deployment nodes use --node-config auth-cred=FILE", key="auth_cred_dir",
                             clients=False)
+    timeout_s: float = setting(120.0, "seconds admission waits for the handshake replies (its three steps together): "
+                               "a silent node costs a run at most this once", _range(0.0, None,
+                               lo_open=True), key="auth_timeout_s", clients=False)
 
 
 @dataclass(frozen=True)

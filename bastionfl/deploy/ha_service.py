@@ -4,7 +4,11 @@ API (JSON, hex-encoded bytes; the caller's server id comes from its bearer token
 ``POST /v1/challenge {msg1, run_id, epoch, node_id, expiry}`` -> ``{sid, msg2, hxres}``;
 ``POST /v1/confirm {sid, res}`` -> ``{ok, session_key?, handle?}``; ``GET /v1/keys`` -> ``{kid: pk}``;
 ``POST /v1/epoch-key {handle, key_epoch, vk, tag}`` -> ``{ok}``; ``POST /v1/roster {run_id, key_epoch}`` ->
-``{roster}`` (the signed roster of that key epoch, hex).
+``{roster}`` (the signed roster of that key epoch, hex); ``GET /metrics`` (bearer token) -> Prometheus text
+(challenges, decoys, clone alerts, table sizes).
+
+Every POST must be ``application/json`` (415), at most ``MAX_BODY`` bytes, enforced while the body streams in
+(413, ``ha_guard.BodyGuard``), and nested at most ``MAX_DEPTH`` deep (400).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from bastionfl.auth.errors import AuthError, MalformedInput, RateLimited
 from bastionfl.auth.ha import HomeAuthority
 from bastionfl.auth.messages import HANDLE_LEN, MSG3_LEN, SID_LEN
 from bastionfl.auth.primitives import RoundContext
+from bastionfl.auth.wirejson import MAX_BODY
 from bastionfl.auth.wirejson import hexfield as _hexfield, intfield as _intfield, load_json_object as _load
+from bastionfl.deploy.ha_guard import SHUTDOWN_TIMEOUT_S, BodyGuard
 
 __all__ = [
     "create_app",
@@ -55,8 +61,13 @@ def decode_confirm_request(body: bytes) -> tuple[bytes, bytes]:
     return _hexfield(doc, "sid", SID_LEN), _hexfield(doc, "res", MSG3_LEN)
 
 
-def create_app(ha: HomeAuthority, server_tokens: Mapping[str, str]) -> FastAPI:
-    """FastAPI app serving ``ha``; ``server_tokens`` maps ``hash_token(token)`` to the server id it authenticates."""
+def create_app(ha: HomeAuthority, server_tokens: Mapping[str, str]) -> BodyGuard:
+    """The HA service as an ASGI app (FastAPI behind the body guard); ``server_tokens`` maps ``hash_token(token)``
+    to the server id it authenticates."""
+    return BodyGuard(_create_api(ha, server_tokens), MAX_BODY)
+
+
+def _create_api(ha: HomeAuthority, server_tokens: Mapping[str, str]) -> FastAPI:
     tokens = dict(server_tokens)
     lock = threading.Lock()
     app = FastAPI(title="BastionFL Home Authority", docs_url=None, redoc_url=None, openapi_url=None)
@@ -139,6 +150,18 @@ def create_app(ha: HomeAuthority, server_tokens: Mapping[str, str]) -> FastAPI:
             pks = ha.public_keys()
         return JSONResponse({str(kid): pk.hex() for kid, pk in pks.items()})
 
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        if _server_id(request) is None:
+            return _err(401, "unknown server")
+        with lock:
+            store = ha.store
+            values = {"challenges_total": store.counter("challenges"), "decoys_total": store.counter("decoys"),
+                      "clone_alerts_total": store.counter("clone_alerts"),
+                      "session_handles": store.table_size("handles"), "pseudonyms": store.table_size("pids")}
+        text = "".join(f"bastionfl_ha_{k} {v}\n" for k, v in values.items())
+        return Response(text, media_type="text/plain; version=0.0.4")
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return JSONResponse({"ok": True})
@@ -146,7 +169,7 @@ def create_app(ha: HomeAuthority, server_tokens: Mapping[str, str]) -> FastAPI:
     return app
 
 
-def start_in_thread(app, *, host: str, port: int, certfile: str | os.PathLike[str],
+def start_in_thread(app: object, *, host: str, port: int, certfile: str | os.PathLike[str],
                     keyfile: str | os.PathLike[str], log_level: str = "warning"):
     """Run ``app`` under uvicorn with TLS in a daemon thread; returns ``(server, thread, port)``; stop with
     ``server.should_exit = True; thread.join()``. Port 0 picks an ephemeral port."""
@@ -156,7 +179,7 @@ def start_in_thread(app, *, host: str, port: int, certfile: str | os.PathLike[st
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     config = uvicorn.Config(app, ssl_certfile=str(certfile), ssl_keyfile=str(keyfile), log_level=log_level,
-                            lifespan="off", ws="none")
+                            lifespan="off", ws="none", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

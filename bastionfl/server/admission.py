@@ -1,19 +1,26 @@
-"""The admission stage: a pseudonym handshake with every sampled node at the start of each round, then a MAC on
-every later message of the round.
+"""The admission stage: a pseudonym handshake with every connected node at the start of each round (before
+sampling, so an unauthenticated node never takes a sample slot), then a MAC on every later message of the round.
 
 Three Flower round trips (``query`` messages with an ``auth`` record; names in ``bastionfl.protocol.admission``) carry
 msg1 -> msg2, msg3 -> SCONF and the client's ACK; the server relays to the Home Authority (in-process
 ``LocalRelay`` in simulation, ``HttpRelay`` to the HA service in deployment) and learns only "valid + session key +
 opaque handle". Nodes that fail are dropped from the round. A messenger wrapper then tags every later message
 with the node's session key and drops replies whose tag does not verify; sessions die with the round.
+
+Waiting is bounded for an outsider: the three steps share one deadline, ``auth_timeout_s``, and each step ends as
+soon as every node still in the handshake has answered. A node that lets that deadline pass becomes a suspect:
+later rounds' handshakes still ask it but no longer wait for it, so a silent outsider costs a run one admission
+timeout. A node that stays silent in any later stage of a round loses its session, so no later stage of the round
+waits for it again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -30,6 +37,7 @@ from bastionfl.protocol.admission import (
     content_digest,
 )
 from bastionfl.server.messaging import Messenger
+from bastionfl.server.stages import connected_nodes
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 
 __all__ = ["AdmissionStage", "AdmissionState", "build_relay"]
@@ -71,6 +79,9 @@ class AdmissionState:
     server: AuthServer | None = None
     owner: RoundState | None = None
     sessions: dict[int, Session] | None = None  # None while the owner round's handshake is running
+    # nodes that let an earlier round's admission run into its timeout: later handshakes do not wait for them
+    # (they are still asked, and admitted again when they answer as fast as the others)
+    suspects: set[int] = field(default_factory=set)
     wrapper: Callable[[Messenger, RoundState], Messenger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,16 +161,17 @@ class _AuthenticatedMessenger(Messenger):
 
     def exchange(
         self, stage: str, message_type: str, node_ids: Iterable[int], content_for: Callable[[int], RecordDict],
-        group_id: str,
+        group_id: str, wait_for: Collection[int] | None = None,
     ) -> tuple[list[Message], list[int]]:
         """Like :meth:`Messenger.exchange`, under this round's sessions (the handshake itself passes untagged)."""
         nodes = list(node_ids)
         if self._handshake_running():
-            return self._inner.exchange(stage, message_type, nodes, content_for, group_id)
+            return self._inner.exchange(stage, message_type, nodes, content_for, group_id, wait_for)
         allowed = self._admitted(stage, nodes)
         replies, _ = self._inner.exchange(stage, message_type, allowed, self._tagger(message_type, content_for),
-                                          group_id)
+                                          group_id, wait_for)
         kept = [r for r in replies if self._verified(stage, message_type, r)]
+        self._forget(stage, set(allowed) - {r.metadata.src_node_id for r in replies})
         return kept, sorted(set(nodes) - {r.metadata.src_node_id for r in kept})
 
     def exchange_streaming(
@@ -176,8 +188,22 @@ class _AuthenticatedMessenger(Messenger):
         def checked(reply: Message) -> bool:
             return self._verified(stage, message_type, reply) and on_reply(reply)
 
-        failed = set(inner(stage, message_type, allowed, self._tagger(message_type, content_for), group_id, checked))
+        answered: set[int] = set()
+
+        def noted(reply: Message) -> bool:
+            answered.add(reply.metadata.src_node_id)
+            return checked(reply)
+
+        failed = set(inner(stage, message_type, allowed, self._tagger(message_type, content_for), group_id, noted))
+        self._forget(stage, set(allowed) - answered)
         return sorted(set(nodes) - (set(allowed) - failed))
+
+    def _forget(self, stage: str, silent: set[int]) -> None:
+        """End the sessions of nodes that did not answer: no later stage of the round sends to or waits for them."""
+        sessions = self._sessions()
+        gone = [n for n in silent if sessions.pop(n, None) is not None]
+        if gone:
+            self._rs.events.append(f"{stage}: {len(gone)} silent node(s) excluded from the rest of the round")
 
 
 class AdmissionStage:
@@ -196,22 +222,31 @@ class AdmissionStage:
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
         state = self._state(ctx)
         state.owner, state.sessions = rs, None  # the previous round's sessions end here
-        nodes = list(rs.node_ids)
+        nodes = list(rs.node_ids) or connected_nodes(ctx, rs)
         run_id = int(ctx.grid.run.run_id)
         handshakes = {n: state.server.begin(state.server.round_context(run_id, rs.server_round, n)) for n in nodes}
         # simulated clients find their credential file under auth_cred_dir; deployed nodes use their node config
         cred_dir = "" if ctx.cfg.admission.ha_url else simulated_credential_dir(ctx.cfg)
         config = ConfigRecord({"round": rs.server_round, "auth": "pseudonym",
                                "auth_server_id": ctx.cfg.admission.server_id, "auth_cred_dir": cred_dir})
-        messenger = rs.messenger(ctx)
+        wait = min(ctx.cfg.admission.timeout_s, ctx.cfg.federation.stage_timeout_s)
+        deadline = time.monotonic() + wait
         ha_failures = 0
 
         def step(name: str, payload: dict[int, dict[str, int | bytes]]) -> dict[int, ConfigRecord]:
-            replies, _ = messenger.exchange(
+            left = deadline - time.monotonic()
+            if not payload or left <= 0:  # the admission deadline has passed: whoever is still missing is refused
+                return {}
+            # suspects are not waited for while there are others to wait for (with none left, everyone is awaited)
+            awaited = {n for n in payload if n not in state.suspects} or set(payload)
+            replies, _ = rs.messenger(ctx, timeout_s=left).exchange(
                 self.name, MessageType.QUERY, list(payload),
                 lambda n: RecordDict({HANDSHAKE_RECORD: ConfigRecord({"step": name, **payload[n]}), "config": config}),
-                group_id=str(rs.server_round),
+                group_id=str(rs.server_round), wait_for=awaited,
             )
+            answered = {r.metadata.src_node_id for r in replies}
+            # an awaited node missing means the step ran into the deadline: later handshakes do not wait for it
+            state.suspects = (state.suspects - answered) | (awaited - answered)
             out: dict[int, ConfigRecord] = {}
             for reply in replies:
                 rec = reply.content.config_records.get(HANDSHAKE_RECORD)

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flwr.app import Context
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid, ServerApp
 
 from bastionfl.config import RunConfig, from_run_config
+from bastionfl.errors import BastionFLError
 from bastionfl.server.federation import RunObserver, run_federation
 
 __all__ = ["app", "make_server_app"]
@@ -33,6 +35,8 @@ def make_server_app(
                            run_id=int(context.run_id))
         except BaseException as exc:
             if on_error is None:
+                if isinstance(exc, BastionFLError):  # one clear line before Flower's own report of the exception
+                    flwr_log(logging.ERROR, "BastionFL: the federation failed: %s", exc)
                 raise
             on_error(exc)
 

@@ -51,10 +51,10 @@ class LogObserver:
 def build_workflow(cfg: RunConfig) -> RoundWorkflow:
     """The stage list for this configuration: plaintext FedAvg, with admission, HE and repair stages as configured."""
     stages: list[Any] = [SampleNodes()]
-    if cfg.admission.mode is Auth.PSEUDONYM:
+    if cfg.admission.mode is Auth.PSEUDONYM:  # admission first: only admitted nodes are sampled
         from bastionfl.server.admission import AdmissionStage
 
-        stages.append(AdmissionStage())
+        stages = [AdmissionStage(), SampleNodes(after_admission=True)]
     if cfg.secure.mode is SecureAggregation.XMKCKKS:
         from bastionfl.server.secure import secure_stages
 

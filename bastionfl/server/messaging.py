@@ -6,7 +6,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
@@ -67,18 +67,29 @@ class Messenger:
         self.timeout_s = timeout_s
         self.counter = counter
 
+    POLL_S = 0.5  # how often an exchange that waits for some nodes only pulls replies
+
     def exchange(
         self, stage: str, message_type: str, node_ids: Iterable[int], content_for: Callable[[int], RecordDict],
-        group_id: str,
+        group_id: str, wait_for: Collection[int] | None = None,
     ) -> tuple[list[Message], list[int]]:
-        """Send ``content_for(node)`` to every node; return (good replies, nodes that failed or timed out)."""
+        """Send ``content_for(node)`` to every node; return (good replies, nodes that failed or timed out).
+
+        The exchange ends when every node answered, or with ``wait_for``, when those nodes did (replies of the
+        others that are in by then count too), or at the timeout.
+        """
         messages = []
         nodes = list(node_ids)
         for nid in nodes:
             content = content_for(nid)
             self.counter.add(stage, nid, down=payload_bytes(content))
             messages.append(Message(content=content, dst_node_id=nid, message_type=message_type, group_id=group_id))
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout_s)) if messages else []
+        if not messages:
+            replies: list[Message] = []
+        elif wait_for is None:
+            replies = list(self.grid.send_and_receive(messages, timeout=self.timeout_s))
+        else:
+            replies = self._pull_until(messages, set(wait_for) & set(nodes))
         good: list[Message] = []
         answered: set[int] = set()
         for reply in replies:
@@ -94,6 +105,21 @@ class Messenger:
         if missing:
             log.warning("stage %s: %d node(s) did not answer within %.0f s", stage, len(missing), self.timeout_s)
         return good, failed
+
+    def _pull_until(self, messages: list[Message], awaited: set[int]) -> list[Message]:
+        """Push ``messages``; pull replies until every node in ``awaited`` answered or the timeout passed."""
+        pending = set(self.grid.push_messages(messages))
+        replies: list[Message] = []
+        deadline = time.monotonic() + self.timeout_s
+        while pending:
+            for reply in self.grid.pull_messages(list(pending)):
+                pending.discard(reply.metadata.reply_to_message_id)
+                replies.append(reply)
+                awaited.discard(reply.metadata.src_node_id)
+            if not pending or not awaited or time.monotonic() >= deadline:
+                break
+            time.sleep(self.POLL_S)
+        return replies
 
     def exchange_streaming(
         self, stage: str, message_type: str, node_ids: Iterable[int], content_for: Callable[[int], RecordDict],

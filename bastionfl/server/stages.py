@@ -19,7 +19,7 @@ from flwr.serverapp.strategy import FedAvg
 from bastionfl.protocol import Key, MessageType, Record, Stage, config_record
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 
-__all__ = ["SampleNodes", "TrainPlain", "AggregateFedAvg", "EvaluateCentral", "Participation", "canonical_order",
+__all__ = ["SampleNodes", "connected_nodes", "TrainPlain", "AggregateFedAvg", "EvaluateCentral", "Participation", "canonical_order",
            "client_metrics_of", "collect_client_metrics"]
 
 log = logging.getLogger("bastionfl.server")
@@ -71,41 +71,58 @@ def canonical_order(replies: list[Message]) -> list[Message]:
     return sorted(replies, key=lambda r: (digest(r), r.metadata.src_node_id))
 
 
+def connected_nodes(ctx: ServerContext, rs: RoundState) -> list[int]:
+    """The connected nodes that may take part in this round: not those that dropped out of its previous attempt."""
+    nodes = _wait_connected(ctx)
+    if not nodes:
+        raise RoundFailed(f"no nodes connected within {ctx.cfg.federation.stage_timeout_s:.0f} s")
+    dropped = ctx.states.get(Participation).excluded.get(rs.server_round, set())
+    nodes = [n for n in nodes if n not in dropped]  # a node that dropped out sits out this round's retry
+    if not nodes:
+        raise RoundFailed("every connected node dropped out of this round")
+    return nodes
+
+
+GRACE_S = 2.0  # after the first node appears, how long to wait for the others to register
+
+
+def _wait_connected(ctx: ServerContext) -> list[int]:
+    """Connected node ids, waiting for them to register (the engine may start the ServerApp first)."""
+    timeout = ctx.cfg.federation.stage_timeout_s
+    deadline = time.monotonic() + timeout
+    first_seen: float | None = None
+    while True:
+        nodes = sorted(int(n) for n in ctx.grid.get_node_ids())
+        now = time.monotonic()
+        if nodes and first_seen is None:
+            first_seen = now
+        if len(nodes) >= ctx.cfg.federation.num_clients or now >= deadline or (
+                first_seen is not None and now - first_seen >= GRACE_S):
+            return nodes
+        time.sleep(0.1)
+
+
 class SampleNodes:
-    """Pick this round's nodes: a seeded fraction of the connected nodes (all of them by default)."""
+    """Pick this round's nodes: a seeded fraction of the pool (all of them by default).
+
+    The pool is every connected node, or, with ``after_admission``, the nodes admission let in (an unauthenticated
+    node never takes a sample slot).
+    """
 
     name = Stage.SAMPLE
 
-    GRACE_S = 2.0  # after the first node appears, how long to wait for the others to register
+    def __init__(self, *, after_admission: bool = False) -> None:
+        self.after_admission = after_admission
 
     def run(self, ctx: ServerContext, rs: RoundState) -> None:
-        nodes = self._connected(ctx)
+        nodes = list(rs.node_ids) if self.after_admission else connected_nodes(ctx, rs)
         if not nodes:
-            raise RoundFailed(f"no nodes connected within {ctx.cfg.federation.stage_timeout_s:.0f} s")
-        dropped = ctx.states.get(Participation).excluded.get(rs.server_round, set())
-        nodes = [n for n in nodes if n not in dropped]  # a node that dropped out sits out this round's retry
-        if not nodes:
-            raise RoundFailed("every connected node dropped out of this round")
+            raise RoundFailed("no node to sample")
         k = max(1, int(round(ctx.cfg.federation.fraction_train * len(nodes))))
         if k < len(nodes):
             rng = np.random.default_rng([ctx.cfg.federation.seed, rs.server_round])  # public sampling: no CSPRNG
             nodes = sorted(int(n) for n in rng.choice(nodes, size=k, replace=False))
         rs.node_ids = nodes
-
-    def _connected(self, ctx: ServerContext) -> list[int]:
-        """Connected node ids, waiting for them to register (the engine may start the ServerApp first)."""
-        timeout = ctx.cfg.federation.stage_timeout_s
-        deadline = time.monotonic() + timeout
-        first_seen: float | None = None
-        while True:
-            nodes = sorted(int(n) for n in ctx.grid.get_node_ids())
-            now = time.monotonic()
-            if nodes and first_seen is None:
-                first_seen = now
-            if len(nodes) >= ctx.cfg.federation.num_clients or now >= deadline or (
-                    first_seen is not None and now - first_seen >= self.GRACE_S):
-                return nodes
-            time.sleep(0.1)
 
 
 class TrainPlain:

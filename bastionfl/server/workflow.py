@@ -102,9 +102,10 @@ class RoundState:
     stage_times: dict[str, float] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
 
-    def messenger(self, ctx: ServerContext) -> Messenger:
-        """The round's message channel, decorated by every registered wrapper."""
-        messenger = Messenger(ctx.grid, ctx.cfg.federation.stage_timeout_s, self.bytes)
+    def messenger(self, ctx: ServerContext, timeout_s: float | None = None) -> Messenger:
+        """The round's message channel (waiting ``timeout_s``, default the stage timeout), with every wrapper."""
+        wait = ctx.cfg.federation.stage_timeout_s if timeout_s is None else timeout_s
+        messenger = Messenger(ctx.grid, wait, self.bytes)
         for wrap in ctx.messenger_wrappers:
             messenger = wrap(messenger, self)
         return messenger

@@ -1,14 +1,27 @@
-"""docker-compose.yml, checked without a Docker engine: structure, files it refers to, and every Flower and
-BastionFL command line parsed by the real argument parsers of the installed versions."""
+"""docker-compose.yml, checked without a Docker engine: ``docker-compose config`` (where the binary exists), every
+flag of every Flower command accepted by the installed entry points' ``--help``, every file a container's command
+names present in the volume the setup service prepares for it (with uid 49999 ownership and 0600 secrets), health
+checks and ``depends_on`` conditions, restart policies, the HA unpublished, images pinned to the project's flwr."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import version
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+FLWR = version("flwr")
+WORKDIR = {"flwr/": "/app", "bastionfl-superexec": "/app", "bastionfl-ha": "/opt/bastionfl"}
 
 
 @pytest.fixture(scope="module")
@@ -16,53 +29,205 @@ def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-def _parser(image: str):  # noqa: ANN202 - argparse parsers of the installed flwr
-    if "superlink" in image:
-        from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
-
-        return _parse_args_run_superlink()
-    if "supernode" in image:
-        from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
-
-        return _parse_args_run_supernode()
-    raise AssertionError(image)
+@functools.cache
+def _help_flags(entry_point: str) -> set[str]:
+    exe = Path(sys.executable).with_name(entry_point)
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+    assert out.returncode == 0, out.stderr
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", out.stdout))
 
 
-def test_services_and_files_exist(compose: dict) -> None:
-    services = compose["services"]
-    assert {"superlink", "superexec-serverapp", "ha"} <= set(services)
-    assert sum(name.startswith("supernode-") for name in services) >= 3
-    for name, svc in services.items():
-        assert "image" in svc or "build" in svc, name
-        if "build" in svc:
-            assert (REPO / svc["build"]["context"] / svc["build"]["dockerfile"]).exists(), name
-    assert (REPO / "docker" / "make-certs.sh").exists()
+def _entry_point(name: str, svc: dict) -> str | None:
+    image = svc.get("image", "")
+    if image.startswith("flwr/superlink"):
+        return "flower-superlink"
+    if image.startswith("flwr/supernode"):
+        return "flower-supernode"
+    if name.startswith("superexec"):
+        return "flower-superexec"
+    return None
 
 
-def test_flower_commands_parse_with_installed_flwr(compose: dict) -> None:
+def test_docker_compose_config_accepts_the_file() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose; no engine needed)")
+    out = subprocess.run([binary, "-f", str(REPO / "docker-compose.yml"), "config", "-q"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+
+
+def test_every_flower_flag_is_accepted_by_the_installed_entry_points(compose: dict) -> None:
+    checked = 0
     for name, svc in compose["services"].items():
-        image = svc.get("image", "")
-        if "flwr/" in image:
-            args = _parser(image).parse_args(svc["command"])
-            assert getattr(args, "insecure", False) is False, f"{name} must use TLS"
-        elif name.startswith("superexec"):
-            from flwr.supercore.cli.flower_superexec import _parse_args
+        entry = _entry_point(name, svc)
+        if entry is None:
+            continue
+        flags = {a.split("=")[0] for a in svc["command"] if a.startswith("--")}
+        assert flags <= _help_flags(entry), (name, flags - _help_flags(entry))
+        assert "--insecure" not in flags or name.startswith("superexec-clientapp"), f"{name} must use TLS"
+        checked += 1
+    assert checked >= 8
 
-            _parse_args().parse_args(svc["command"])
+
+def test_flags_of_the_local_deployment_are_accepted_too(tmp_path: Path) -> None:
+    from bastionfl.deploy.loopback import LoopbackFederation, make_supernode_key
+
+    keys = [make_supernode_key(tmp_path / f"n{i}.key") for i in range(2)]
+    fed = LoopbackFederation(tmp_path, 2, certs={"ca": tmp_path / "ca", "cert": tmp_path / "c", "key": tmp_path / "k"},
+                             supernode_keys=keys)
+    started: list[list[str]] = []
+    fed._start = lambda _name, argv: started.append(argv)  # type: ignore[method-assign]
+    fed._wait_port = lambda _port, _name="", timeout=0: None  # type: ignore[method-assign]
+    real_run = subprocess.run
+    registered: list[list[str]] = []
+    subprocess.run = lambda argv, **kw: registered.append(argv)  # type: ignore[assignment]
+    try:
+        with fed:
+            started.append(fed.run_command(tmp_path, "x=1"))
+    finally:
+        subprocess.run = real_run  # type: ignore[assignment]
+    assert len(registered) == 2 and registered[0][1:3] == ["supernode", "register"]
+    assert "--enable-supernode-auth" in started[0]
+    for argv in started:
+        entry = Path(argv[0]).name
+        flags = {a for a in argv if a.startswith("--")}
+        if entry == "flwr":
+            help_flags = set(re.findall(r"(--[a-z][a-z0-9-]*)", subprocess.run(
+                [argv[0], "run", "--help"], capture_output=True, text=True, timeout=60).stdout))
+            assert flags <= help_flags, flags - help_flags
+        else:
+            assert flags <= _help_flags(entry), (entry, flags - _help_flags(entry))
 
 
-def test_supernodes_cover_distinct_partitions(compose: dict) -> None:
-    configs = [svc["command"][svc["command"].index("--node-config") + 1]
-               for name, svc in compose["services"].items() if name.startswith("supernode-")]
-    parsed = [dict(item.split("=") for item in c.split()) for c in configs]
-    n = {p["num-partitions"] for p in parsed}
-    assert len(n) == 1 and int(n.pop()) == len(parsed)
+def test_images_are_pinned_to_the_project_flwr_version(compose: dict) -> None:
+    pins = [d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+            if d.startswith("flwr[")]
+    assert pins == [f"flwr[simulation]=={FLWR}"]
+    for name, svc in compose["services"].items():
+        if svc.get("image", "").startswith("flwr/"):
+            assert svc["image"].endswith(f":{FLWR}"), name
+        if "build" in svc and "args" in svc["build"]:
+            assert svc["build"]["args"]["FLWR_VERSION"] == FLWR, name
+    dockerfile = (REPO / "docker" / "superexec.Dockerfile").read_text()
+    assert f"ARG FLWR_VERSION={FLWR}" in dockerfile
+
+
+def test_health_checks_dependencies_and_restart_policies(compose: dict) -> None:
+    services = compose["services"]
+    assert services["setup"]["restart"] == "no"
+    for name, svc in services.items():
+        if name == "setup":
+            continue
+        assert svc.get("restart") == "unless-stopped", name
+        deps = svc.get("depends_on")
+        assert isinstance(deps, dict) and deps, f"{name}: depends_on needs conditions"
+        for dep, cond in deps.items():
+            want = "service_completed_successfully" if dep == "setup" else "service_healthy"
+            assert cond == {"condition": want}, (name, dep)
+            if want == "service_healthy":
+                assert "healthcheck" in services[dep], dep
+    assert "ports" not in services["ha"]  # the HA is reached by the ServerApp on the compose network only
+
+
+def test_ha_image_is_slim() -> None:
+    text = (REPO / "docker" / "ha.Dockerfile").read_text()
+    assert "--no-deps" in text
+    for heavy in ("torch", "tenseal", "transformers", "flwr"):
+        assert heavy not in text.split("FROM", 1)[1].split("\n", 1)[1], heavy
+
+
+def _volume_of(svc: dict, container_path: PurePosixPath) -> tuple[str, PurePosixPath] | None:
+    """The named volume holding ``container_path`` in this service and the path inside that volume."""
+    best = None
+    for spec in svc.get("volumes", []):
+        volume, target = spec.split(":")[:2]
+        target_p = PurePosixPath(target)
+        if container_path == target_p or target_p in container_path.parents:
+            if best is None or len(target_p.parts) > len(best[1].parts):
+                best = (volume, target_p)
+    if best is None:
+        return None
+    return best[0], container_path.relative_to(best[1])
+
+
+def _paths(name: str, svc: dict) -> list[PurePosixPath]:
+    """Files a service's command (and node config) names, as absolute container paths."""
+    workdir = next(v for k, v in WORKDIR.items() if svc.get("image", "").startswith(k))
+    out = []
+    for arg in svc["command"]:
+        for token in shlex.split(arg) if " " in arg else [arg]:
+            value = token.split("=", 1)[1] if token.startswith("auth-cred=") else token.split("=", 1)[-1]
+            if re.search(r"\.(crt|pem|key|sqlite|kek|token|json)$", value):
+                p = PurePosixPath(value)
+                out.append(p if p.is_absolute() else PurePosixPath(workdir) / p)
+    return out
+
+
+def test_every_file_a_container_names_is_prepared_in_its_volume(compose: dict, tmp_path: Path) -> None:
+    from bastionfl.cli.deploy import prepare_parser
+    from bastionfl.deploy.prepare import prepare_deployment
+
+    services = compose["services"]
+    args = prepare_parser().parse_args(services["setup"]["command"][2:])
+    owner = (49999, 49999) if os.geteuid() == 0 else None
+    root = tmp_path / "files"
+    prepare_deployment(root, args.nodes, superlink_names=(args.superlink_name, args.ip),
+                       ha_names=(args.ha_name, args.ip), owner=owner)
+    setup_mounts = {spec.split(":")[0]: PurePosixPath(spec.split(":")[1]) for spec in services["setup"]["volumes"]}
+    out_dir = PurePosixPath(args.out)
+
+    def host_path(volume: str, inner: PurePosixPath) -> Path:
+        return root / setup_mounts[volume].relative_to(out_dir) / inner
+
+    wanted: list[tuple[str, PurePosixPath, dict]] = []
+    for name, svc in services.items():
+        if name != "setup":
+            wanted += [(name, p, svc) for p in _paths(name, svc)]
+    # the node config's credential path is read where the node's ClientApp runs
+    for name, p, _svc in list(wanted):
+        if name.startswith("supernode-") and p.name == "credential.json":
+            wanted.remove((name, p, _svc))
+            wanted.append((name, p, services[name.replace("supernode", "superexec-clientapp")]))
+    run_config = (REPO / "docker" / "compose-run-config.txt").read_text()
+    for key in ("auth-ha-token-file", "auth-ha-ca"):
+        value = re.search(rf'{key}="([^"]+)"', run_config).group(1)
+        wanted.append(("superexec-serverapp", PurePosixPath(value), services["superexec-serverapp"]))
+    assert len(wanted) >= 15
+    for name, path, svc in wanted:
+        found = _volume_of(svc, path)
+        assert found is not None, f"{name}: {path} is in no mounted volume"
+        file = host_path(*found)
+        assert file.is_file(), f"{name}: {path} -> {file} was not prepared"
+        if owner is not None:
+            assert (file.stat().st_uid, file.stat().st_gid) == owner, file
+        if file.suffix in (".key", ".kek", ".token", ".sqlite") or file.name == "credential.json":
+            assert file.stat().st_mode & 0o077 == 0, f"{file} must be 0600"
+    state = root / setup_mounts["superlink-state"].relative_to(out_dir)
+    assert state.is_dir() and ("superlink-state:/app/state" in services["superlink"]["volumes"])
+    if owner is not None:  # the SuperLink (uid 49999) creates its database there
+        assert state.stat().st_uid == 49999 and state.stat().st_mode & 0o700 == 0o700
+
+
+def test_supernodes_cover_distinct_partitions_with_their_own_credentials(compose: dict) -> None:
+    nodes = {name: svc for name, svc in compose["services"].items() if name.startswith("supernode-")}
+    configs = [svc["command"][svc["command"].index("--node-config") + 1] for svc in nodes.values()]
+    parsed = [dict(item.split("=", 1) for item in shlex.split(c)) for c in configs]
+    assert {p["num-partitions"] for p in parsed} == {str(len(parsed))}
     assert sorted(int(p["partition-id"]) for p in parsed) == list(range(len(parsed)))
+    clientapp_volumes = [compose["services"][n.replace("supernode", "superexec-clientapp")]["volumes"][0]
+                         for n in nodes]
+    assert len(set(clientapp_volumes)) == len(nodes)  # no two nodes share a credential
 
 
-def test_ha_command_parses_with_bastionfl_cli(compose: dict) -> None:
+def test_ha_and_setup_commands_parse_with_bastionfl_cli(compose: dict) -> None:
+    from bastionfl.cli.deploy import prepare_parser
     from bastionfl.cli.ha import _parsers
 
     command = compose["services"]["ha"]["command"]
-    assert command[0] == "serve"
-    _parsers()["serve"].parse_args(command[1:])
+    assert command[:2] == ["ha", "serve"]
+    _parsers()["serve"].parse_args(command[2:])
+    setup = compose["services"]["setup"]["command"]
+    assert setup[:2] == ["deploy", "prepare"]
+    prepare_parser().parse_args(setup[2:])

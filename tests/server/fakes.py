@@ -7,7 +7,7 @@ node that never answers (a dropout), an exception plays a node that replies with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 from uuid import uuid4
 
 import torch
@@ -65,14 +65,22 @@ class FakeMessenger(Messenger):
     counter: ByteCounter = field(default_factory=ByteCounter)
     sent: list[Sent] = field(default_factory=list)
     timeout_s: float = 1.0
+    clock: float = 0.0  # virtual seconds spent waiting: an exchange that waits for a silent node costs its timeout
 
     def __post_init__(self) -> None:
         self.grid = None  # type: ignore[assignment]
 
     def _send(self, stage: str, message_type: str, nodes: list[int], content_for: Callable[[int], RecordDict],
-              group_id: str) -> tuple[list[Message], list[int]]:
+              group_id: str, wait_for: Collection[int] | None = None) -> tuple[list[Message], list[int]]:
         _identity()
         good: list[Message] = []
+        silent = False
+        if wait_for is not None and not set(wait_for) & set(nodes):  # waits for nobody: over before any reply
+            for nid in nodes:
+                content = content_for(nid)
+                self.counter.add(stage, nid, down=payload_bytes(content))
+                self.sent.append(Sent(nid, message_type, content))
+            return [], sorted(nodes)
         for nid in nodes:
             content = content_for(nid)
             self.counter.add(stage, nid, down=payload_bytes(content))
@@ -83,14 +91,18 @@ class FakeMessenger(Messenger):
             except Exception:  # noqa: BLE001 - a node that replies with an error
                 continue
             if answer is None:
+                silent = silent or wait_for is None or nid in wait_for
                 continue
             self.counter.add(stage, nid, up=payload_bytes(answer))
             good.append(_reply(request, answer))
+        if silent:
+            self.clock += self.timeout_s
         return good, sorted(set(nodes) - {r.metadata.src_node_id for r in good})
 
     def exchange(self, stage: str, message_type: str, node_ids: Iterable[int],
-                 content_for: Callable[[int], RecordDict], group_id: str) -> tuple[list[Message], list[int]]:
-        return self._send(stage, message_type, list(node_ids), content_for, group_id)
+                 content_for: Callable[[int], RecordDict], group_id: str,
+                 wait_for: Collection[int] | None = None) -> tuple[list[Message], list[int]]:
+        return self._send(stage, message_type, list(node_ids), content_for, group_id, wait_for)
 
     def exchange_streaming(self, stage: str, message_type: str, node_ids: Iterable[int],
                            content_for: Callable[[int], RecordDict], group_id: str,
@@ -107,6 +119,7 @@ def stage_context(cfg: RunConfig, nodes: list[int], respond: Respond) -> tuple[S
     ctx = ServerContext(grid=FakeGrid(nodes), cfg=cfg, task=build_task(cfg))  # type: ignore[arg-type]
     def wrap(inner: Messenger, _rs: RoundState) -> Messenger:
         messenger.counter = inner.counter  # the round's byte counter
+        messenger.timeout_s = inner.timeout_s  # how long this exchange would wait for a silent node
         return messenger
 
     ctx.messenger_wrappers.append(wrap)

@@ -13,7 +13,7 @@ from flwr.clientapp import ClientApp
 from bastionfl.auth import FileCredentialStore, HomeAuthority, load_or_create_kek
 from bastionfl.client.auth_mod import auth_mod
 from bastionfl.config import RunConfig
-from bastionfl.protocol import MessageType, Record
+from bastionfl.protocol import Key, MessageType, Record
 from bastionfl.protocol.admission import HANDSHAKE_RECORD
 from bastionfl.server.admission import AdmissionStage
 from bastionfl.server.workflow import RoundFailed
@@ -27,6 +27,11 @@ def _app() -> ClientApp:
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         return Message(RecordDict({Record.INFO: MetricRecord({"ok": 1})}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:  # the model comes back as it went
+        return Message(RecordDict({Record.ARRAYS: msg.content[Record.ARRAYS],
+                                   Record.METRICS: MetricRecord({Key.NUM_EXAMPLES: 10})}), reply_to=msg)
 
     return app
 
@@ -84,3 +89,90 @@ def test_a_round_where_nobody_is_admitted_fails(cfg: RunConfig) -> None:
     ctx, _ = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
     with pytest.raises(RoundFailed, match="no node passed admission"):
         AdmissionStage().run(ctx, round_state(ctx))
+
+
+def _round(ctx, rs) -> None:  # noqa: ANN001
+    from bastionfl.server.federation import build_workflow
+
+    for stage in build_workflow(ctx.cfg).stages:
+        if stage.name in ("aggregate", "evaluate"):
+            break
+        stage.run(ctx, rs)
+
+
+def test_an_outsider_costs_a_run_at_most_one_admission_timeout(tmp_path: Path, cfg: RunConfig) -> None:
+    """Attacker: a node that reaches the SuperLink and never answers, plus one that answers garbage; honest nodes
+    answer at once. The run waits for the outsider once, for at most ``auth_timeout_s``: not in each stage, and not
+    again in later rounds."""
+    cfg = RunConfig.build(auth="pseudonym", out_dir=str(tmp_path), num_clients=4, auth_timeout_s=5.0,
+                          stage_timeout_s=600.0)
+    behaviour = {100: "honest", 101: "silent", 102: "honest", 103: "garbage"}
+    ctx, messenger = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
+    for server_round in (1, 2, 3):
+        before = messenger.clock
+        rs = round_state(ctx, server_round, [])
+        _round(ctx, rs)
+        assert messenger.clock - before <= (5.0 if server_round == 1 else 0.0)  # once, not 600 s per stage
+        assert rs.node_ids == [100, 102] and rs.metrics["auth_rejected"] == 2
+    to_outsiders = [s for s in messenger.sent if s.node in (101, 103)]
+    assert {s.message_type for s in to_outsiders} == {MessageType.QUERY}  # handshake messages only, never train
+
+
+def test_unadmitted_nodes_never_take_a_sample_slot(tmp_path: Path, cfg: RunConfig) -> None:
+    cfg = RunConfig.build(auth="pseudonym", out_dir=str(tmp_path), num_clients=4, fraction_train=0.5,
+                          auth_timeout_s=5.0)
+    behaviour = {100: "honest", 101: "silent", 102: "honest", 103: "garbage"}
+    ctx, _ = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
+    for server_round in range(1, 6):
+        rs = round_state(ctx, server_round, [])
+        _round(ctx, rs)
+        assert len(rs.node_ids) == 1 and set(rs.node_ids) <= {100, 102}
+
+
+def test_a_node_silent_after_admission_is_waited_for_once(tmp_path: Path, cfg: RunConfig) -> None:
+    """An admitted node that goes quiet at train costs that stage's timeout once; later stages skip it."""
+    cfg = RunConfig.build(auth="pseudonym", out_dir=str(tmp_path), num_clients=3, auth_timeout_s=5.0,
+                          stage_timeout_s=60.0)
+    behaviour = {100: "honest", 101: "honest", 102: "honest"}
+    inner = _nodes(behaviour)
+
+    def respond(nid: int, mtype: str, content: RecordDict) -> RecordDict | None:
+        return None if nid == 101 and mtype != MessageType.QUERY else inner(nid, mtype, content)
+
+    ctx, messenger = stage_context(cfg, sorted(behaviour), respond)
+    rs = round_state(ctx, 1, [])
+    _round(ctx, rs)
+    assert messenger.clock == pytest.approx(60.0)
+    sent = len(messenger.sent)
+    replies, failed = rs.messenger(ctx).exchange("probe", MessageType.TRAIN, rs.node_ids, lambda _n: RecordDict(
+        {Record.CONFIG: ConfigRecord({"round": 1, "auth": "pseudonym"})}), group_id="1")
+    assert 101 in failed and {s.node for s in messenger.sent[sent:]} == {100, 102}
+    assert messenger.clock == pytest.approx(60.0)  # the probe stage did not wait for 101 again
+
+
+def test_a_suspect_that_answers_again_is_admitted_again(tmp_path: Path, cfg: RunConfig) -> None:
+    """A node silent in one round (a cut link) is not waited for later, yet is admitted when it answers."""
+    cfg = RunConfig.build(auth="pseudonym", out_dir=str(tmp_path), num_clients=3, auth_timeout_s=5.0)
+    behaviour = {100: "honest", 101: "silent", 102: "honest"}
+    ctx, messenger = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
+    rs = round_state(ctx, 1, [])
+    _round(ctx, rs)
+    assert rs.node_ids == [100, 102] and messenger.clock == pytest.approx(5.0)
+    behaviour[101] = "honest"  # the link is back
+    rs = round_state(ctx, 2, [])
+    _round(ctx, rs)
+    assert rs.node_ids == [100, 101, 102] and messenger.clock == pytest.approx(5.0)
+
+
+def test_when_every_node_is_a_suspect_admission_waits_for_them(tmp_path: Path, cfg: RunConfig) -> None:
+    """Slow honest nodes that all missed one deadline are not shut out for good: with nobody else to wait for,
+    admission waits for them again."""
+    cfg = RunConfig.build(auth="pseudonym", out_dir=str(tmp_path), num_clients=2, auth_timeout_s=5.0)
+    behaviour = {100: "silent", 101: "silent"}
+    ctx, messenger = stage_context(cfg, sorted(behaviour), _nodes(behaviour))
+    with pytest.raises(RoundFailed):
+        AdmissionStage().run(ctx, round_state(ctx, 1, []))
+    behaviour.update({100: "honest", 101: "honest"})
+    rs = round_state(ctx, 2, [])
+    AdmissionStage().run(ctx, rs)
+    assert rs.node_ids == [100, 101]
