@@ -41,10 +41,24 @@ def _task(cfg: "RunConfig") -> None:
                         f"{' or '.join(profile.repairs)}" + (" (BTU's clean tune)" if kind is TaskKind.TEXT else ""))
 
 
+_IMAGE_ATTACK_KEYS = ("attack_mode", "trigger_type", "trigger_size", "trigger_position", "trigger_seed",
+                      "blend_alpha")
+
+
 def _attack(cfg: "RunConfig") -> None:
-    if cfg.attack.poisoned_clients > cfg.federation.num_clients:
-        _fail("poisoned_clients", f"{cfg.attack.poisoned_clients} poisoned clients but only "
+    a = cfg.attack
+    if a.poisoned_clients > cfg.federation.num_clients:
+        _fail("poisoned_clients", f"{a.poisoned_clients} poisoned clients but only "
                                   f"{cfg.federation.num_clients} clients")
+    if a.attack_start_round > cfg.federation.rounds:
+        _fail("attack_start_round", f"{a.attack_start_round} is after the last of {cfg.federation.rounds} rounds")
+    if cfg.kind is TaskKind.TEXT:
+        from .run import RunConfig
+
+        default = RunConfig().attack
+        for key in _IMAGE_ATTACK_KEYS:
+            if getattr(a, key) != getattr(default, key):
+                _fail(key, f"sets an image trigger; dataset {cfg.task.dataset} is a text task")
 
 
 def _repair(cfg: "RunConfig") -> None:

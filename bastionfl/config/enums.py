@@ -17,6 +17,9 @@ __all__ = [
     "ThreatModel",
     "Attack",
     "ClientDefense",
+    "TriggerType",
+    "TriggerPosition",
+    "AttackMode",
     "Repair",
     "BTUCut",
     "Auth",
@@ -74,6 +77,30 @@ class Attack(StrEnum):
     ADDSENT = "addsent"
     SYNTACTIC = "syntactic"
     STYLE = "style"
+
+
+class TriggerType(StrEnum):
+    """The pattern of an image trigger (auto: the attack's own, BadNets' grid or Blended's noise)."""
+
+    AUTO = "auto"
+    GRID = "grid"
+    SQUARE = "square"
+    NOISE = "noise"
+
+
+class TriggerPosition(StrEnum):
+    """Where a BadNets patch sits: a fixed corner, or a random place per image."""
+
+    BOTTOM_RIGHT = "bottom-right"
+    TOP_LEFT = "top-left"
+    RANDOM = "random"
+
+
+class AttackMode(StrEnum):
+    """Which label a triggered image gets: the target (all-to-one) or the next class (all-to-all)."""
+
+    ALL_TO_ONE = "all-to-one"
+    ALL_TO_ALL = "all-to-all"
 
 
 class ClientDefense(StrEnum):

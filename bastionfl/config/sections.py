@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
-from .enums import (Attack, Auth, BTUCut, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation,
+from .enums import (Attack, AttackMode, Auth, BTUCut, TriggerPosition, TriggerType, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation,
                     ThreatModel)
 
 __all__ = [
@@ -107,14 +107,30 @@ class SecureAggregationConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """A simulated data-poisoning backdoor: which attack, on how many clients, at what rate, towards which label."""
+    """A simulated backdoor: which attack and trigger, on how many clients, at what rate, towards which label, from
+    which round, and whether the attackers boost their update (model replacement)."""
 
     kind: Attack = setting(Attack.NONE, "data-poisoning backdoor: none | badnets | blended (images); badnets (rare "
                            "word) | addsent | syntactic | style (text)", key="attack")
     poisoned_clients: int = setting(0, "how many clients hold poisoned data (a seeded choice; at most num_clients)",
                                     _range(0))
     poison_rate: float = setting(0.1, "share of a poisoned client's examples that carry the trigger", _range(0.0, 1.0))
-    target_label: int = setting(0, "the attack's target class", _range(0))
+    target_label: int = setting(0, "the attack's target class (all-to-one)", _range(0))
+    attack_mode: AttackMode = setting(AttackMode.ALL_TO_ONE, "images: all-to-one (every triggered image to "
+                                      "target_label) | all-to-all (class y to y + 1 mod C)")
+    trigger_type: TriggerType = setting(TriggerType.AUTO, "images: trigger pattern: auto (BadNets' 3x3 grid, "
+                                        "Blended's noise) | grid | square | noise")
+    trigger_size: int = setting(0, "images, BadNets: side of the square patch in pixels (0: 3)", _range(0, 64))
+    trigger_position: TriggerPosition = setting(TriggerPosition.BOTTOM_RIGHT, "images, BadNets: bottom-right | "
+                                                "top-left (fixed) | random (a new place per image)")
+    trigger_seed: int = setting(-1, "images: seed of a noise pattern and of random trigger places (-1: the run's "
+                                "seed)", _range(-1))
+    blend_alpha: float = setting(0.2, "images, Blended: blend weight of the pattern", _range(0.0, 1.0, lo_open=True))
+    attack_start_round: int = setting(1, "the poisoned clients attack from this round on (clean data before)",
+                                      _range(1))
+    boost_factor: float = setting(1.0, "model replacement (Bagdasaryan et al. 2020): a poisoned client sends "
+                                  "global + boost_factor * (its update); 1: no boost; about num_clients replaces "
+                                  "the model", _range(0.0, 10000.0, lo_open=True))
     poisoned_clients_defend: bool = setting(True, "whether clients holding poisoned data still run their defense "
                                             "(true: victims of poisoning; false: attackers that skip it)")
 
