@@ -69,9 +69,19 @@ def _repair(cfg: "RunConfig") -> None:
     if d.repair_last_rounds > cfg.federation.rounds:
         _fail("repair_last_rounds", f"{d.repair_last_rounds} is more than the {cfg.federation.rounds} rounds")
     text_tune = cfg.kind is TaskKind.TEXT and d.repair is Repair.FINETUNE
-    if (d.repair_lr or d.repair_batch_size or d.repair_lr_decay) and not text_tune:
-        _fail("repair_lr", "'repair_lr' / 'repair_lr_decay' / 'repair_batch_size' set the text clean tune (text "
-                           f"dataset, repair = finetune); this run has dataset {cfg.task.dataset}, repair {d.repair}")
+    if (d.repair_lr or d.repair_batch_size or d.repair_epochs) and d.repair is Repair.NONE:
+        _fail("repair_lr", "'repair_lr' / 'repair_epochs' / 'repair_batch_size' set the server repair; this run has "
+                           "repair = none")
+    if d.repair_lr_decay and not text_tune:
+        _fail("repair_lr_decay", "sets the text clean tune (text dataset, repair = finetune); this run has dataset "
+                                 f"{cfg.task.dataset}, repair {d.repair}")
+    if text_tune and d.repair_lr > 0.01:
+        _fail("repair_lr", f"the text clean tune uses AdamW, where lr {d.repair_lr} diverges; use about 2e-5")
+    if d.repair is not Repair.NONE and d.repair_val_fraction > 0:
+        val = int(round(d.repair_val_fraction * d.clean_set_size))
+        if val < MIN_CLEAN_SET or d.clean_set_size - val < MIN_CLEAN_SET:
+            _fail("repair_val_fraction", f"{d.repair_val_fraction} of clean_set_size {d.clean_set_size} leaves "
+                                         f"fewer than {MIN_CLEAN_SET} images for repair or validation")
 
 
 def _secure(cfg: "RunConfig") -> None:

@@ -164,7 +164,7 @@ TASK_PROFILES: dict[TaskKind, TaskProfile] = {
         client_defenses=(ClientDefense.NONE, ClientDefense.ABL),
         repairs=(Repair.NONE, Repair.RNP, Repair.NAD, Repair.FINETUNE),
         defaults={"model": "cnn", "lr": 0.05, "batch_size": 32, "text_layers": 0, "rounds": 5,
-                  "stage_timeout_s": 600.0},
+                  "stage_timeout_s": 600.0, "repair_val_fraction": 0.5},
     ),
     TaskKind.TEXT: TaskProfile(
         TaskKind.TEXT,
@@ -175,7 +175,7 @@ TASK_PROFILES: dict[TaskKind, TaskProfile] = {
         # (docs/results-text.md); the image defaults (SGD's 0.05, two layers) leave it at chance.
         # A client trains a 22M-parameter encoder on the CPU: allow a stage half an hour before a node counts as lost.
         defaults={"model": "minilm", "lr": 1e-4, "batch_size": 16, "text_layers": 0, "rounds": 3,
-                  "stage_timeout_s": 1800.0},
+                  "stage_timeout_s": 1800.0, "repair_val_fraction": 0.0},
     ),
 }
 

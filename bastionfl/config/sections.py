@@ -148,12 +148,21 @@ class DefenseConfig:
                                   _range(0))
     repair_last_rounds: int = setting(0, "run the server repair only in the last K rounds (0: every round)",
                                       _range(0), clients=False)
-    repair_lr: float = setting(0.0, "learning rate of the text clean tune (0: the run's lr; BTU's paper: 2e-5)",
-                               _range(0.0, 0.01), clients=False)
+    repair_val_fraction: float = setting(0.5, "share of the clean set the server keeps to validate a repair (the "
+                                         "rest repairs); 0: no validation (text default)", _range(0.0, 0.9),
+                                         clients=False)
+    repair_max_ca_drop: float = setting(1.0, "a repair is accepted only if accuracy on the validation part drops by "
+                                        "at most this many points; else it is retried at half the lr, then "
+                                        "discarded for the unrepaired model", _range(0.0, 100.0), clients=False)
+    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/NAD 0.1 and "
+                               "RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",
+                               _range(0.0, 10.0), clients=False)
+    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune 10, NAD 10, RNP's mask "
+                                 "recovery 20)", _range(0, 1000), clients=False)
     repair_lr_decay: bool = setting(False, "text clean tune: lr falls linearly to 0 over the epoch (not in the "
                                     "paper, which keeps it constant)", clients=False)
-    repair_batch_size: int = setting(0, "batch size of the text clean tune (0: the run's batch_size; BTU's paper: "
-                                     "64)", _range(0), clients=False)
+    repair_batch_size: int = setting(0, "batch size of the repair (0: its default: images 64 (RNP 128), text the "
+                                     "run's batch_size, BTU's paper 64)", _range(0), clients=False)
     btu_cut_to: BTUCut = setting(BTUCut.PAD, "BTU's replacement for a flagged token's moved dims: pad (the paper) | "
                                  "own (the token's own pretrained values; keeps its meaning, and lets the backdoor "
                                  "back in)")

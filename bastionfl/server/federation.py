@@ -44,8 +44,9 @@ class LogObserver:
         flwr_log(logging.INFO, "BastionFL: starting at round %d of %d", first_round, total_rounds)
 
     def on_round(self, entry: dict[str, Any]) -> None:
-        flwr_log(logging.INFO, "BastionFL round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)", entry["round"],
-                 entry["accuracy"], entry["loss"], entry["time_s"], entry["bytes_up"], entry["bytes_down"])
+        flwr_log(logging.INFO, "BastionFL round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)%s",
+                 entry["round"], entry["accuracy"], entry["loss"], entry["time_s"], entry["bytes_up"],
+                 entry["bytes_down"], f", repair {entry['repair_outcome']}" if "repair_outcome" in entry else "")
 
 
 def build_workflow(cfg: RunConfig) -> RoundWorkflow:

@@ -132,7 +132,8 @@ def base_config(args: argparse.Namespace) -> RunConfig:
 
 def _round_extra(entry: dict[str, Any]) -> str:
     asr = f"  ASR {100 * entry['asr']:6.2f}%" if "asr" in entry else ""
-    return asr + (f"  repair {entry['repair_s']:.0f} s" if "repair_s" in entry else "")
+    repair = f"  repair {entry['repair_outcome']} ({entry['repair_s']:.0f} s)" if "repair_outcome" in entry else ""
+    return asr + repair
 
 
 def _summary(result: ArmResult) -> str:
