@@ -50,8 +50,6 @@ def _attack(cfg: "RunConfig") -> None:
     if a.poisoned_clients > cfg.federation.num_clients:
         _fail("poisoned_clients", f"{a.poisoned_clients} poisoned clients but only "
                                   f"{cfg.federation.num_clients} clients")
-    if a.attack_start_round > cfg.federation.rounds:
-        _fail("attack_start_round", f"{a.attack_start_round} is after the last of {cfg.federation.rounds} rounds")
     if cfg.kind is TaskKind.TEXT:
         from .run import RunConfig
 
@@ -84,6 +82,12 @@ def _repair(cfg: "RunConfig") -> None:
                                          f"fewer than {MIN_CLEAN_SET} images for repair or validation")
 
 
+def _abl(cfg: "RunConfig") -> None:
+    d = cfg.defense
+    if d.abl_learned_to >= d.abl_learned_from:
+        _fail("abl_learned_to", f"{d.abl_learned_to} must be below abl_learned_from {d.abl_learned_from}")
+
+
 def _secure(cfg: "RunConfig") -> None:
     s, n = cfg.secure, cfg.federation.num_clients
     if s.mode == "none":
@@ -110,5 +114,6 @@ def cross_check(cfg: "RunConfig") -> None:
     _task(cfg)
     _attack(cfg)
     _repair(cfg)
+    _abl(cfg)
     _secure(cfg)
     _admission(cfg)

@@ -163,6 +163,27 @@ class DefenseConfig:
                                     "paper, which keeps it constant)", clients=False)
     repair_batch_size: int = setting(0, "batch size of the repair (0: its default: images 64 (RNP 128), text the "
                                      "run's batch_size, BTU's paper 64)", _range(0), clients=False)
+    abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; isolation at the end of the "
+                                        "last (>= 2)", _range(2, 1000))
+    abl_loss: str = setting("flooding", "ABL: bounded loss of the isolation rounds: flooding | lga",
+                            _choice("flooding", "lga"))
+    abl_gamma: float = setting(0.5, "ABL: loss floor of flooding / LGA", _range(0.0, 10.0, lo_open=True))
+    abl_learned_from: float = setting(1.0, "ABL: an outlier's loss at the start of the isolation round is >= this",
+                                      _range(0.0, 100.0, lo_open=True))
+    abl_learned_to: float = setting(0.1, "ABL: ... and <= this at its end (learned within one round)",
+                                    _range(0.0, 100.0, lo_open=True))
+    abl_label_purity: float = setting(0.8, "ABL: isolate only if this share of the outliers carries one label",
+                                      _range(0.0, 1.0, lo_open=True))
+    abl_min_outlier_fraction: float = setting(0.02, "ABL: isolate only if the outliers are at least this share of "
+                                              "the client's examples", _range(0.0, 1.0))
+    abl_min_isolated: int = setting(5, "ABL: ... and at least this many", _range(1))
+    abl_max_isolation_ratio: float = setting(0.2, "ABL: isolate at most this share of the client's examples",
+                                             _range(0.0, 1.0, lo_open=True))
+    abl_unlearn_lr: float = setting(5e-4, "ABL: gradient-ascent lr on the isolated examples (official 5e-4)",
+                                    _range(0.0, 1.0, lo_open=True))
+    abl_unlearn_epochs: int = setting(5, "ABL: at most this many ascent epochs per round", _range(0, 1000))
+    abl_unlearn_stop_acc: float = setting(0.1, "ABL: stop ascending once the isolated examples' accuracy on their "
+                                          "own labels is <= this", _range(0.0, 1.0))
     btu_cut_to: BTUCut = setting(BTUCut.PAD, "BTU's replacement for a flagged token's moved dims: pad (the paper) | "
                                  "own (the token's own pretrained values; keeps its meaning, and lets the backdoor "
                                  "back in)")
@@ -201,6 +222,9 @@ class RuntimeConfig:
                            "./runs/flwr-<run id>)", clients=False)
     threads_per_client: int = setting(1, "torch threads per ClientApp", _range(1, 64))
     verbose: bool = setting(False, "show Flower's and Ray's own logs", clients=False)
+    client_state_dir: str = setting("", "folder where each client keeps its defense state (ABL's isolation, BTU's "
+                                    "cuts) per partition and round, so that --resume continues it; empty: the node's "
+                                    "memory only (a simulation uses <out_dir>/client-state)")
     inject_dropout: str = setting("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
                                   "train, reveal, consistency, decrypt); for dropout tests")
 
