@@ -148,11 +148,16 @@ class DefenseConfig:
                                   _range(0))
     repair_last_rounds: int = setting(0, "run the server repair only in the last K rounds (0: every round)",
                                       _range(0), clients=False)
+    aggregate_clip: float = setting(0.0, "CRFL-style bound on the L2 norm of the round's aggregate update (new global "
+                                    "minus old, parameters only), applied to the decrypted sum: works under "
+                                    "secure aggregation; 0: off", _range(0.0), clients=False)
+    aggregate_noise: float = setting(0.0, "std of Gaussian noise added to every parameter of the clipped aggregate "
+                                     "(CRFL); 0: none", _range(0.0), clients=False)
     repair_val_fraction: float = setting(0.5, "share of the clean set the server keeps to validate a repair (the "
                                          "rest repairs); 0: no validation (text default)", _range(0.0, 0.9),
                                          clients=False)
     repair_max_ca_drop: float = setting(1.0, "a repair is accepted only if accuracy on the validation part drops by "
-                                        "at most this many points; else it is retried at half the lr, then "
+                                        "at most this many points; else it is retried at a tenth of the lr, then "
                                         "discarded for the unrepaired model", _range(0.0, 100.0), clients=False)
     repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/NAD 0.1 and "
                                "RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",

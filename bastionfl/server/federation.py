@@ -62,6 +62,10 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
         stages += secure_stages(cfg)
     else:
         stages += [TrainPlain(), AggregateFedAvg()]
+    if cfg.defense.aggregate_clip > 0 or cfg.defense.aggregate_noise > 0:
+        from bastionfl.server.aggregate_guard import ClipAggregate
+
+        stages.append(ClipAggregate())
     if cfg.defense.repair is not Repair.NONE:
         from bastionfl.server.repair import RepairStage
 

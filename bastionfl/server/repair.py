@@ -8,7 +8,7 @@ training it.
 
 A repair never harms (``repair_guard``): the server keeps ``repair_val_fraction`` of its clean set to validate; a
 repaired model whose accuracy there falls more than ``repair_max_ca_drop`` points below the unrepaired one is
-repaired again at half the learning rate, and if that fails too the unrepaired model goes on. The outcome
+repaired again at a tenth of the learning rate, and if that fails too the unrepaired model goes on. The outcome
 (accepted, accepted-gentler, discarded) is in the round's metrics and on its summary line.
 """
 
@@ -40,8 +40,8 @@ RepairFn = Callable[..., tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor
 
 @dataclass(frozen=True)
 class RepairSchedule:
-    """A repair's lr, epochs and batch size (0: the repair's own default), a factor on the lr (0.5 when a repair
-    is retried gentler), and the validation part RNP chooses its pruning on (with its allowed accuracy drop)."""
+    """A repair's lr, epochs and batch size (0: the repair's own default), a factor on the lr (smaller when a
+    repair is retried gentler), and the validation part RNP chooses its pruning on (with its allowed accuracy drop)."""
 
     lr: float = 0.0
     epochs: int = 0

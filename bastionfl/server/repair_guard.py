@@ -3,7 +3,7 @@
 The server's clean set is split once per run (seeded) into a repair part and a validation part
 (``repair_val_fraction``). A repaired model is accepted when its accuracy on the validation part is at most
 ``repair_max_ca_drop`` points below the unrepaired model's; otherwise the repair runs again at half the learning rate
-("accepted-gentler" if that passes) and, failing that, is discarded: the unrepaired aggregate goes on (and RNP's
+(``GENTLER_LR_SCALE``; "accepted-gentler" if that passes) and, failing that, is discarded: the unrepaired aggregate goes on (and RNP's
 mask is left as it was). With ``repair_val_fraction = 0`` the whole clean set repairs and nothing is checked.
 
 The check sees a drop only down to one validation image: with V images its resolution is 100 / V points, so a
@@ -23,7 +23,7 @@ from bastionfl.tasks.base import ClientData, Task
 
 __all__ = ["GuardResult", "split_clean", "guarded_repair", "GENTLER_LR_SCALE"]
 
-GENTLER_LR_SCALE = 0.5  # the retry's learning rate, relative to the first attempt
+GENTLER_LR_SCALE = 0.1  # the retry's learning rate, relative to the first attempt
 
 
 def split_clean(clean: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:
@@ -88,11 +88,12 @@ def guarded_repair(task: Task, cfg: RunConfig, repair: Callable[..., Any], model
     before = _val_accuracy(task, model, val)
     allowed = d.repair_max_ca_drop / 100
     report: dict[str, Any] = {}
+    tried: dict[str, float] = {}
     for attempt, scale in enumerate((1.0, GENTLER_LR_SCALE), start=1):
         repaired, report, mask = repair(task, model, part, seed, saved, RepairSchedule.of(cfg, val, scale))
         after = _val_accuracy(task, repaired, val)
+        tried[f"attempt{attempt}_val_acc"] = after
         if before - after <= allowed + 1e-9:
             outcome = "accepted" if attempt == 1 else "accepted-gentler"
-            return GuardResult(repaired, report, mask, outcome, len(val[1]), before, after, attempt)
-        report = {**report, f"attempt{attempt}_val_acc": after}
-    return GuardResult(model, report, saved, "discarded", len(val[1]), before, before, 2)
+            return GuardResult(repaired, {**report, **tried}, mask, outcome, len(val[1]), before, after, attempt)
+    return GuardResult(model, {**report, **tried}, saved, "discarded", len(val[1]), before, before, 2)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from bastionfl.config import RunConfig
-from bastionfl.server.repair_guard import guarded_repair, split_clean
+from bastionfl.server.repair_guard import GENTLER_LR_SCALE, guarded_repair, split_clean
 from bastionfl.tasks.base import ClientData
 
 
@@ -57,10 +57,10 @@ def test_harmful_repair_is_discarded_and_gentler_retry_can_pass() -> None:
     model = _Model(0.9)
     harmful, calls = _repair_costing([0.10, 0.05])
     out = guarded_repair(_Task(), _cfg(), harmful, model, _clean(), 0, None)
-    assert out.outcome == "discarded" and out.model is model and calls == [1.0, 0.5]
+    assert out.outcome == "discarded" and out.model is model and calls == [1.0, GENTLER_LR_SCALE]
     assert out.metrics()["repair_val_acc_after"] == out.metrics()["repair_val_acc_before"]
     gentler, calls = _repair_costing([0.10, 0.005])
     out = guarded_repair(_Task(), _cfg(), gentler, model, _clean(), 0, None)
-    assert out.outcome == "accepted-gentler" and calls == [1.0, 0.5] and float(out.model.w) < 0.9
+    assert out.outcome == "accepted-gentler" and calls == [1.0, GENTLER_LR_SCALE] and float(out.model.w) < 0.9
     harmless, _ = _repair_costing([0.0])
     assert guarded_repair(_Task(), _cfg(), harmless, model, _clean(), 0, None).outcome == "accepted"
