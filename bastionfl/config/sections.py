@@ -151,6 +151,9 @@ class DefenseConfig:
     aggregate_clip: float = setting(0.0, "CRFL-style bound on the L2 norm of the round's aggregate update (new global "
                                     "minus old, parameters only), applied to the decrypted sum: works under "
                                     "secure aggregation; 0: off", _range(0.0), clients=False)
+    aggregate_clip_adaptive: float = setting(0.0, "adaptive bound on the aggregate update: this many times the median "
+                                             "norm of the earlier rounds' aggregate updates (0: off)", _range(0.0),
+                                             clients=False)
     aggregate_noise: float = setting(0.0, "std of Gaussian noise added to every parameter of the clipped aggregate "
                                      "(CRFL); 0: none", _range(0.0), clients=False)
     repair_val_fraction: float = setting(0.5, "share of the clean set the server keeps to validate a repair (the "

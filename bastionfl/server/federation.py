@@ -62,7 +62,8 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
         stages += secure_stages(cfg)
     else:
         stages += [TrainPlain(), AggregateFedAvg()]
-    if cfg.defense.aggregate_clip > 0 or cfg.defense.aggregate_noise > 0:
+    d = cfg.defense
+    if d.aggregate_clip > 0 or d.aggregate_clip_adaptive > 0 or d.aggregate_noise > 0:
         from bastionfl.server.aggregate_guard import ClipAggregate
 
         stages.append(ClipAggregate())
@@ -108,7 +109,9 @@ def run_federation(
     if resume and (out_dir / CHECKPOINT_NAME).exists():
         ck = load_checkpoint(out_dir)
         global_state, history, first = ck["model"], list(ck["metrics"]), int(ck["round"]) + 1
-        ctx.states.restore(dict(ck.get("extra", {}).get("run_state", {})), [Participation, RepairState])
+        from bastionfl.server.aggregate_guard import ClipState
+
+        ctx.states.restore(dict(ck.get("extra", {}).get("run_state", {})), [Participation, RepairState, ClipState])
     else:
         torch.manual_seed(cfg.federation.seed)
         global_state = {k: v.detach().clone() for k, v in ctx.new_model().state_dict().items()}

@@ -42,3 +42,11 @@ def test_noise_is_seeded_and_the_stage_runs_in_both_modes() -> None:
     for mode in ("none", "xmkckks"):
         names = build_workflow(RunConfig.build(secure_aggregation=mode, aggregate_clip=1.0)).stage_names
         assert names.index("clip") == names.index("evaluate") - 1
+
+
+def test_adaptive_bound_follows_the_median_of_earlier_rounds() -> None:
+    from bastionfl.server.aggregate_guard import clip_bound
+
+    assert clip_bound(0.0, 2.0, []) == 0.0, "round 1 has nothing to compare with"
+    assert clip_bound(0.0, 2.0, [1.0, 3.0, 2.0]) == 4.0
+    assert clip_bound(3.0, 2.0, [1.0, 3.0, 2.0]) == 3.0
