@@ -8,6 +8,7 @@ defense (an attacker), otherwise it defends itself like any honest client (a vic
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -73,9 +74,14 @@ def local_train(
 ) -> LocalResult:
     """Train the global model on this client's partition for ``local_epochs``; seeded by (seed, round, client)."""
     torch.set_num_threads(cfg.runtime.threads_per_client)
-    task = build_task(cfg)
     attacking = server_round >= cfg.attack.attack_start_round
+    task = build_task(cfg)
     data = task.client_data(partition_id, num_partitions, clean=not attacking)
+    a = cfg.attack
+    if data.poison_mask is not None and (a.attack_lr or a.attack_epochs):  # the attacker's own schedule
+        t = dataclasses.replace(cfg.task, lr=a.attack_lr or cfg.task.lr, local_epochs=a.attack_epochs or
+                                cfg.task.local_epochs)
+        task = build_task(dataclasses.replace(cfg, task=t))
     model = task.new_model()
     model.load_state_dict(global_state)
     attacker = data.poison_mask is not None and not cfg.attack.poisoned_clients_defend

@@ -128,6 +128,11 @@ class AttackConfig:
     blend_alpha: float = setting(0.2, "images, Blended: blend weight of the pattern", _range(0.0, 1.0, lo_open=True))
     attack_start_round: int = setting(1, "the poisoned clients attack from this round on (clean data before)",
                                       _range(1))
+    attack_lr: float = setting(0.0, "the poisoned clients' own local lr while attacking (0: the run's lr); model "
+                                "replacement trains gently so that its boosted model keeps the clean task",
+                                _range(0.0, 10.0))
+    attack_epochs: int = setting(0, "the poisoned clients' local epochs while attacking (0: the run's)",
+                                 _range(0, 1000))
     boost_factor: float = setting(1.0, "model replacement (Bagdasaryan et al. 2020): a poisoned client sends "
                                   "global + boost_factor * (its update); 1: no boost; about num_clients replaces "
                                   "the model", _range(0.0, 10000.0, lo_open=True))

@@ -41,6 +41,8 @@ DEFENSES = ("none", "abl", "rnp", "nad", "finetune")
 BOOSTED_DEFENSES = ("none", "clip", "finetune", "rnp")  # model replacement: the aggregate clip acts under HE too
 HE_DEFENSES = {"badnets": ("none", "finetune"), "blended": ("none", "finetune"), "boosted": ("none", "clip")}
 REPAIRS = ("rnp", "nad", "finetune")
+# boosted attackers: x2 in the last 3 rounds, half their images poisoned (boost by the client count broke the model)
+BOOSTED = {"boost_factor": 2.0, "rounds": 3, "poison_rate": 0.5}
 CLIP_ADAPTIVE = 1.0  # the clip arm bounds each aggregate update by the median norm of the earlier rounds
 GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
@@ -72,7 +74,7 @@ class Arm:
         if self.defense == "abl":
             return "honest: poisoned clients run ABL" + he
         if self.attack == "boosted":
-            return "malicious: poisoned clients boost their update in the last round" + he
+            return "malicious: poisoned clients boost their update in the last rounds" + he
         return "malicious: poisoned clients do not defend" + he
 
     def overrides(self, base: RunConfig | None = None) -> dict[str, Any]:
@@ -81,9 +83,10 @@ class Arm:
             return {"attack": "none", "client_defense": "none", "repair": "none", "secure_aggregation": "none"}
         out: dict[str, Any] = {"attack": self.attack, "client_defense": "none", "repair": "none",
                                "poisoned_clients_defend": False}
-        if self.attack == "boosted":  # Bagdasaryan et al.: boost by the client count, once, near convergence
-            fed = (base or RunConfig()).federation
-            out.update(attack="badnets", boost_factor=float(fed.num_clients), attack_start_round=fed.rounds)
+        if self.attack == "boosted":  # model replacement in the last rounds (BOOSTED; docs/defenses.md)
+            rounds = (base or RunConfig()).federation.rounds
+            out.update(attack="badnets", attack_start_round=max(1, rounds - BOOSTED["rounds"] + 1),
+                       boost_factor=BOOSTED["boost_factor"], poison_rate=BOOSTED["poison_rate"])
         if self.defense == "abl":
             out.update(client_defense="abl", poisoned_clients_defend=True)
         elif self.defense in REPAIRS:
@@ -155,12 +158,9 @@ def parse_seeds(args: argparse.Namespace) -> list[int]:
         return [args.seed] if args.quick else [0, 1, 2]
     if not raw.strip():
         return [args.seed]
-    try:
-        seeds = [int(x) for x in str(raw).split(",") if x.strip()]
-    except ValueError:
-        raise ExperimentError(f"--seeds {raw!r}: expected comma-separated integers") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ExperimentError(f"--seeds {raw!r}: expected distinct non-negative integers")
+    seeds = [int(x) for x in str(raw).split(",") if x.strip().isdigit()]
+    if len(seeds) != len(str(raw).split(",")) or len(set(seeds)) != len(seeds):
+        raise ExperimentError(f"--seeds {raw!r}: expected distinct non-negative integers, comma-separated")
     return seeds
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from statistics import mean, pstdev
 
 from bastionfl.config import RunConfig
-from bastionfl.simulations.experiment_image import (_LABEL, GOAL_ASR, GOAL_CA_LOSS, ArmResult)
+from bastionfl.simulations.experiment_image import _LABEL, BOOSTED, GOAL_ASR, GOAL_CA_LOSS, ArmResult
 from bastionfl.simulations.grid import fmt_minutes
 
 __all__ = ["render_seeds", "SEED_COLUMNS", "WORKING_ASR"]
@@ -39,8 +39,8 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
              f"clean set {base.defense.clean_set_size} (half repairs, half validates each repair).",
              f"* {fed.num_clients} clients (IID), {atk.poisoned_clients} hold {100 * atk.poison_rate:.0f}%-poisoned "
              f"data (all-to-one, target {atk.target_label}); {fed.rounds} rounds, SGD lr {base.task.lr}. Boosted "
-             f"BadNets: the poisoned clients send global + {fed.num_clients} x their update in the last round "
-             "(model replacement). Aggregate clip: each aggregate update bounded by the median norm of the earlier "
+             f"BadNets: the poisoned clients ({100 * BOOSTED['poison_rate']:.0f}% poisoned) send global + "
+             f"{BOOSTED['boost_factor']:g} x their update in the last {BOOSTED['rounds']} rounds (model replacement). Aggregate clip: each aggregate update bounded by the median norm of the earlier "
              "rounds' (acts on the decrypted sum, so it applies under xMK-CKKS).",
              f"* Goal: undefended mean ASR >= {100 * WORKING_ASR:.0f}% (a working attack), then a defense with mean "
              f"ASR <= {100 * GOAL_ASR:.0f}% at <= {100 * GOAL_CA_LOSS:.0f} points below the no-attack CA.",

@@ -111,7 +111,8 @@ def test_boosted_clip_and_he_rows() -> None:
     base = RunConfig.build(num_clients=10, rounds=8)
     arms = {a.key: a for a in exp.grid_arms(he_rows=True)}
     boosted = arms["boosted/none"].overrides(base)
-    assert (boosted["attack"], boosted["boost_factor"], boosted["attack_start_round"]) == ("badnets", 10.0, 8)
+    assert (boosted["attack"], boosted["boost_factor"], boosted["attack_start_round"]) == (
+        "badnets", exp.BOOSTED["boost_factor"], 8 - exp.BOOSTED["rounds"] + 1)
     assert arms["boosted/clip"].overrides(base)["aggregate_clip_adaptive"] == exp.CLIP_ADAPTIVE
     he = arms["boosted/clip+he"].overrides(base)
     assert he["secure_aggregation"] == "xmkckks" and "boosted/none+he" in arms and "badnets/finetune+he" in arms
