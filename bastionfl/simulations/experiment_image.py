@@ -137,17 +137,15 @@ def base_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
     """The configuration every arm shares (full Fashion-MNIST grid, or the tiny digits one with ``--quick``)."""
     if args.quick:
         values: dict[str, Any] = {"dataset": "digits", "data_dir": "", "model": "cnn", "train_subset": 0,
-                                  "num_clients": 3, "poisoned_clients": 1, "rounds": 2, "clean_set_size": 150,
-                                  "poison_rate": 0.2, "lr": 0.05, "batch_size": 32}
+                                  "num_clients": 3, "poisoned_clients": 1, "rounds": args.rounds or 2,
+                                  "clean_set_size": 150, "poison_rate": 0.2, "lr": 0.05, "batch_size": 32}
     else:
         values = {"dataset": "fashion-mnist", "data_dir": args.data_dir, "model": args.model,
                   "train_subset": args.train_subset, "num_clients": 10, "poisoned_clients": 3,
-                  "rounds": args.rounds, "clean_set_size": args.clean_set_size, "poison_rate": args.poison_rate,
+                  "rounds": args.rounds or 8, "clean_set_size": args.clean_set_size, "poison_rate": args.poison_rate,
                   "lr": args.lr, "batch_size": args.batch_size}
-    values.update(local_epochs=1, seed=args.seed if seed is None else seed, target_label=0, partition="iid", fraction_train=1.0,
-                  secure_aggregation=args.secure_aggregation, threads_per_client=1)
-    if args.quick and args.model != "cnn":
-        values["model"] = args.model
+    values.update(model=args.model, local_epochs=1, seed=args.seed if seed is None else seed, target_label=0,
+                  partition="iid", fraction_train=1.0, secure_aggregation=args.secure_aggregation, threads_per_client=1)
     return apply_overrides(RunConfig(), values)
 
 
