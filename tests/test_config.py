@@ -111,7 +111,7 @@ def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
         ({"rounds": 3, "repair_last_rounds": 4}, "repair_last_rounds"),
         ({"btu_purity": 1.5}, "btu_purity"),
         ({"repair_lr": 2e-5}, "repair_lr"),  # the text clean tune's lr, on an image run
-        ({"repair_lr_decay": "true"}, "repair_lr"),
+        ({"repair_lr_decay": "true"}, "repair_lr_decay"),  # text clean tune only
         ({"dataset": "sst2", "repair_batch_size": 64}, "repair_lr"),  # no tune
         ({"dataset": "sst2", "repair": "finetune", "clean_set_size": 100, "repair_lr": 0.5}, "repair_lr"),
         ({"repair": "rnp"}, "clean_set_size"),  # a repair without a clean set has nothing to learn from

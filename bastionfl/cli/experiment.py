@@ -24,8 +24,13 @@ def _image_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny digits configuration (for tests)")
     p.add_argument("--results", type=Path, default=Path("docs/results-image.md"), help="markdown output")
     p.add_argument("--work-dir", type=Path, help="keep the runs' metrics and checkpoints here (default: temporary)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=6, help="federated rounds per arm")
+    p.add_argument("--seed", type=int, default=0, help="one seed (with --quick, or --seeds '')")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds; the table shows mean ± std over them "
+                                                "(default 0,1,2; --quick: --seed only)")
+    p.add_argument("--he-rows", action="store_true", help="add rows with xMK-CKKS secure aggregation (no defense "
+                                                          "and the defense that applies under encryption, per attack)")
+    p.add_argument("--poison-rate", type=float, default=0.2, help="share of a poisoned client's images triggered")
+    p.add_argument("--rounds", type=int, default=None, help="federated rounds per arm (default 8; --quick: 2)")
     p.add_argument("--train-subset", type=int, default=20000, help="training images used, clean set included")
     p.add_argument("--clean-set-size", type=int, default=1000, help="server's clean set (held out in every arm)")
     p.add_argument("--lr", type=float, default=0.05, help="local SGD learning rate")

@@ -68,9 +68,18 @@ def _train_locally(cfg: RunConfig, context: Context, global_state: dict, server_
     from bastionfl.client.training import local_train
 
     pid, nparts = node_partition(context)
-    saved = context.state.config_records.get(NodeState.LOCAL, ConfigRecord())
-    result = local_train(cfg, global_state, pid, nparts, server_round, {k: str(v) for k, v in saved.items()})
+    saved = {k: str(v) for k, v in context.state.config_records.get(NodeState.LOCAL, ConfigRecord()).items()}
+    store = cfg.runtime.client_state_dir
+    if not saved and store:  # a resumed run: the process that held this node's state is gone
+        from bastionfl.client.state_store import load_client_state
+
+        saved = load_client_state(store, pid, server_round)
+    result = local_train(cfg, global_state, pid, nparts, server_round, saved)
     context.state[NodeState.LOCAL] = ConfigRecord(dict(result.node_state))
+    if store and result.node_state:
+        from bastionfl.client.state_store import save_client_state
+
+        save_client_state(store, pid, server_round, result.node_state)
     return result
 
 

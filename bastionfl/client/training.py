@@ -8,6 +8,7 @@ defense (an attacker), otherwise it defends itself like any honest client (a vic
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,7 +18,7 @@ from bastionfl.config import ClientDefense, RunConfig
 from bastionfl.tasks.base import ClientData, Task, state_of
 from bastionfl.tasks.registry import build_task
 
-__all__ = ["LocalResult", "Trainer", "TRAINERS", "local_train", "local_evaluate", "local_num_examples"]
+__all__ = ["LocalResult", "Trainer", "TRAINERS", "boost_update", "local_train", "local_evaluate", "local_num_examples"]
 
 
 @dataclass
@@ -73,17 +74,42 @@ def local_train(
 ) -> LocalResult:
     """Train the global model on this client's partition for ``local_epochs``; seeded by (seed, round, client)."""
     torch.set_num_threads(cfg.runtime.threads_per_client)
+    attacking = server_round >= cfg.attack.attack_start_round
     task = build_task(cfg)
-    data = task.client_data(partition_id, num_partitions)
+    data = task.client_data(partition_id, num_partitions, clean=not attacking)
+    a = cfg.attack
+    if data.poison_mask is not None and (a.attack_lr or a.attack_epochs):  # the attacker's own schedule
+        t = dataclasses.replace(cfg.task, lr=a.attack_lr or cfg.task.lr, local_epochs=a.attack_epochs or
+                                cfg.task.local_epochs)
+        task = build_task(dataclasses.replace(cfg, task=t))
     model = task.new_model()
     model.load_state_dict(global_state)
     attacker = data.poison_mask is not None and not cfg.attack.poisoned_clients_defend
     trainer = TRAINERS[ClientDefense.NONE if attacker else cfg.defense.client_defense]
     job = TrainingRound(task, model, data, server_round, partition_id, dict(node_state or {}))
     loss, metrics = trainer(job)
+    state = state_of(job.model, list(global_state))
     if data.poison_mask is not None:
         metrics["poisoned_examples"] = float(data.poison_mask.sum())
-    return LocalResult(state_of(job.model, list(global_state)), len(data), float(loss), metrics, job.node_state)
+        if cfg.attack.boost_factor != 1.0:
+            state = boost_update(state, global_state, cfg.attack.boost_factor, {n for n, _ in model.named_parameters()})
+            metrics["boost_factor"] = float(cfg.attack.boost_factor)
+    return LocalResult(state, len(data), float(loss), metrics, job.node_state)
+
+
+def boost_update(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor], factor: float,
+                 params: set[str]) -> dict[str, torch.Tensor]:
+    """Model replacement (Bagdasaryan et al. 2020): scale a trained model's update of its parameters by ``factor``.
+
+    The attacker sends ``global + factor * (local - global)``; with ``factor`` near the number of clients its model
+    survives FedAvg's mean almost unchanged. Buffers (BN statistics, counters) are sent as trained.
+    """
+    out = dict(state)
+    for name in params:
+        if name in out:
+            g = global_state[name].to(out[name].dtype)
+            out[name] = g + factor * (out[name] - g)
+    return out
 
 
 def local_evaluate(

@@ -12,6 +12,9 @@ from .enums import (
     TASK_PROFILES,
     TEXT_MODELS,
     Attack,
+    AttackMode,
+    TriggerPosition,
+    TriggerType,
     Auth,
     BTUCut,
     ClientDefense,
@@ -51,7 +54,7 @@ from .sections import (
 
 __all__ = [
     "DATASETS", "IMAGE_MODELS", "TEXT_MODELS", "TASK_PROFILES", "TaskProfile", "TaskKind", "task_kind",
-    "Attack", "Auth", "BTUCut", "ClientDefense", "HEProfile", "Partition", "Repair", "SecureAggregation",
+    "Attack", "AttackMode", "TriggerPosition", "TriggerType", "Auth", "BTUCut", "ClientDefense", "HEProfile", "Partition", "Repair", "SecureAggregation",
     "ThreatModel", "RunConfig", "ConfigError", "KEYS", "FIELD_HELP", "SECTIONS", "MIN_CLEAN_SET",
     "TaskConfig", "FederationConfig", "SecureAggregationConfig", "AttackConfig", "DefenseConfig", "AdmissionConfig",
     "RuntimeConfig",

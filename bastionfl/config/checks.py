@@ -41,10 +41,22 @@ def _task(cfg: "RunConfig") -> None:
                         f"{' or '.join(profile.repairs)}" + (" (BTU's clean tune)" if kind is TaskKind.TEXT else ""))
 
 
+_IMAGE_ATTACK_KEYS = ("attack_mode", "trigger_type", "trigger_size", "trigger_position", "trigger_seed",
+                      "blend_alpha")
+
+
 def _attack(cfg: "RunConfig") -> None:
-    if cfg.attack.poisoned_clients > cfg.federation.num_clients:
-        _fail("poisoned_clients", f"{cfg.attack.poisoned_clients} poisoned clients but only "
+    a = cfg.attack
+    if a.poisoned_clients > cfg.federation.num_clients:
+        _fail("poisoned_clients", f"{a.poisoned_clients} poisoned clients but only "
                                   f"{cfg.federation.num_clients} clients")
+    if cfg.kind is TaskKind.TEXT:
+        from .run import RunConfig
+
+        default = RunConfig().attack
+        for key in _IMAGE_ATTACK_KEYS:
+            if getattr(a, key) != getattr(default, key):
+                _fail(key, f"sets an image trigger; dataset {cfg.task.dataset} is a text task")
 
 
 def _repair(cfg: "RunConfig") -> None:
@@ -55,9 +67,25 @@ def _repair(cfg: "RunConfig") -> None:
     if d.repair_last_rounds > cfg.federation.rounds:
         _fail("repair_last_rounds", f"{d.repair_last_rounds} is more than the {cfg.federation.rounds} rounds")
     text_tune = cfg.kind is TaskKind.TEXT and d.repair is Repair.FINETUNE
-    if (d.repair_lr or d.repair_batch_size or d.repair_lr_decay) and not text_tune:
-        _fail("repair_lr", "'repair_lr' / 'repair_lr_decay' / 'repair_batch_size' set the text clean tune (text "
-                           f"dataset, repair = finetune); this run has dataset {cfg.task.dataset}, repair {d.repair}")
+    if (d.repair_lr or d.repair_batch_size or d.repair_epochs) and d.repair is Repair.NONE:
+        _fail("repair_lr", "'repair_lr' / 'repair_epochs' / 'repair_batch_size' set the server repair; this run has "
+                           "repair = none")
+    if d.repair_lr_decay and not text_tune:
+        _fail("repair_lr_decay", "sets the text clean tune (text dataset, repair = finetune); this run has dataset "
+                                 f"{cfg.task.dataset}, repair {d.repair}")
+    if text_tune and d.repair_lr > 0.01:
+        _fail("repair_lr", f"the text clean tune uses AdamW, where lr {d.repair_lr} diverges; use about 2e-5")
+    if d.repair is not Repair.NONE and d.repair_val_fraction > 0:
+        val = int(round(d.repair_val_fraction * d.clean_set_size))
+        if val < MIN_CLEAN_SET or d.clean_set_size - val < MIN_CLEAN_SET:
+            _fail("repair_val_fraction", f"{d.repair_val_fraction} of clean_set_size {d.clean_set_size} leaves "
+                                         f"fewer than {MIN_CLEAN_SET} images for repair or validation")
+
+
+def _abl(cfg: "RunConfig") -> None:
+    d = cfg.defense
+    if d.abl_learned_to >= d.abl_learned_from:
+        _fail("abl_learned_to", f"{d.abl_learned_to} must be below abl_learned_from {d.abl_learned_from}")
 
 
 def _secure(cfg: "RunConfig") -> None:
@@ -123,6 +151,7 @@ def cross_check(cfg: "RunConfig") -> None:
     _task(cfg)
     _attack(cfg)
     _repair(cfg)
+    _abl(cfg)
     _secure(cfg)
     _dropouts(cfg)
     _admission(cfg)

@@ -17,6 +17,9 @@ __all__ = [
     "ThreatModel",
     "Attack",
     "ClientDefense",
+    "TriggerType",
+    "TriggerPosition",
+    "AttackMode",
     "Repair",
     "BTUCut",
     "Auth",
@@ -74,6 +77,30 @@ class Attack(StrEnum):
     ADDSENT = "addsent"
     SYNTACTIC = "syntactic"
     STYLE = "style"
+
+
+class TriggerType(StrEnum):
+    """The pattern of an image trigger (auto: the attack's own, BadNets' grid or Blended's noise)."""
+
+    AUTO = "auto"
+    GRID = "grid"
+    SQUARE = "square"
+    NOISE = "noise"
+
+
+class TriggerPosition(StrEnum):
+    """Where a BadNets patch sits: a fixed corner, or a random place per image."""
+
+    BOTTOM_RIGHT = "bottom-right"
+    TOP_LEFT = "top-left"
+    RANDOM = "random"
+
+
+class AttackMode(StrEnum):
+    """Which label a triggered image gets: the target (all-to-one) or the next class (all-to-all)."""
+
+    ALL_TO_ONE = "all-to-one"
+    ALL_TO_ALL = "all-to-all"
 
 
 class ClientDefense(StrEnum):
@@ -137,7 +164,7 @@ TASK_PROFILES: dict[TaskKind, TaskProfile] = {
         client_defenses=(ClientDefense.NONE, ClientDefense.ABL),
         repairs=(Repair.NONE, Repair.RNP, Repair.NAD, Repair.FINETUNE),
         defaults={"model": "cnn", "lr": 0.05, "batch_size": 32, "text_layers": 0, "rounds": 5,
-                  "stage_timeout_s": 600.0},
+                  "stage_timeout_s": 600.0, "repair_val_fraction": 0.5},
     ),
     TaskKind.TEXT: TaskProfile(
         TaskKind.TEXT,
@@ -148,7 +175,7 @@ TASK_PROFILES: dict[TaskKind, TaskProfile] = {
         # (docs/results-text.md); the image defaults (SGD's 0.05, two layers) leave it at chance.
         # A client trains a 22M-parameter encoder on the CPU: allow a stage half an hour before a node counts as lost.
         defaults={"model": "minilm", "lr": 1e-4, "batch_size": 16, "text_layers": 0, "rounds": 3,
-                  "stage_timeout_s": 1800.0},
+                  "stage_timeout_s": 1800.0, "repair_val_fraction": 0.0},
     ),
 }
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
-from .enums import (Attack, Auth, BTUCut, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation,
+from .enums import (Attack, AttackMode, Auth, BTUCut, TriggerPosition, TriggerType, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation,
                     ThreatModel)
 
 __all__ = [
@@ -112,14 +112,35 @@ class SecureAggregationConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """A simulated data-poisoning backdoor: which attack, on how many clients, at what rate, towards which label."""
+    """A simulated backdoor: which attack and trigger, on how many clients, at what rate, towards which label, from
+    which round, and whether the attackers boost their update (model replacement)."""
 
     kind: Attack = setting(Attack.NONE, "data-poisoning backdoor: none | badnets | blended (images); badnets (rare "
                            "word) | addsent | syntactic | style (text)", key="attack")
     poisoned_clients: int = setting(0, "how many clients hold poisoned data (a seeded choice; at most num_clients)",
                                     _range(0))
     poison_rate: float = setting(0.1, "share of a poisoned client's examples that carry the trigger", _range(0.0, 1.0))
-    target_label: int = setting(0, "the attack's target class", _range(0))
+    target_label: int = setting(0, "the attack's target class (all-to-one)", _range(0))
+    attack_mode: AttackMode = setting(AttackMode.ALL_TO_ONE, "images: all-to-one (every triggered image to "
+                                      "target_label) | all-to-all (class y to y + 1 mod C)")
+    trigger_type: TriggerType = setting(TriggerType.AUTO, "images: trigger pattern: auto (BadNets' 3x3 grid, "
+                                        "Blended's noise) | grid | square | noise")
+    trigger_size: int = setting(0, "images, BadNets: side of the square patch in pixels (0: 3)", _range(0, 64))
+    trigger_position: TriggerPosition = setting(TriggerPosition.BOTTOM_RIGHT, "images, BadNets: bottom-right | "
+                                                "top-left (fixed) | random (a new place per image)")
+    trigger_seed: int = setting(-1, "images: seed of a noise pattern and of random trigger places (-1: the run's "
+                                "seed)", _range(-1))
+    blend_alpha: float = setting(0.2, "images, Blended: blend weight of the pattern", _range(0.0, 1.0, lo_open=True))
+    attack_start_round: int = setting(1, "the poisoned clients attack from this round on (clean data before)",
+                                      _range(1))
+    attack_lr: float = setting(0.0, "the poisoned clients' own local lr while attacking (0: the run's lr); model "
+                                "replacement trains gently so that its boosted model keeps the clean task",
+                                _range(0.0, 10.0))
+    attack_epochs: int = setting(0, "the poisoned clients' local epochs while attacking (0: the run's)",
+                                 _range(0, 1000))
+    boost_factor: float = setting(1.0, "model replacement (Bagdasaryan et al. 2020): a poisoned client sends "
+                                  "global + boost_factor * (its update); 1: no boost; about num_clients replaces "
+                                  "the model", _range(0.0, 10000.0, lo_open=True))
     poisoned_clients_defend: bool = setting(True, "whether clients holding poisoned data still run their defense "
                                             "(true: victims of poisoning; false: attackers that skip it)")
 
@@ -137,12 +158,50 @@ class DefenseConfig:
                                   _range(0))
     repair_last_rounds: int = setting(0, "run the server repair only in the last K rounds (0: every round)",
                                       _range(0), clients=False)
-    repair_lr: float = setting(0.0, "learning rate of the text clean tune (0: the run's lr; BTU's paper: 2e-5)",
-                               _range(0.0, 0.01), clients=False)
+    aggregate_clip: float = setting(0.0, "CRFL-style bound on the L2 norm of the round's aggregate update (new global "
+                                    "minus old, parameters only), applied to the decrypted sum: works under "
+                                    "secure aggregation; 0: off", _range(0.0), clients=False)
+    aggregate_clip_adaptive: float = setting(0.0, "adaptive bound on the aggregate update: this many times the median "
+                                             "norm of the earlier rounds' aggregate updates (0: off)", _range(0.0),
+                                             clients=False)
+    aggregate_noise: float = setting(0.0, "std of Gaussian noise added to every parameter of the clipped aggregate "
+                                     "(CRFL); 0: none", _range(0.0), clients=False)
+    repair_val_fraction: float = setting(0.5, "share of the clean set the server keeps to validate a repair (the "
+                                         "rest repairs); 0: no validation (text default)", _range(0.0, 0.9),
+                                         clients=False)
+    repair_max_ca_drop: float = setting(1.0, "a repair is accepted only if accuracy on the validation part drops by "
+                                        "at most this many points; else it is retried at a tenth of the lr, then "
+                                        "discarded for the unrepaired model", _range(0.0, 100.0), clients=False)
+    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/NAD 0.1 and "
+                               "RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",
+                               _range(0.0, 10.0), clients=False)
+    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune 10, NAD 10, RNP's mask "
+                                 "recovery 20)", _range(0, 1000), clients=False)
     repair_lr_decay: bool = setting(False, "text clean tune: lr falls linearly to 0 over the epoch (not in the "
                                     "paper, which keeps it constant)", clients=False)
-    repair_batch_size: int = setting(0, "batch size of the text clean tune (0: the run's batch_size; BTU's paper: "
-                                     "64)", _range(0), clients=False)
+    repair_batch_size: int = setting(0, "batch size of the repair (0: its default: images 64 (RNP 128), text the "
+                                     "run's batch_size, BTU's paper 64)", _range(0), clients=False)
+    abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; isolation at the end of the "
+                                        "last (>= 2)", _range(2, 1000))
+    abl_loss: str = setting("flooding", "ABL: bounded loss of the isolation rounds: flooding | lga",
+                            _choice("flooding", "lga"))
+    abl_gamma: float = setting(0.5, "ABL: loss floor of flooding / LGA", _range(0.0, 10.0, lo_open=True))
+    abl_learned_from: float = setting(1.0, "ABL: an outlier's loss at the start of the isolation round is >= this",
+                                      _range(0.0, 100.0, lo_open=True))
+    abl_learned_to: float = setting(0.1, "ABL: ... and <= this at its end (learned within one round)",
+                                    _range(0.0, 100.0, lo_open=True))
+    abl_label_purity: float = setting(0.8, "ABL: isolate only if this share of the outliers carries one label",
+                                      _range(0.0, 1.0, lo_open=True))
+    abl_min_outlier_fraction: float = setting(0.02, "ABL: isolate only if the outliers are at least this share of "
+                                              "the client's examples", _range(0.0, 1.0))
+    abl_min_isolated: int = setting(5, "ABL: ... and at least this many", _range(1))
+    abl_max_isolation_ratio: float = setting(0.2, "ABL: isolate at most this share of the client's examples",
+                                             _range(0.0, 1.0, lo_open=True))
+    abl_unlearn_lr: float = setting(5e-4, "ABL: gradient-ascent lr on the isolated examples (official 5e-4)",
+                                    _range(0.0, 1.0, lo_open=True))
+    abl_unlearn_epochs: int = setting(5, "ABL: at most this many ascent epochs per round", _range(0, 1000))
+    abl_unlearn_stop_acc: float = setting(0.1, "ABL: stop ascending once the isolated examples' accuracy on their "
+                                          "own labels is <= this", _range(0.0, 1.0))
     btu_cut_to: BTUCut = setting(BTUCut.PAD, "BTU's replacement for a flagged token's moved dims: pad (the paper) | "
                                  "own (the token's own pretrained values; keeps its meaning, and lets the backdoor "
                                  "back in)")
@@ -184,6 +243,9 @@ class RuntimeConfig:
                            "./runs/flwr-<run id>)", clients=False)
     threads_per_client: int = setting(1, "torch threads per ClientApp", _range(1, 64))
     verbose: bool = setting(False, "show Flower's and Ray's own logs", clients=False)
+    client_state_dir: str = setting("", "folder where each client keeps its defense state (ABL's isolation, BTU's "
+                                    "cuts) per partition and round, so that --resume continues it; empty: the node's "
+                                    "memory only (a simulation uses <out_dir>/client-state)")
     inject_dropout: str = setting("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
                                   "train, reveal, consistency, decrypt); for dropout tests")
     dropout_rate: float = setting(0.0, "simulated flaky fleet: probability that a client vanishes at each stage "

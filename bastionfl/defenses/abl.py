@@ -155,6 +155,7 @@ def _isolation_metrics(isolated: list[int], mask: torch.Tensor | None, n: int) -
     poison = int(mask.sum())
     return {
         "isolated_poisoned": float(hit),
+        "isolation_false_positives": float(len(isolated) - hit),
         "poisoned": float(poison),
         "isolation_precision": hit / len(isolated) if isolated else 1.0,
         "isolation_recall": hit / poison if poison else 1.0,

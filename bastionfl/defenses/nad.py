@@ -5,6 +5,12 @@ Student: the backdoored model trained with ``CE + sum_k beta_k * AT(student_k, t
 outputs of ``model.forward_features``. ``AT`` follows the official ``at.py`` after the 2022-01 fix (commit
 ``6907ea2``): attention map = channel mean of ``|a|^p`` (p = 2), flattened and L2-normalised (eps 1e-6), loss = MSE
 between maps; the teacher's maps are detached, the student's are not.
+
+BastionFL change (input size): the official betas were set for CIFAR-10's WRN stages of 32x32, 16x16 and 8x8. An MSE
+over a map of d positions between two unit vectors is up to 2 / d, so on 8x8 digits (stages 8x8, 4x4, 2x2) the
+same betas weigh the attention term 16 times more, which made the student diverge (clean accuracy at chance). Each
+stage's squared distance is therefore divided by the official map size (``REFERENCE_MAP_SIZES``) instead of its own:
+identical to the official loss on 32x32 inputs, and of the same scale on any other input size.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from torch import nn
 from bastionfl.defenses._common import accuracy, check_dataset, check_positive, clone_model, run_epoch, sgd
 from bastionfl.defenses.finetune import FinetuneConfig, fit_epochs
 
-__all__ = ["NADConfig", "attention_map", "attention_distillation_loss", "nad_repair"]
+__all__ = ["NADConfig", "attention_map", "attention_distillation_loss", "nad_repair", "REFERENCE_MAP_SIZES"]
+
+REFERENCE_MAP_SIZES = (32 * 32, 16 * 16, 8 * 8)  # positions of the official WRN-16-1 stages on 32x32 CIFAR-10
 
 
 @dataclass(frozen=True)
@@ -54,14 +62,20 @@ def attention_distillation_loss(
     betas: Sequence[float],
     p: float = 2.0,
 ) -> torch.Tensor:
-    """``sum_k beta_k * MSE(A(student_k), A(teacher_k))`` with gradients through the student maps only."""
+    """``sum_k beta_k * |A(student_k) - A(teacher_k)|^2 / ref_k`` (batch mean), gradients through the student only.
+
+    ``ref_k`` is the official stage map size (``REFERENCE_MAP_SIZES``; module doc): the official MSE on 32x32 inputs,
+    the same scale on smaller ones.
+    """
     if not (len(student_features) == len(teacher_features) == len(betas)):
         raise ValueError("student features, teacher features and betas must have the same length")
     total = student_features[0].new_zeros(())
-    for s, t, beta in zip(student_features, teacher_features, betas):
+    for k, (s, t, beta) in enumerate(zip(student_features, teacher_features, betas)):
         if s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
             raise ValueError(f"stage shapes differ: student {tuple(s.shape)} vs teacher {tuple(t.shape)}")
-        total = total + float(beta) * F.mse_loss(attention_map(s, p), attention_map(t, p).detach())
+        ref = REFERENCE_MAP_SIZES[min(k, len(REFERENCE_MAP_SIZES) - 1)]
+        diff = attention_map(s, p) - attention_map(t, p).detach()
+        total = total + float(beta) * diff.pow(2).sum(dim=1).mean() / ref
     return total
 
 

@@ -151,8 +151,13 @@ def rnp_repair(
     *,
     cfg: RNPConfig | None = None,
     seed: int = 0,
+    holdout: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, RNPMask, dict[str, object]]:
     """Unlearn, recover BN masks, prune a copy of ``model``; returns (pruned copy, keep mask, report).
+
+    ``holdout``: the images on which the pruning sweep checks clean accuracy (the server's validation part); without
+    it ``holdout_fraction`` of the clean set is split off for that. The check sees drops down to one held-out image,
+    so it needs about ``1 / acc_tolerance`` images to resolve the tolerance (the report's ``holdout_resolution``).
 
     The keep mask maps each BN layer name to a bool tensor (False = pruned); re-apply it with
     ``apply_rnp_mask``. The caller's model is not modified; the result is deterministic given ``seed``.
@@ -168,9 +173,14 @@ def rnp_repair(
     if not has_batchnorm(model):
         raise ValueError("RNP needs a model with BatchNorm2d layers (it masks and prunes BN channels)")
     gen = torch.Generator().manual_seed(int(seed))
-    fit_idx, val_idx = _split(clean_images.shape[0], cfg.holdout_fraction, gen)
-    x_fit, y_fit = clean_images[fit_idx], clean_labels[fit_idx]
-    x_val, y_val = (clean_images[val_idx], clean_labels[val_idx]) if len(val_idx) else (x_fit, y_fit)
+    if holdout is not None:
+        check_dataset(*holdout, what="RNP held-out set")
+        x_fit, y_fit = clean_images, clean_labels
+        x_val, y_val = holdout
+    else:
+        fit_idx, val_idx = _split(clean_images.shape[0], cfg.holdout_fraction, gen)
+        x_fit, y_fit = clean_images[fit_idx], clean_labels[fit_idx]
+        x_val, y_val = (clean_images[val_idx], clean_labels[val_idx]) if len(val_idx) else (x_fit, y_fit)
 
     unlearned = clone_model(model)
     ul_epochs, ul_acc, ul_reached = _unlearn(unlearned, x_fit, y_fit, cfg, gen)
@@ -194,13 +204,15 @@ def rnp_repair(
     report: dict[str, object] = {
         "defense": "rnp",
         "clean_set_size": int(clean_images.shape[0]),
-        "holdout_size": int(len(val_idx)),
+        "holdout_size": int(x_val.shape[0]),
+        "holdout_resolution": 1.0 / max(1, int(x_val.shape[0])),
         "unlearn_epochs": ul_epochs,
         "unlearn_final_acc": ul_acc,
         "unlearn_reached_stop_acc": ul_reached,
         "bn_channels": total,
         "threshold": chosen_t,
         "pruned_channels": int(sum(int((~k).sum()) for k in chosen_keep.values())),
+        "pruned_nothing": not any(bool((~k).any()) for k in chosen_keep.values()),
         "clean_acc_before": base_acc,
         "clean_acc_after": accuracy(repaired, x_val, y_val),
         "sweep": sweep,

@@ -46,6 +46,7 @@ class Stage:
     AGGREGATE = "aggregate"
     DECRYPT = "decrypt"
     FUSE = "fuse"
+    CLIP = "clip"
     REPAIR = "repair"
     EVALUATE = "evaluate"
     # where a secure-aggregation participant can drop out (metrics' ``dropouts`` keys; ``inject_dropout`` stages)

@@ -44,8 +44,9 @@ class LogObserver:
         flwr_log(logging.INFO, "BastionFL: starting at round %d of %d", first_round, total_rounds)
 
     def on_round(self, entry: dict[str, Any]) -> None:
-        flwr_log(logging.INFO, "BastionFL round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)", entry["round"],
-                 entry["accuracy"], entry["loss"], entry["time_s"], entry["bytes_up"], entry["bytes_down"])
+        flwr_log(logging.INFO, "BastionFL round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)%s",
+                 entry["round"], entry["accuracy"], entry["loss"], entry["time_s"], entry["bytes_up"],
+                 entry["bytes_down"], f", repair {entry['repair_outcome']}" if "repair_outcome" in entry else "")
 
 
 def build_workflow(cfg: RunConfig) -> RoundWorkflow:
@@ -61,6 +62,11 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
         stages += secure_stages(cfg)
     else:
         stages += [TrainPlain(), AggregateFedAvg()]
+    d = cfg.defense
+    if d.aggregate_clip > 0 or d.aggregate_clip_adaptive > 0 or d.aggregate_noise > 0:
+        from bastionfl.server.aggregate_guard import ClipAggregate
+
+        stages.append(ClipAggregate())
     if cfg.defense.repair is not Repair.NONE:
         from bastionfl.server.repair import RepairStage
 
@@ -103,7 +109,9 @@ def run_federation(
     if resume and (out_dir / CHECKPOINT_NAME).exists():
         ck = load_checkpoint(out_dir)
         global_state, history, first = ck["model"], list(ck["metrics"]), int(ck["round"]) + 1
-        ctx.states.restore(dict(ck.get("extra", {}).get("run_state", {})), [Participation, RepairState])
+        from bastionfl.server.aggregate_guard import ClipState
+
+        ctx.states.restore(dict(ck.get("extra", {}).get("run_state", {})), [Participation, RepairState, ClipState])
     else:
         torch.manual_seed(cfg.federation.seed)
         global_state = {k: v.detach().clone() for k, v in ctx.new_model().state_dict().items()}

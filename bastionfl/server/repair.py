@@ -5,11 +5,17 @@ Runs after aggregation (after fusion under secure aggregation: the server repair
 Which function repairs is chosen once from ``REPAIRS`` by (task kind, repair). RNP's keep-masks are merged across
 rounds and re-applied to every new global model, so a channel pruned once stays pruned even though clients keep
 training it.
+
+A repair never harms (``repair_guard``): the server keeps ``repair_val_fraction`` of its clean set to validate; a
+repaired model whose accuracy there falls more than ``repair_max_ca_drop`` points below the unrepaired one is
+repaired again at a tenth of the learning rate, and if that fails too the unrepaired model goes on. The outcome
+(accepted, accepted-gentler, discarded) is in the round's metrics and on its summary line.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,16 +26,44 @@ from torch import nn
 
 from bastionfl.config import Repair, RunConfig, TaskKind
 from bastionfl.protocol import Stage
+from bastionfl.server.repair_guard import guarded_repair
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 from bastionfl.tasks.base import Task
 
-__all__ = ["RepairStage", "RepairState", "REPAIRS", "clean_tune_schedule"]
+__all__ = ["RepairStage", "RepairState", "RepairSchedule", "REPAIRS", "clean_tune_schedule"]
 
 log = logging.getLogger("bastionfl.server")
 
-# (task, model, clean set, seed, saved RNP mask) -> (repaired copy, report, new RNP mask or None)
-RepairFn = Callable[[Task, nn.Module, Any, int, dict[str, torch.Tensor] | None],
-                    tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None]]
+# (task, model, clean set, seed, saved RNP mask[, schedule]) -> (repaired copy, report, new RNP mask or None)
+RepairFn = Callable[..., tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None]]
+
+
+@dataclass(frozen=True)
+class RepairSchedule:
+    """A repair's lr, epochs and batch size (0: the repair's own default), a factor on the lr (smaller when a
+    repair is retried gentler), and the validation part RNP chooses its pruning on (with its allowed accuracy drop)."""
+
+    lr: float = 0.0
+    epochs: int = 0
+    batch_size: int = 0
+    lr_scale: float = 1.0
+    holdout: Any = None
+    max_drop: float = 0.02
+
+    @classmethod
+    def of(cls, cfg: RunConfig, holdout: Any = None, lr_scale: float = 1.0) -> "RepairSchedule":
+        d = cfg.defense
+        return cls(d.repair_lr, d.repair_epochs, d.repair_batch_size, lr_scale, holdout, d.repair_max_ca_drop / 100)
+
+    def finetune(self):  # noqa: ANN201 - defenses.FinetuneConfig
+        """The fine-tuning recipe with this schedule's overrides."""
+        from bastionfl.defenses.finetune import FinetuneConfig
+
+        base = FinetuneConfig()
+        epochs = self.epochs or base.epochs
+        return FinetuneConfig(epochs=epochs, lr=(self.lr or base.lr) * self.lr_scale,
+                              lr_drop_epoch=base.lr_drop_epoch if not self.epochs else max(1, epochs // 2),
+                              batch_size=self.batch_size or base.batch_size)
 
 
 @dataclass
@@ -56,39 +90,53 @@ def clean_tune_schedule(cfg: RunConfig) -> tuple[float, int, str]:
     return lr, batch, f"lr {lr}{' decaying linearly to 0' if d.repair_lr_decay else ''}, batch {batch}"
 
 
-def _rnp(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
-    from bastionfl.defenses.rnp import apply_rnp_mask, rnp_repair
+def _rnp(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None,
+         schedule: RepairSchedule | None = None):  # noqa: ANN202
+    from bastionfl.defenses.rnp import RNPConfig, apply_rnp_mask, rnp_repair
 
+    s = schedule or RepairSchedule()
+    base = RNPConfig()
+    cfg = dataclasses.replace(base, unlearn_lr=(s.lr or base.unlearn_lr) * s.lr_scale,
+                              recover_epochs=s.epochs or base.recover_epochs, batch_size=s.batch_size or base.batch_size,
+                              acc_tolerance=s.max_drop)
     if saved:
         apply_rnp_mask(model, saved)
-    repaired, mask, report = rnp_repair(model, *clean, seed=seed)
+    repaired, mask, report = rnp_repair(model, *clean, cfg=cfg, seed=seed, holdout=s.holdout)
     merged = {k: (saved[k] & v if saved else v) for k, v in mask.items()}
     apply_rnp_mask(repaired, merged)
     report["pruned_channels_total"] = int(sum(int((~v).sum()) for v in merged.values()))
     return repaired, report, merged
 
 
-def _nad(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
-    from bastionfl.defenses.nad import nad_repair
+def _nad(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None,
+         schedule: RepairSchedule | None = None):  # noqa: ANN202
+    from bastionfl.defenses.nad import NADConfig, nad_repair
 
-    return (*nad_repair(model, *clean, seed=seed), None)
+    s = schedule or RepairSchedule()
+    base = NADConfig()
+    epochs = s.epochs or base.epochs
+    cfg = dataclasses.replace(base, teacher=s.finetune(), epochs=epochs, lr=(s.lr or base.lr) * s.lr_scale,
+                              lr_drop_epoch=base.lr_drop_epoch if not s.epochs else max(1, epochs // 5),
+                              batch_size=s.batch_size or base.batch_size)
+    return (*nad_repair(model, *clean, cfg=cfg, seed=seed), None)
 
 
 def _finetune(task: Task, model: nn.Module, clean: Any, seed: int,
-              saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
+              saved: dict[str, torch.Tensor] | None, schedule: RepairSchedule | None = None):  # noqa: ANN202
     from bastionfl.defenses.finetune import finetune_repair
 
-    return (*finetune_repair(model, *clean, seed=seed), None)
+    return (*finetune_repair(model, *clean, cfg=(schedule or RepairSchedule()).finetune(), seed=seed), None)
 
 
 def _text_clean_tune(task: Task, model: nn.Module, clean: Any, seed: int,
-                     saved: dict[str, torch.Tensor] | None):  # noqa: ANN202
+                     saved: dict[str, torch.Tensor] | None, schedule: RepairSchedule | None = None):  # noqa: ANN202
     """BTU's clean tune: one AdamW epoch on the clean sentences (the paper tunes at its training lr)."""
     from bastionfl.defenses.btu import btu_clean_tune
 
     cfg = task.cfg
     tuned = copy.deepcopy(model)
     lr, batch, _ = clean_tune_schedule(cfg)
+    lr *= (schedule or RepairSchedule()).lr_scale
     report = btu_clean_tune(tuned, task.tokenizer, clean[0], clean[1], epochs=1, lr=lr,  # type: ignore[attr-defined]
                             batch_size=batch, max_len=cfg.task.max_len, seed=seed, decay=cfg.defense.repair_lr_decay)
     return tuned, report, None
@@ -132,11 +180,19 @@ class RepairStage:
         repair = REPAIRS.get((ctx.task.kind, ctx.cfg.defense.repair))
         if repair is None:
             raise RoundFailed(f"no repair {ctx.cfg.defense.repair!r} for {ctx.task.kind} models")
+        if saved:  # the unrepaired model keeps the channels pruned in earlier rounds
+            from bastionfl.defenses.rnp import apply_rnp_mask
+
+            apply_rnp_mask(model, saved)
         seed = ctx.cfg.federation.seed * 1_000_003 + rs.server_round
         start = time.perf_counter()
-        repaired, report, mask = repair(ctx.task, model, clean, seed, saved)
-        if mask is not None:
-            state.mask = {k: v.tolist() for k, v in mask.items()}
-        rs.new_state = {k: v.detach().clone() for k, v in repaired.state_dict().items()}
-        rs.metrics["repair"] = {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}
+        result = guarded_repair(ctx.task, ctx.cfg, repair, model, clean, seed, saved)
+        if result.mask is not None:
+            state.mask = {k: v.tolist() for k, v in result.mask.items()}
+        rs.new_state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+        rs.metrics["repair"] = {k: v for k, v in result.report.items() if isinstance(v, (int, float, str, bool))}
+        rs.metrics.update(result.metrics())
         rs.metrics["repair_s"] = time.perf_counter() - start
+        if result.outcome != "accepted":
+            rs.events.append(result.describe())
+            log.warning("round %d: %s", rs.server_round, result.describe())

@@ -180,6 +180,16 @@ def collect_client_metrics(rs: RoundState) -> None:
     per_client = {str(r.metadata.src_node_id): client_metrics_of(r) for r in rs.replies}
     if any(per_client.values()):
         rs.metrics["client_metrics"] = per_client
+    isolating = [m for m in per_client.values() if "isolated" in m and "isolated_poisoned" in m]
+    if isolating:  # ABL's detection over the federation (simulation ground truth: benign isolations are false)
+        isolated = sum(m["isolated"] for m in isolating)
+        hits = sum(m["isolated_poisoned"] for m in isolating)
+        poisoned = sum(m.get("poisoned", 0.0) for m in isolating)
+        rs.metrics["isolation"] = {
+            "isolated": isolated, "true_positives": hits, "false_positives": isolated - hits, "poisoned": poisoned,
+            "benign_clients_isolating": float(sum(1 for m in isolating if m.get("poisoned", 0.0) == 0
+                                                  and m["isolated"] > 0)),
+            "precision": hits / isolated if isolated else 1.0, "recall": hits / poisoned if poisoned else 1.0}
 
 
 class EvaluateCentral:

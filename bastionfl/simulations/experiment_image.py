@@ -36,15 +36,20 @@ from bastionfl.simulations.grid import KEEP_MARKER, ExperimentError, GridDisplay
 __all__ = ["run", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
            "KEEP_MARKER", "COLUMNS"]
 
-ATTACKS = ("badnets", "blended")
+ATTACKS = ("badnets", "blended", "boosted")
 DEFENSES = ("none", "abl", "rnp", "nad", "finetune")
+BOOSTED_DEFENSES = ("none", "clip", "finetune", "rnp")  # model replacement: the aggregate clip acts under HE too
+HE_DEFENSES = {"badnets": ("none", "finetune"), "blended": ("none", "finetune"), "boosted": ("none", "clip")}
 REPAIRS = ("rnp", "nad", "finetune")
+# boosted attackers: x2 in the last 3 rounds, half their images poisoned (boost by the client count broke the model)
+BOOSTED = {"boost_factor": 2.0, "rounds": 3, "poison_rate": 0.5}
+CLIP_ADAPTIVE = 1.0  # the clip arm bounds each aggregate update by the median norm of the earlier rounds
 GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
            "wall time", "notes")
 _LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "badnets": "BadNets",
-          "blended": "Blended"}
+          "blended": "Blended", "boosted": "Boosted BadNets", "clip": "aggregate clip"}
 
 
 @dataclass(frozen=True)
@@ -53,31 +58,43 @@ class Arm:
 
     attack: str
     defense: str
+    he: bool = False  # an extra row with xMK-CKKS secure aggregation
 
     @property
     def key(self) -> str:
-        """``attack/defense``, what ``--only`` patterns match."""
-        return f"{self.attack}/{self.defense}"
+        """``attack/defense`` (``+he`` for a secure-aggregation row), what ``--only`` patterns match."""
+        return f"{self.attack}/{self.defense}" + ("+he" if self.he else "")
 
     @property
     def threat(self) -> str:
         """The threat model in words."""
+        he = "; xMK-CKKS" if self.he else ""
         if self.attack == "none":
             return "no attack (plaintext reference)"
         if self.defense == "abl":
-            return "honest: poisoned clients run ABL"
-        return "malicious: poisoned clients do not defend"
+            return "honest: poisoned clients run ABL" + he
+        if self.attack == "boosted":
+            return "malicious: poisoned clients boost their update in the last rounds" + he
+        return "malicious: poisoned clients do not defend" + he
 
-    def overrides(self) -> dict[str, Any]:
-        """The config fields that make this arm (on top of the shared base)."""
+    def overrides(self, base: RunConfig | None = None) -> dict[str, Any]:
+        """The config fields that make this arm (on top of the shared ``base``)."""
         if self.attack == "none":
             return {"attack": "none", "client_defense": "none", "repair": "none", "secure_aggregation": "none"}
         out: dict[str, Any] = {"attack": self.attack, "client_defense": "none", "repair": "none",
                                "poisoned_clients_defend": False}
+        if self.attack == "boosted":  # model replacement in the last rounds (BOOSTED; docs/defenses.md)
+            rounds = (base or RunConfig()).federation.rounds
+            out.update(attack="badnets", attack_start_round=max(1, rounds - BOOSTED["rounds"] + 1),
+                       boost_factor=BOOSTED["boost_factor"], poison_rate=BOOSTED["poison_rate"])
         if self.defense == "abl":
             out.update(client_defense="abl", poisoned_clients_defend=True)
         elif self.defense in REPAIRS:
             out["repair"] = self.defense
+        elif self.defense == "clip":
+            out["aggregate_clip_adaptive"] = CLIP_ADAPTIVE
+        if self.he:
+            out["secure_aggregation"] = "xmkckks"
         return out
 
 
@@ -93,14 +110,18 @@ class ArmResult:
     notes: str = ""
 
 
-def grid_arms() -> list[Arm]:
-    """The attack rows of the grid, in table order (the reference is run separately)."""
-    return [Arm(a, d) for a in ATTACKS for d in DEFENSES]
+def grid_arms(he_rows: bool = False) -> list[Arm]:
+    """The attack rows of the grid, in table order (the reference is run separately); ``he_rows`` adds the
+    xMK-CKKS rows (no defense and the defense that applies under encryption, per attack)."""
+    arms = [Arm(a, d) for a in ATTACKS for d in (BOOSTED_DEFENSES if a == "boosted" else DEFENSES)]
+    if he_rows:
+        arms += [Arm(a, d, he=True) for a in ATTACKS for d in HE_DEFENSES[a]]
+    return arms
 
 
-def select_arms(only: str | None) -> list[Arm]:
+def select_arms(only: str | None, he_rows: bool = False) -> list[Arm]:
     """Grid rows whose ``attack/defense`` key matches one of the comma-separated shell patterns in ``only``."""
-    arms = grid_arms()
+    arms = grid_arms(he_rows)
     if not only:
         return arms
     patterns = [p.strip().lower() for p in only.split(",") if p.strip()]
@@ -112,27 +133,39 @@ def select_arms(only: str | None) -> list[Arm]:
     return chosen
 
 
-def base_config(args: argparse.Namespace) -> RunConfig:
+def base_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
     """The configuration every arm shares (full Fashion-MNIST grid, or the tiny digits one with ``--quick``)."""
     if args.quick:
         values: dict[str, Any] = {"dataset": "digits", "data_dir": "", "model": "cnn", "train_subset": 0,
-                                  "num_clients": 3, "poisoned_clients": 1, "rounds": 2, "clean_set_size": 150,
-                                  "poison_rate": 0.2, "lr": 0.05, "batch_size": 32}
+                                  "num_clients": 3, "poisoned_clients": 1, "rounds": args.rounds or 2,
+                                  "clean_set_size": 150, "poison_rate": 0.2, "lr": 0.05, "batch_size": 32}
     else:
         values = {"dataset": "fashion-mnist", "data_dir": args.data_dir, "model": args.model,
                   "train_subset": args.train_subset, "num_clients": 10, "poisoned_clients": 3,
-                  "rounds": args.rounds, "clean_set_size": args.clean_set_size, "poison_rate": 0.1,
+                  "rounds": args.rounds or 8, "clean_set_size": args.clean_set_size, "poison_rate": args.poison_rate,
                   "lr": args.lr, "batch_size": args.batch_size}
-    values.update(local_epochs=1, seed=args.seed, target_label=0, partition="iid", fraction_train=1.0,
-                  secure_aggregation=args.secure_aggregation, threads_per_client=1)
-    if args.quick and args.model != "cnn":
-        values["model"] = args.model
+    values.update(model=args.model, local_epochs=1, seed=args.seed if seed is None else seed, target_label=0,
+                  partition="iid", fraction_train=1.0, secure_aggregation=args.secure_aggregation, threads_per_client=1)
     return apply_overrides(RunConfig(), values)
+
+
+def parse_seeds(args: argparse.Namespace) -> list[int]:
+    """``--seeds 0,1,2`` (default: three seeds; ``--quick`` and an explicit ``--seed`` run one)."""
+    raw = getattr(args, "seeds", None)
+    if raw is None:
+        return [args.seed] if args.quick else [0, 1, 2]
+    if not raw.strip():
+        return [args.seed]
+    seeds = [int(x) for x in str(raw).split(",") if x.strip().isdigit()]
+    if len(seeds) != len(str(raw).split(",")) or len(set(seeds)) != len(seeds):
+        raise ExperimentError(f"--seeds {raw!r}: expected distinct non-negative integers, comma-separated")
+    return seeds
 
 
 def _round_extra(entry: dict[str, Any]) -> str:
     asr = f"  ASR {100 * entry['asr']:6.2f}%" if "asr" in entry else ""
-    return asr + (f"  repair {entry['repair_s']:.0f} s" if "repair_s" in entry else "")
+    repair = f"  repair {entry['repair_outcome']} ({entry['repair_s']:.0f} s)" if "repair_outcome" in entry else ""
+    return asr + repair
 
 
 def _summary(result: ArmResult) -> str:
@@ -209,7 +242,7 @@ class _Runner:
         self.display = display
 
     def _cfg(self, arm: Arm, run_dir: Path) -> RunConfig:
-        return apply_overrides(self.base, {**arm.overrides(), "out_dir": str(run_dir)})
+        return apply_overrides(self.base, {**arm.overrides(self.base), "out_dir": str(run_dir)})
 
     def _simulate(self, label: str, cfg: RunConfig, run_dir: Path, *, resume: bool = False,
                   observer: Any = None) -> list[dict[str, Any]]:
@@ -236,7 +269,7 @@ class _Runner:
     def run_attack(self, attack: str, arms: list[Arm]) -> list[ArmResult]:
         """The selected arms of one attack; the repair arms branch from the no-defense arm after round R - 1."""
         results: dict[str, ArmResult] = {}
-        repairs = [a for a in arms if a.defense in REPAIRS]
+        repairs = [a for a in arms if a.defense in REPAIRS and not a.he]
         rounds_total = self.base.federation.rounds
         if repairs and rounds_total > 1:
             none_arm = Arm(attack, "none")
@@ -344,8 +377,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             raise ExperimentError("--data-dir is required: the folder with the Fashion-MNIST IDX files")
         if not args.quick and not Path(args.data_dir).is_dir():
             raise ExperimentError(f"--data-dir {args.data_dir}: no such folder")
-        base = base_config(args)
-        arms = select_arms(args.only)
+        seeds = parse_seeds(args)
+        base = base_config(args, seeds[0])
+        arms = select_arms(args.only, getattr(args, "he_rows", False))
         load_image_dataset(base.task.dataset, base.task.data_dir)  # fail fast, before any engine starts
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -359,30 +393,35 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     by_attack: dict[str, list[Arm]] = {}
     for arm in arms:
         by_attack.setdefault(arm.attack, []).append(arm)
-    shared_prefix = base.federation.rounds > 1 and any(a.defense in REPAIRS for a in arms)
+    shared_prefix = base.federation.rounds > 1 and any(a.defense in REPAIRS and not a.he for a in arms)
     total_rounds = base.federation.rounds  # the reference
     for attack_arms in by_attack.values():
-        repairs = sum(1 for a in attack_arms if a.defense in REPAIRS)
+        repairs = sum(1 for a in attack_arms if a.defense in REPAIRS and not a.he)
         if repairs and base.federation.rounds > 1:
-            others = sum(1 for a in attack_arms if a.defense not in ("none", *REPAIRS))
+            others = sum(1 for a in attack_arms if a.he or a.defense not in ("none", *REPAIRS))
             total_rounds += base.federation.rounds * (1 + others) + repairs
         else:
             total_rounds += base.federation.rounds * len(attack_arms)
     console.print(f"[bold]BastionFL image-backdoor grid[/bold]: {len(arms)} rows + no-attack reference, "
                   f"{base.task.dataset}/{base.task.model}, {base.federation.num_clients} clients ({base.attack.poisoned_clients} poisoned), "
-                  f"{base.federation.rounds} rounds, secure aggregation {base.secure.mode}, seed {base.federation.seed}")
+                  f"{base.federation.rounds} rounds, secure aggregation {base.secure.mode}, seeds "
+                  f"{', '.join(map(str, seeds))}")
+    total_rounds *= len(seeds)
     tmp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="bastionfl-grid-")
     work = args.work_dir or Path(tmp.name)  # type: ignore[union-attr]
     work.mkdir(parents=True, exist_ok=True)
     display = GridDisplay(console, total_rounds, round_extra=_round_extra)
     start = time.perf_counter()
     display.start()
+    per_seed: list[tuple[ArmResult, list[ArmResult]]] = []
     try:
-        runner = _Runner(base, work, display)
-        results: list[ArmResult] = []
-        for attack, attack_arms in by_attack.items():  # attacks first: a backdoor that does not take shows early
-            results += runner.run_attack(attack, attack_arms)
-        reference = runner.run_full(Arm("none", "none"))
+        for seed in seeds:
+            base = base_config(args, seed)
+            runner = _Runner(base, work / f"seed-{seed}" if len(seeds) > 1 else work, display)
+            results: list[ArmResult] = []
+            for attack, attack_arms in by_attack.items():  # attacks first: a backdoor that does not take shows early
+                results += runner.run_attack(attack, attack_arms)
+            per_seed.append((runner.run_full(Arm("none", "none")), results))
     except ExperimentError as exc:
         display.close()
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -396,7 +435,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             tmp.cleanup()
     display.close()
     total = time.perf_counter() - start
-    text = render_results(base, reference, results, command=command, total_wall_s=total, load=os.getloadavg(),
-                          cores=os.cpu_count() or 1, shared_prefix=shared_prefix)
+    if len(seeds) == 1:
+        text = render_results(base, per_seed[0][0], per_seed[0][1], command=command, total_wall_s=total,
+                              load=os.getloadavg(), cores=os.cpu_count() or 1, shared_prefix=shared_prefix)
+    else:
+        from bastionfl.simulations.experiment_image_seeds import render_seeds
+
+        text = render_seeds(base, per_seed, seeds, command=command, total_wall_s=total, load=os.getloadavg(),
+                            cores=os.cpu_count() or 1)
     publish_results(console, args.results, text, total)
     return 0

@@ -38,6 +38,14 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
     from bastionfl.server.report import read_metrics
     from bastionfl.simulations.auth_setup import prepare_simulated_ha
 
+    if not cfg.runtime.client_state_dir:  # clients keep their defense state beside the checkpoint (for --resume)
+        import dataclasses
+        import shutil
+
+        state_dir = out_dir.resolve() / "client-state"
+        if not resume:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, client_state_dir=str(state_dir)))
     if cfg.admission.mode == "pseudonym":
         prepare_simulated_ha(cfg, out_dir)  # enrols the simulated clients once; kept on resume
     errors: list[BaseException] = []

@@ -42,11 +42,20 @@ class ImageTask:
         return DataSpec(c.task.dataset, c.task.data_dir, num_partitions, str(c.federation.partition),
                         c.federation.alpha, c.federation.seed, c.task.train_subset, c.defense.clean_set_size)
 
+    @property
+    def trigger_seed(self) -> int:
+        """The seed of the trigger's noise pattern and random places (``trigger_seed``, -1: the run's seed)."""
+        a = self.cfg.attack
+        return self.cfg.federation.seed if a.trigger_seed < 0 else a.trigger_seed
+
     def trigger(self):  # noqa: ANN201 - tasks.backdoor.Trigger
         """The configured attack's trigger (both the poisoning clients and the server's ASR set use it)."""
         from bastionfl.tasks.backdoor import make_trigger
 
-        return make_trigger(str(self.cfg.attack.kind), tuple(self.data.test_x.shape[1:]), seed=self.cfg.federation.seed)
+        a = self.cfg.attack
+        return make_trigger(str(a.kind), tuple(self.data.test_x.shape[1:]), seed=self.trigger_seed,
+                            alpha=a.blend_alpha, trigger_type=str(a.trigger_type), size=a.trigger_size,
+                            position=str(a.trigger_position))
 
     def new_model(self) -> nn.Module:
         """An untrained model; its initial weights follow torch's global seed (the server seeds it)."""
@@ -61,7 +70,8 @@ class ImageTask:
 
         a = self.cfg.attack
         seed = int(np.random.SeedSequence([self.cfg.federation.seed, partition_id, 0xB0D]).generate_state(1)[0])
-        px, py, mask = poison_dataset(x, y, self.trigger(), rate=a.poison_rate, target=a.target_label, seed=seed)
+        px, py, mask = poison_dataset(x, y, self.trigger(), rate=a.poison_rate, target=a.target_label, seed=seed,
+                                      mode=str(a.attack_mode), num_classes=self.data.num_classes)
         return ClientData(px, py, mask)
 
     def num_examples(self, partition_id: int, num_partitions: int) -> int:
@@ -96,8 +106,10 @@ class ImageTask:
         if self._asr_set is None:
             from bastionfl.tasks.backdoor import build_asr_set
 
+            a = self.cfg.attack
             self._asr_set = build_asr_set(self.data.test_x, self.data.test_y, self.trigger(),
-                                          target=self.cfg.attack.target_label)
+                                          target=a.target_label, mode=str(a.attack_mode),
+                                          num_classes=self.data.num_classes, seed=self.trigger_seed + 1)
         return self._asr_set
 
     def clean_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -34,3 +34,16 @@ def test_malicious_clients_skip_their_defense(tmp_path: Path) -> None:
     honest = [m for m in per_client if m.get("poisoned_examples", 0) == 0]
     assert len(attacker) == 1 and "abl_round" not in attacker[0]
     assert all("abl_round" in m for m in honest)
+
+
+def test_abl_state_survives_resume_and_counts_benign_isolations(tmp_path: Path) -> None:
+    cfg = RunConfig.build(num_clients=3, rounds=3, seed=1, attack="badnets", poisoned_clients=1, poison_rate=0.2,
+                          client_defense="abl")
+    first = run_simulated(cfg, tmp_path, stop_after=2)
+    assert [r["round"] for r in first] == [1, 2]
+    rounds = run_simulated(cfg, tmp_path, resume=True)
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert all(m["abl_round"] == 3.0 for m in rounds[-1]["client_metrics"].values()), "ABL restarted on resume"
+    iso = rounds[-1]["isolation"]
+    assert iso["false_positives"] == iso["isolated"] - iso["true_positives"] >= 0
+    assert 0.0 <= iso["precision"] <= 1.0 and iso["poisoned"] > 0

@@ -70,7 +70,7 @@ def test_goal_needs_both_asr_and_ca_and_ignores_the_undefended_row() -> None:
 
 def test_threat_models_per_row() -> None:
     arms = {a.key: a for a in exp.grid_arms()}
-    assert len(arms) == 10
+    assert len(arms) == 14  # BadNets and Blended x 5 defenses, Boosted BadNets x 4
     assert arms["badnets/abl"].overrides() == {"attack": "badnets", "client_defense": "abl", "repair": "none",
                                                "poisoned_clients_defend": True}
     for d in ("rnp", "nad", "finetune"):
@@ -105,3 +105,31 @@ def test_failed_arm_is_reported_with_its_label(monkeypatch: pytest.MonkeyPatch, 
     err = capsys.readouterr().err
     assert "run failed" in err and "key_setup timed out" in err and "Traceback" not in err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_boosted_clip_and_he_rows() -> None:
+    base = RunConfig.build(num_clients=10, rounds=8)
+    arms = {a.key: a for a in exp.grid_arms(he_rows=True)}
+    boosted = arms["boosted/none"].overrides(base)
+    assert (boosted["attack"], boosted["boost_factor"], boosted["attack_start_round"]) == (
+        "badnets", exp.BOOSTED["boost_factor"], 8 - exp.BOOSTED["rounds"] + 1)
+    assert arms["boosted/clip"].overrides(base)["aggregate_clip_adaptive"] == exp.CLIP_ADAPTIVE
+    he = arms["boosted/clip+he"].overrides(base)
+    assert he["secure_aggregation"] == "xmkckks" and "boosted/none+he" in arms and "badnets/finetune+he" in arms
+    assert [a.key for a in exp.select_arms("boosted/*+he", he_rows=True)] == ["boosted/none+he", "boosted/clip+he"]
+
+
+def test_seeds_table_shows_mean_and_std_and_the_working_attack_bar() -> None:
+    from bastionfl.simulations.experiment_image_seeds import render_seeds
+
+    per_seed = []
+    for ca, asr_none, asr_ft in ((0.90, 0.95, 0.02), (0.92, 0.97, 0.04)):
+        per_seed.append((_result("none", "none", ca, None),
+                         [_result("badnets", "none", ca, asr_none), _result("badnets", "finetune", ca - 0.01, asr_ft),
+                          _result("blended", "none", ca, 0.5), _result("blended", "nad", ca, 0.0)]))
+    text = render_seeds(RunConfig(), per_seed, [0, 1], command="c", total_wall_s=10.0, load=(1, 1, 1), cores=2)
+    rows = {(r[0], r[1]): r for r in _table(text)[2:]}
+    assert rows[("BadNets", "none")][4] == "96.00 ± 1.00" and rows[("none", "none")][3] == "91.00 ± 1.00"
+    assert rows[("BadNets", "fine-tune")][6] == "**yes**"
+    assert "* BadNets: undefended attack works; goal met by fine-tune." in text
+    assert "* Blended: undefended attack does NOT reach the working-attack bar" in text

@@ -1,0 +1,54 @@
+"""A client's defense state on disk, per partition and round, so that ``--resume`` continues ABL and BTU.
+
+Flower keeps a node's state in its context only for the life of the process; a resumed run starts with empty
+contexts. With ``client_state_dir`` set, each client also writes its state after every round to
+``<dir>/partition-<id>/round-<r>.json`` and, when its context is empty, reads the latest round before the one it is
+asked to train (a state written for a round the server never checkpointed is skipped, so a round that is re-run
+starts from the state the checkpointed round left). Only the last two rounds are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["load_client_state", "save_client_state"]
+
+_KEEP = 2
+
+
+def _folder(root: str, partition_id: int) -> Path:
+    return Path(root) / f"partition-{int(partition_id)}"
+
+
+def _rounds(folder: Path) -> list[int]:
+    out = []
+    for p in folder.glob("round-*.json"):
+        try:
+            out.append(int(p.stem.split("-", 1)[1]))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def load_client_state(root: str, partition_id: int, server_round: int) -> dict[str, str]:
+    """The state this partition wrote after its latest round before ``server_round`` (empty when none)."""
+    folder = _folder(root, partition_id)
+    earlier = [r for r in _rounds(folder) if r < server_round] if folder.is_dir() else []
+    if not earlier:
+        return {}
+    data = json.loads((folder / f"round-{earlier[-1]}.json").read_text())
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def save_client_state(root: str, partition_id: int, server_round: int, state: dict[str, str]) -> None:
+    """Write this partition's state after ``server_round`` atomically; drop all but the last rounds."""
+    folder = _folder(root, partition_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"round-{int(server_round)}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(state)))
+    os.replace(tmp, path)
+    for r in _rounds(folder)[:-_KEEP]:
+        (folder / f"round-{r}.json").unlink(missing_ok=True)
