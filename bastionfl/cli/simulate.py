@@ -47,6 +47,8 @@ class _RichObserver:
         extra = f"  asr {100 * entry['asr']:5.1f}%" if "asr" in entry else ""
         if "repair_outcome" in entry:
             extra += f"  repair {entry['repair_outcome']}"
+        if "skipped" in entry:
+            extra += f"  SKIPPED, model unchanged ({entry['skipped']})"
         self.console.print(f"round {entry['round']:>3}  accuracy {100 * entry['accuracy']:5.1f}%  loss "
                            f"{entry['loss']:.4f}{extra}  {entry['time_s']:.1f} s  up {entry['bytes_up'] / 1e6:.2f} MB"
                            f"  down {entry['bytes_down'] / 1e6:.2f} MB{_security(entry)}")

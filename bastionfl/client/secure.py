@@ -112,6 +112,34 @@ def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
     context.state[STATE_KEY + ".meta"] = ConfigRecord({_NUMBER: number})
 
 
+_SPENT = STATE_KEY + ".spent"  # node-level, kept across key epochs: updates already in a decryptable transcript
+
+
+def _spent(context: Context) -> tuple[list[bytes], list[bytes]]:
+    rec = context.state.config_records.get(_SPENT)
+    if rec is None:
+        return [], []
+    return ([d for d in rec.get("released", []) if d], [d for d in rec.get("pending", []) if d])
+
+
+def _check_fresh_update(context: Context, update: np.ndarray) -> None:
+    """Refuse to upload a training result (its unweighted delta) that was already part of a transcript this node let
+    be decrypted (under any key epoch or weight), and remember it as pending: a server that decrypts a round and then "retries" it without one member
+    would otherwise get the same updates of the others again and subtract the two sums."""
+    digest = hashlib.sha256(b"bastionfl/xmk/update\x00" + np.ascontiguousarray(update).tobytes()).digest()
+    released, pending = _spent(context)
+    if digest in released:
+        raise ProtocolError("this update was already part of a round this node helped decrypt; it is never uploaded "
+                            "again (a retried round would let the server subtract two sums)")
+    context.state[_SPENT] = ConfigRecord({"released": released or [b""], "pending": [*pending, digest]})
+
+
+def _release_pending(context: Context) -> None:
+    """The uploads of this node so far may now be decrypted: never upload any of them again."""
+    released, pending = _spent(context)
+    context.state[_SPENT] = ConfigRecord({"released": [*released, *pending] or [b""], "pending": [b""]})
+
+
 def _load(context: Context, cfg: RunConfig, msg: Message) -> tuple[ClientEpoch, int]:
     """This node's epoch; refuses a message of another key epoch than the one it holds."""
     saved = context.state.array_records.get(STATE_KEY)
@@ -246,7 +274,9 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     result = train_fn(global_state)
     t2 = time.perf_counter()
     weight = result.num_examples / norm  # type: ignore[attr-defined]
-    update = state_delta(result.state_dict, global_state) * weight  # type: ignore[attr-defined]
+    delta = state_delta(result.state_dict, global_state)  # type: ignore[attr-defined]
+    _check_fresh_update(context, np.asarray(delta))  # unweighted: a new norm must not make it look new
+    update = delta * weight
     # the own c1 comes back with the round's proposal: the node's state stays small between messages. The example
     # count and the digest of the model trained are committed with the weight: every member refuses an upload set
     # whose weights are not one multiple of the counts (a norm sent per node would weight one update 1 and the
@@ -282,6 +312,8 @@ def handle_consistency(msg: Message, context: Context, cfg: RunConfig) -> Messag
         _finish_key_setup(epoch, msg)
         blob = epoch.on_round_proposal(_blob(msg, Key.PROPOSAL))
     _save(context, epoch, number)
+    if epoch.threshold is not None:  # t-of-n: any t signers can decrypt what this node signs
+        _release_pending(context)
     return _reply(msg, {Key.SIGNATURE: blob}, diagnostics={"he_sign_s": time.perf_counter() - start})
 
 
@@ -297,4 +329,5 @@ def handle_decrypt(msg: Message, context: Context, cfg: RunConfig) -> Message:
         else:
             blob = epoch.on_round_confirmation(_blob(msg, Key.CONFIRMATION))
     _save(context, epoch, number)
+    _release_pending(context)
     return _reply(msg, {Key.SHARE: blob}, diagnostics={"he_share_s": time.perf_counter() - start})

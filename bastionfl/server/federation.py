@@ -46,7 +46,8 @@ class LogObserver:
     def on_round(self, entry: dict[str, Any]) -> None:
         flwr_log(logging.INFO, "BastionFL round %d: accuracy %.4f loss %.4f (%.1f s, up %d B, down %d B)%s",
                  entry["round"], entry["accuracy"], entry["loss"], entry["time_s"], entry["bytes_up"],
-                 entry["bytes_down"], f", repair {entry['repair_outcome']}" if "repair_outcome" in entry else "")
+                 entry["bytes_down"], (f", repair {entry['repair_outcome']}" if "repair_outcome" in entry else "")
+                 + (f", SKIPPED (model unchanged): {entry['skipped']}" if "skipped" in entry else ""))
 
 
 def build_workflow(cfg: RunConfig) -> RoundWorkflow:
@@ -73,6 +74,15 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
         stages.append(RepairStage())
     stages.append(EvaluateCentral())
     return RoundWorkflow(stages)
+
+
+def _skip_round(ctx: ServerContext, rs: RoundState, workflow: RoundWorkflow, reason: str) -> None:
+    """A round that cannot be retried keeps the previous global model; it is evaluated and reported as skipped."""
+    rs.new_state = None
+    rs.metrics["skipped"] = reason
+    evaluate = [s for s in workflow.stages if isinstance(s, EvaluateCentral)]
+    for stage in evaluate:
+        stage.run(ctx, rs)
 
 
 def _entry(rs: RoundState, elapsed: float) -> dict[str, Any]:
@@ -135,6 +145,9 @@ def run_federation(
                 log.warning("round %d attempt %d failed: %s", server_round, attempt, exc)
                 rs.events.append(f"attempt {attempt} failed: {exc}")
                 carried = rs
+                if not exc.retry:
+                    _skip_round(ctx, rs, workflow, str(exc))
+                    break
                 if attempt == MAX_ROUND_ATTEMPTS:
                     write_metrics(out_dir, cfg.to_dict(), history, status=f"failed at round {server_round}")
                     raise FederationError(f"round {server_round} failed {attempt} times: {exc}") from None

@@ -158,7 +158,11 @@ class ConsistencyStage:
             return
         if failed:
             drop_out(ctx, rs, Stage.CONSISTENCY, failed, exclude=True)
-            raise RoundFailed(f"{len(failed)} member(s) did not sign the round transcript; retrying with the survivors")
+            # N-of-N: no member released a share without every signature, so a retry is safe; t-of-n: the signers'
+            # transcript can be decrypted by any t of them, and they never upload this round again
+            n_of_n = epoch.threshold is None
+            raise RoundFailed(f"{len(failed)} member(s) did not sign the round transcript; "
+                              + ("retrying with the survivors" if n_of_n else "skipping the round"), retry=n_of_n)
 
     @staticmethod
     def _threshold_goes_on(ctx: ServerContext, rs: RoundState, epoch: KeyEpoch, current: ServerRound,
@@ -205,7 +209,8 @@ class DecryptStage:
                           lambda reply: self._take(epoch, current, reply))
         if failed:
             drop_out(ctx, rs, Stage.DECRYPT, failed, exclude=True)
-            raise RoundFailed(f"{len(failed)} member(s) gave no share; retrying with the survivors")
+            raise RoundFailed(f"{len(failed)} member(s) gave no share; the others released theirs and never upload "
+                              "this round again, so it is skipped", retry=False)
 
     def _threshold(self, ctx: ServerContext, rs: RoundState, state: SecureState, epoch: KeyEpoch,
                    current: ServerRound) -> None:
@@ -219,7 +224,8 @@ class DecryptStage:
             live = [i for i in current.signers if node_of[i] not in gone]
             if len(live) < t:
                 state.invalidate_epoch()
-                raise RoundFailed(f"{len(live)} signer(s) left for t = {t}: nothing is decrypted; re-keying")
+                raise RoundFailed(f"{len(live)} signer(s) left for t = {t}: nothing is decrypted; skipping the round "
+                                  "and re-keying", retry=False)
             try:
                 blob = current.confirmation(attempt, tuple(live[:t]))
             except CryptoError as exc:
@@ -259,6 +265,6 @@ class FuseStage:
             mean_delta = current.weighted_mean()
         except CryptoError as exc:
             state.invalidate_epoch()
-            raise RoundFailed(f"fusion refused: {exc}") from None
+            raise RoundFailed(f"fusion refused: {exc}", retry=False) from None
         rs.new_state = apply_delta(rs.global_state, mean_delta)
 

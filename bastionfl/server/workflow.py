@@ -30,7 +30,14 @@ S = TypeVar("S")
 
 
 class RoundFailed(BastionFLError):
-    """A stage could not complete; the round's global model is left unchanged."""
+    """A stage could not complete; the round's global model is left unchanged.
+
+    ``retry=False``: another attempt cannot succeed (members signed the round's transcript, and a member never
+    uploads the same round twice), so the round is skipped rather than retried."""
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 @runtime_checkable

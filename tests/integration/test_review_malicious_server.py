@@ -12,7 +12,7 @@
 4. Retry replay: the server decrypts a round with every node, claims one failed and "retries" the same round (same
    model, same round number) under a fresh key epoch without it. Local training is seeded by (seed, round,
    partition), so the survivors re-upload the same updates and the difference of the two sums is the dropped node's
-   update. (Not stopped yet: the test is marked xfail.)
+   update. Stopped: a node never uploads an update again once it released a share for it (any key epoch).
 """
 
 from __future__ import annotations
@@ -145,8 +145,6 @@ def test_reopening_the_epoch_resets_no_share_cap(federation) -> None:  # noqa: A
     secure.invalidate_epoch()
 
 
-@pytest.mark.xfail(strict=True, reason="a survivor re-uploads an update whose share it already released when the "
-                   "server replays the round under a new key epoch: the Flower client keeps no cross-epoch record")
 def test_decrypted_round_replayed_as_a_retry_without_one_node_isolates_nothing(federation) -> None:  # noqa: ANN001
     ctx, grid, state = federation
     number, nodes = 3, sorted(grid.contexts)
