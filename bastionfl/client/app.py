@@ -20,11 +20,25 @@ from bastionfl.config import ConfigError, RunConfig
 from bastionfl.errors import BastionFLError
 from bastionfl.protocol import Action, Key, NodeState, Record, Stage, config_from_record, round_of
 
-__all__ = ["app", "config_from_message", "node_partition"]
+__all__ = ["app", "PinnedClientApp", "config_from_message", "node_partition"]
 
 from bastionfl.client.mods import CLIENT_MODS  # noqa: E402 - after the helpers it may use
 
 app = ClientApp(mods=CLIENT_MODS)
+
+
+class PinnedClientApp(ClientApp):
+    """The BastionFL ClientApp with node-config pins set by whoever runs the nodes (the simulation's user, who is
+    every node's operator there): what a SuperNode operator passes with ``--node-config``, e.g. ``threat-model``."""
+
+    def __init__(self, pins: dict[str, str]) -> None:
+        super().__init__()
+        self.pins = dict(pins)
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        for key, value in self.pins.items():
+            context.node_config.setdefault(key, value)
+        return app(message, context)
 
 
 def config_from_message(msg: Message, context: Context) -> RunConfig:

@@ -80,13 +80,17 @@ def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = Non
     server would otherwise downgrade the node to honest-but-curious, where a constant C1 returns the key), the pinned
     ``min-members`` / ``min-uploads`` are floors, ``max-shares`` a ceiling, and ``require-roster = true`` demands the
     Home Authority's signed roster even when the server claims to run without one. Unpinned, the server's values
-    hold."""
+    hold, except that an unpinned node never takes an honest-but-curious epoch (the downgrade that returns the key)."""
     from bastionfl.config.checks import threshold_rule
 
     threat = str(cfg.secure.threat_model)
     pinned = _pin(node_config, "threat-model")
     if pinned is not None and pinned != threat:
         raise ProtocolError(f"the server asks for a {threat} epoch; this node is pinned to {pinned}")
+    if pinned is None and cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS:
+        raise ProtocolError("the server asks for an honest-but-curious epoch, which a node accepts only when its "
+                            "operator pins it (--node-config threat-model=honest-but-curious): a malicious server "
+                            "would otherwise downgrade the node and recover its key from one share")
     try:
         floors = [max(int(_pin(node_config, k) or 0), v)
                   for k, v in (("min-members", cfg.secure.min_members), ("min-uploads", cfg.secure.min_uploads))]

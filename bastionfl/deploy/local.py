@@ -162,6 +162,13 @@ class LocalDeployment:
         self.app_dir = (self.app_dir or default_app_dir()).resolve()
         node_configs = self._prepare()
         cfg = self.run_config()
+        from bastionfl.config import from_run_config
+
+        # each node's operator pins the threat model and minimums it accepts (the server cannot downgrade them)
+        secure = from_run_config(cfg).secure
+        pins = {"threat-model": str(secure.threat_model), "min-members": str(secure.min_members),
+                "min-uploads": str(secure.min_uploads)}
+        node_configs = [{**pins, **c} for c in node_configs]
         run_config = " ".join(f"{k}={_toml_literal(v)}" for k, v in cfg.items())
         keys = None
         if self.supernode_auth:

@@ -33,7 +33,7 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
 
     quiet_flower(cfg.runtime.verbose)
 
-    from bastionfl.client.app import app as client_app
+    from bastionfl.client.app import PinnedClientApp
     from bastionfl.server.app import make_server_app
     from bastionfl.server.report import read_metrics
     from bastionfl.simulations.auth_setup import prepare_simulated_ha
@@ -55,6 +55,8 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
                              "logging_level": "INFO" if cfg.runtime.verbose else "ERROR",
                              "log_to_driver": cfg.runtime.verbose}}
+    # the simulation's user runs every node: its nodes take the run's threat model as their operator's pin
+    client_app = PinnedClientApp({"threat-model": str(cfg.secure.threat_model)})
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=cfg.federation.num_clients,
                    backend_config=backend, verbose_logging=cfg.runtime.verbose)
     if errors:

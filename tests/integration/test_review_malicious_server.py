@@ -13,6 +13,8 @@
    model, same round number) under a fresh key epoch without it. Local training is seeded by (seed, round,
    partition), so the survivors re-upload the same updates and the difference of the two sums is the dropped node's
    update. Stopped: a node never uploads an update again once it released a share for it (any key epoch).
+5. Downgrade: the threat model travels in the server's messages; a node takes an honest-but-curious epoch only when
+   its operator pinned it so (``--node-config threat-model=...``; the simulation pins its nodes to the run's).
 """
 
 from __future__ import annotations
@@ -198,11 +200,12 @@ def test_a_node_pinned_to_malicious_refuses_a_downgraded_epoch() -> None:
     assert reply.has_error() and "pinned" in reply.error.reason
 
 
-@pytest.mark.xfail(strict=True, reason="an unpinned node takes its threat model and minimums from the server's "
-                   "messages: a malicious server downgrades it to honest-but-curious")
 def test_an_unpinned_node_refuses_a_downgraded_epoch() -> None:
+    """Without a pin a node still never takes an honest-but-curious epoch; its operator must allow it explicitly."""
     reply = _downgraded_opening({})
-    assert reply.has_error()
+    assert reply.has_error() and "honest-but-curious" in reply.error.reason
+    allowed = _downgraded_opening({"threat-model": "honest-but-curious"})
+    assert not allowed.has_error(), allowed.error.reason if allowed.has_error() else ""
 
 
 def test_node_pins_are_floors_and_ceilings_of_the_servers_policy() -> None:
