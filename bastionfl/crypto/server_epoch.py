@@ -47,7 +47,7 @@ class ServerEpoch:
         self.crs = crs
         self.rule = threshold
         self.threshold: int | None = None  # t, once the roster is fixed
-        self._dealings: dict[int, ShareDealing] = {}
+        self._dealings: dict[int, dict[int, bytes]] = {}  # t-of-n: sender -> recipient -> sealed box
         self.opening = EpochOpening(self.threat, crs, threshold)
         self._opening_digest = self.opening.digest(params)
         self._replies: dict[bytes, KeySetupReply] = {}
@@ -143,7 +143,7 @@ class ServerEpoch:
             raise VerificationError("share dealing of an unknown member, or a second one")
         if [k for k, _ in d.boxes] != [k for k in range(n) if k != d.member]:
             raise VerificationError(f"member {d.member}: the dealing must hold one box per other member")
-        self._dealings[d.member] = d
+        self._dealings[d.member] = dict(d.boxes)
         return d.member
 
     @property
@@ -155,7 +155,7 @@ class ServerEpoch:
         """T2: every box addressed to ``member``; needs every member's dealing."""
         if self.missing_dealings:
             raise ProtocolStateError(f"share dealings missing from members {self.missing_dealings}")
-        boxes = tuple((j, dict(self._dealings[j].boxes)[member]) for j in range(len(self.members)) if j != member)
+        boxes = tuple((j, self._dealings[j][member]) for j in range(len(self.members)) if j != member)
         return DealtShares(member, boxes).to_bytes(self.params)
 
     @property

@@ -45,15 +45,18 @@ def _acceptance(tmp_path: Path, n: int, rounds: int, seed: int, profile: str = "
     assert [r["round"] for r in history] == list(range(1, rounds + 1))
     assert all(r["restarts"] == 0 and r["key_epoch"] == 1 and r["uploaders"] == n for r in history)
     assert all(r["shares_used"] == t for r in history)
-    assert sum(r["dropouts"].get("decrypt", 0) for r in history) > 0
-    assert any(r["decrypt_attempts"] > 1 for r in history)
+    # a vanished member was in a decrypting set exactly when the stage needed another attempt (whether the seeded
+    # droppers fall in the first set depends on the members' order, i.e. their fresh keys)
+    assert all((r["decrypt_attempts"] > 1) == (r["dropouts"].get("decrypt", 0) > 0) for r in history)
+    if rounds >= 3:  # 5, 5 and 8 of 20 vanish: that none was ever asked has probability below 1e-5
+        assert any(r["decrypt_attempts"] > 1 for r in history)
     diff = float(np.abs(_model(tmp_path / "he") - _model(tmp_path / "plain")).max())
     assert diff <= 1e-6, diff
 
 
 def test_flaky_fleet_small(tmp_path: Path) -> None:
     """8 clients, t = 5, 30 % vanish after their upload: no restart, one epoch, FedAvg of the uploaders exact."""
-    _acceptance(tmp_path, 8, 1, 4)
+    _acceptance(tmp_path, 8, 1, 2, profile="precise")  # 3 of the 8 vanish (n - t), seeded
 
 
 @pytest.mark.slow
