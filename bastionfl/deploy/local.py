@@ -144,6 +144,9 @@ class LocalDeployment:
             cred = self.prepared.credential(i) if i < self.nodes else "none (an outsider: admission refuses it)"
             self.say(f"  SuperNode {i:<3}       pid {pids[f'supernode-{i}']}  credential {cred}  "
                      f"log {fed.log_of(f'supernode-{i}')}")
+        if self.supernode_auth:
+            self.say(f"  SuperNode auth      on: node keys in {self.workdir / 'node-keys'}, registered with "
+                     "flwr supernode register (static keys: linkable across rounds and runs)")
         self.say(f"  flwr connection     [superlink.{CONNECTION}] in {fed.cli_config}")
         self.say(f"  results             {cfg['out-dir']}/metrics.json")
         self.say(f"  run command         FLWR_HOME={fed.flwr_home} flwr run {self.app_dir} {CONNECTION} --stream "
