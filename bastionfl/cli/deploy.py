@@ -60,7 +60,7 @@ def local(argv: list[str]) -> int:
         deployment.run(timeout_s=args.timeout, keep_running=args.keep_running)
     except DeployError as exc:
         print(f"bastionfl deploy local: {exc}", file=sys.stderr)
-        return 2 if "--" in str(exc) or "config key" in str(exc) else 1
+        return 2 if exc.usage else 1
     except KeyboardInterrupt:
         print("bastionfl deploy local: interrupted; every process it started was stopped", file=sys.stderr)
         return 130

@@ -28,7 +28,11 @@ SERVER_ID = "fl-server"  # the default auth-server-id; prepare.py enrols the nod
 
 
 class DeployError(BastionFLError):
-    """A local deployment could not be set up or its federation did not complete."""
+    """A local deployment could not be set up or its federation did not complete (``usage``: the user's mistake)."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 def default_app_dir() -> Path:
@@ -37,7 +41,7 @@ def default_app_dir() -> Path:
         pyproject = candidate / "pyproject.toml"
         if pyproject.is_file() and "[tool.flwr.app" in pyproject.read_text():
             return candidate
-    raise DeployError("no Flower app here: run from the BastionFL project folder or pass --app DIR")
+    raise DeployError("no Flower app here: run from the BastionFL project folder or pass --app DIR", usage=True)
 
 
 def _toml_value(text: str) -> Any:
@@ -54,7 +58,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise DeployError(f"--set expects key=value, got {pair!r}")
+            raise DeployError(f"--set expects key=value, got {pair!r}", usage=True)
         out[key.strip().replace("_", "-")] = _toml_value(value.strip())
     return out
 
@@ -81,9 +85,9 @@ class LocalDeployment:
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 64:
-            raise DeployError("--nodes must be between 1 and 64")
+            raise DeployError("--nodes must be between 1 and 64", usage=True)
         if not 0 <= self.outsiders <= 16:
-            raise DeployError("--outsiders must be between 0 and 16")
+            raise DeployError("--outsiders must be between 0 and 16", usage=True)
         self.workdir = self.workdir.resolve()
         self.ha_port = 0
         self.paths: dict[str, Path] = {}
@@ -103,7 +107,7 @@ class LocalDeployment:
         try:
             from_run_config(cfg)
         except ConfigError as exc:
-            raise DeployError(str(exc)) from None
+            raise DeployError(str(exc), usage=True) from None
         return cfg
 
     def _prepare(self) -> list[dict[str, str]]:
@@ -116,7 +120,7 @@ class LocalDeployment:
             self.prepared = prepare_deployment(self.workdir / "files", self.nodes, superlink_names=local,
                                                ha_names=local)
         except PrepareError as exc:
-            raise DeployError(f"{exc}: remove it or pick another --workdir") from None
+            raise DeployError(f"{exc}: remove it or pick another --workdir", usage=True) from None
         pr = self.prepared
         self.paths = {"ca": pr.ca, "token": pr.server_token}
         self.superlink_certs = {k: pr.superlink(k) for k in ("ca", "cert", "key")}
@@ -140,6 +144,9 @@ class LocalDeployment:
             cred = self.prepared.credential(i) if i < self.nodes else "none (an outsider: admission refuses it)"
             self.say(f"  SuperNode {i:<3}       pid {pids[f'supernode-{i}']}  credential {cred}  "
                      f"log {fed.log_of(f'supernode-{i}')}")
+        if self.supernode_auth:
+            self.say(f"  SuperNode auth      on: node keys in {self.workdir / 'node-keys'}, registered with "
+                     "flwr supernode register (static keys: linkable across rounds and runs)")
         self.say(f"  flwr connection     [superlink.{CONNECTION}] in {fed.cli_config}")
         self.say(f"  results             {cfg['out-dir']}/metrics.json")
         self.say(f"  run command         FLWR_HOME={fed.flwr_home} flwr run {self.app_dir} {CONNECTION} --stream "
@@ -160,6 +167,8 @@ class LocalDeployment:
         from bastionfl.deploy.loopback import LoopbackFederation
 
         self.app_dir = (self.app_dir or default_app_dir()).resolve()
+        self.paths = {"token": self.workdir / "files" / "serverapp", "ca": self.workdir / "files" / "ca.crt"}
+        self.run_config()  # the user's settings are checked before anything is written
         node_configs = self._prepare()
         cfg = self.run_config()
         from bastionfl.config import from_run_config

@@ -82,3 +82,14 @@ def test_two_admitted_secure_rounds_with_an_outsider_shut_out(tmp_path: Path) ->
         assert {"admission", "key_setup", "decrypt", "fuse"} <= set(r["stages"])
     assert rounds[-1]["accuracy"] > 0.3
     assert "round 2: accuracy" in out and "the federation completed" in out
+
+
+@pytest.mark.deployment
+@pytest.mark.slow
+def test_supernode_authentication_on_top_of_admission(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "--nodes", "2", "--supernode-auth", "--set", "num-server-rounds=1")
+    out, _ = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, out[-4000:]
+    assert "SuperNode authentication is disabled" not in (tmp_path / "deploy" / "superlink.log").read_text()
+    rounds = json.loads((tmp_path / "deploy" / "out" / "metrics.json").read_text())["rounds"]
+    assert rounds[0]["auth_admitted"] == 2
