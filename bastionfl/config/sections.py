@@ -245,7 +245,8 @@ class RuntimeConfig:
     verbose: bool = setting(False, "show Flower's and Ray's own logs", clients=False)
     client_state_dir: str = setting("", "folder where each client keeps its defense state (ABL's isolation, BTU's "
                                     "cuts) per partition and round, so that --resume continues it; empty: the node's "
-                                    "memory only (a simulation uses <out_dir>/client-state)")
+                                    "memory only (a simulation uses a folder per run folder in the system's temp "
+                                    "folder)")
     inject_dropout: str = setting("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
                                   "train, reveal, consistency, decrypt); for dropout tests")
     dropout_rate: float = setting(0.0, "simulated flaky fleet: probability that a client vanishes at each stage "

@@ -195,14 +195,16 @@ def _notes(arm: Arm, rounds: list[dict[str, Any]]) -> str:
             return ""
         return (f"poisoned clients isolated {isolated:.0f} examples (mean precision {precision_sum / poisoned:.2f}, "
                 f"recall {recall_sum / poisoned:.2f}); benign clients isolated {benign_isolated:.0f}")
+    if arm.defense == "clip" and "aggregate_clip" in last:
+        c = last["aggregate_clip"]
+        return f"last update norm {c['update_norm']:.2f} scaled x{c['scale']:.2f} (bound {c['bound']:.2f})"
     rep = last.get("repair")
     if not rep:
         return ""
-    parts = [f"repair {last.get('repair_s', 0.0):.0f} s in round {last['round']}"]
+    parts = [f"repair {last.get('repair_outcome', 'run')} ({last.get('repair_s', 0.0):.0f} s) in round {last['round']}"]
     if arm.defense == "rnp":
-        parts.append(f"pruned {int(rep.get('pruned_channels_total', rep.get('pruned_channels', 0)))} BN channels")
-        if "threshold" in rep:
-            parts.append(f"threshold {rep['threshold']}")
+        pruned = int(rep.get('pruned_channels_total', rep.get('pruned_channels', 0)))
+        parts.append(f"pruned {pruned} BN channels" if pruned else "pruned nothing (every step broke the tolerance)")
     return ", ".join(parts)
 
 

@@ -127,7 +127,7 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     return apply_overrides(RunConfig(), values)
 
 
-_REFERENCE_FREE = ("out_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold", "btu_purity")
+_REFERENCE_FREE = ("out_dir", "client_state_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold", "btu_purity")
 
 
 def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:

@@ -38,11 +38,16 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
     from bastionfl.server.report import read_metrics
     from bastionfl.simulations.auth_setup import prepare_simulated_ha
 
-    if not cfg.runtime.client_state_dir:  # clients keep their defense state beside the checkpoint (for --resume)
+    if not cfg.runtime.client_state_dir:  # clients keep their defense state on disk for --resume
         import dataclasses
+        import hashlib
         import shutil
+        import tempfile
 
-        state_dir = out_dir.resolve() / "client-state"
+        # one folder per run folder, of a fixed name length: the setting travels to the clients in every round's
+        # config, and a run's traffic must not depend on where its folder lies
+        digest = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:24]
+        state_dir = Path(tempfile.gettempdir()) / "bastionfl-client-state" / digest
         if not resume:
             shutil.rmtree(state_dir, ignore_errors=True)
         cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, client_state_dir=str(state_dir)))

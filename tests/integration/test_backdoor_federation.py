@@ -36,6 +36,7 @@ def test_malicious_clients_skip_their_defense(tmp_path: Path) -> None:
     assert all("abl_round" in m for m in honest)
 
 
+@pytest.mark.slow
 def test_abl_state_survives_resume_and_counts_benign_isolations(tmp_path: Path) -> None:
     cfg = RunConfig.build(num_clients=3, rounds=3, seed=1, attack="badnets", poisoned_clients=1, poison_rate=0.2,
                           client_defense="abl")
