@@ -37,6 +37,20 @@ EXIT_DEADLINE = 1  # faulthandler's exit status when a guarded stage passed its 
 _RESERVE_BYTES = 4 * 1024 * 1024  # freed on failure so that reporting itself can allocate
 
 
+# how libraries report a failed allocation other than MemoryError: torch's CPU allocator, C++ std::bad_alloc through
+# pybind11, and zstd inside SEAL's serialisation (ZSTD_error_memory_allocation = -64, printed as an unsigned code)
+_ALLOCATION_FAILURE_TEXTS = ("can't allocate memory", "bad_alloc", "error code 4294967232",
+                             "error code 18446744073709551552")
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """A MemoryError, or an allocation failure a library reports as a RuntimeError."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in _ALLOCATION_FAILURE_TEXTS)
+
+
 class StageOutOfMemory(BastionFLError, MemoryError):
     """A stage would not fit in the memory this process may still use (raised before any allocation happens)."""
 
@@ -150,7 +164,9 @@ def memory_guard(
         yield
     except StageOutOfMemory:
         raise
-    except MemoryError as exc:
+    except (MemoryError, RuntimeError) as exc:
+        if not is_allocation_failure(exc):
+            raise
         del reserve  # room for the report; nothing SEAL holds is freed (the traceback keeps it alive)
         mem = process_memory_mb()
         report = OutOfMemoryReport(stage, mem["rss"], mem["peak"], mem["vm"], _limit_mb(),

@@ -116,8 +116,9 @@ class Client:
 
 def _allocation_failed(exc: Exception) -> bool:
     """An allocation failure that a library reports as another error (torch's CPU allocator: RuntimeError)."""
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "bad_alloc" in text)
+    from bastionfl.client.memory_guard import is_allocation_failure
+
+    return is_allocation_failure(exc)
 
 
 def _startup(opts: dict[str, Any], events: Events) -> dict[str, Any]:
