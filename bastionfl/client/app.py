@@ -83,7 +83,7 @@ def _train_locally(cfg: RunConfig, context: Context, global_state: dict, server_
 
     pid, nparts = node_partition(context)
     saved = {k: str(v) for k, v in context.state.config_records.get(NodeState.LOCAL, ConfigRecord()).items()}
-    store = cfg.runtime.client_state_dir
+    store = str(context.node_config.get("state-dir", ""))  # the node operator's folder, never the server's
     if not saved and store:  # a resumed run: the process that held this node's state is gone
         from bastionfl.client.state_store import load_client_state
 

@@ -1,7 +1,8 @@
 """A client's defense state on disk, per partition and round, so that ``--resume`` continues ABL and BTU.
 
 Flower keeps a node's state in its context only for the life of the process; a resumed run starts with empty
-contexts. With ``client_state_dir`` set, each client also writes its state after every round to
+contexts. With a state folder (the node config's ``state-dir``; a simulation pins ``client_state_dir``), each client also
+writes its state after every round to
 ``<dir>/partition-<id>/round-<r>.json`` and, when its context is empty, reads the latest round before the one it is
 asked to train (a state written for a round the server never checkpointed is skipped, so a round that is re-run
 starts from the state the checkpointed round left). Only the last two rounds are kept.

@@ -243,10 +243,11 @@ class RuntimeConfig:
                            "./runs/flwr-<run id>)", clients=False)
     threads_per_client: int = setting(1, "torch threads per ClientApp", _range(1, 64))
     verbose: bool = setting(False, "show Flower's and Ray's own logs", clients=False)
-    client_state_dir: str = setting("", "folder where each client keeps its defense state (ABL's isolation, BTU's "
-                                    "cuts) per partition and round, so that --resume continues it; empty: the node's "
-                                    "memory only (a simulation uses a folder per run folder in the system's temp "
-                                    "folder)")
+    client_state_dir: str = setting("", "folder where each simulated client keeps its defense state (ABL's isolation, "
+                                    "BTU's cuts) per partition and round, so that --resume continues it; empty: a "
+                                    "folder per run under the system's temp folder. A SuperNode's own folder is its "
+                                    "--node-config state-dir (the server never chooses where a node writes)",
+                                    clients=False)
     inject_dropout: str = setting("", "make a client fail once: '<stage>:<round>:<partition-id>' (stage: keygen, "
                                   "train, reveal, consistency, decrypt); for dropout tests")
     dropout_rate: float = setting(0.0, "simulated flaky fleet: probability that a client vanishes at each stage "

@@ -44,8 +44,7 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
         import shutil
         import tempfile
 
-        # one folder per run folder, of a fixed name length: the setting travels to the clients in every round's
-        # config, and a run's traffic must not depend on where its folder lies
+        # one folder per run folder (the simulated nodes' operator setting, pinned on them below)
         digest = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:24]
         state_dir = Path(tempfile.gettempdir()) / "bastionfl-client-state" / digest
         if not resume:
@@ -60,8 +59,10 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
                              "logging_level": "INFO" if cfg.runtime.verbose else "ERROR",
                              "log_to_driver": cfg.runtime.verbose}}
-    # the simulation's user runs every node: its nodes take the run's threat model as their operator's pin
-    client_app = PinnedClientApp({"threat-model": str(cfg.secure.threat_model)})
+    # the simulation's user runs every node: its nodes take the run's threat model and state folder as their
+    # operator's pins
+    client_app = PinnedClientApp({"threat-model": str(cfg.secure.threat_model),
+                                  "state-dir": cfg.runtime.client_state_dir})
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=cfg.federation.num_clients,
                    backend_config=backend, verbose_logging=cfg.runtime.verbose)
     if errors:
