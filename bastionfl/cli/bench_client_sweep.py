@@ -58,7 +58,11 @@ def client_sweep(argv: list[str]) -> int:
     except (ValueError, BenchClientError) as exc:
         print(f"bastionfl bench client-sweep: {exc}", file=sys.stderr)
         return 2
-    data = run_sweep(spec, args.results, resume=args.resume, progress=lambda s: print(s, file=sys.stderr))
+    try:
+        data = run_sweep(spec, args.results, resume=args.resume, progress=lambda s: print(s, file=sys.stderr))
+    except BenchClientError as exc:
+        print(f"bastionfl bench client-sweep: {exc}", file=sys.stderr)
+        return 2
     sp = data["spec"]
     command = (f"bastionfl bench client-sweep --sizes {','.join(map(str, sp['sizes']))} --he {','.join(sp['he'])} "
                f"--clients {','.join(map(str, sp['clients']))} --profile {sp['profile']} --memory-mb "

@@ -82,3 +82,12 @@ def test_wire_size_model_matches_a_real_round_elsewhere_on_the_grid():
     length = 3 * he.params_of("lean").floats_per_ciphertext - 5
     s = he.wire_sizes("lean", length, 5)
     assert (s.update_bytes, s.proposal_bytes, s.confirmation_bytes, s.share_bytes) == he.round_sizes("lean", length, 5)
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys):
+    rc = cli(["bench", "client-sweep", "--sizes", "10000", "--he", "none", "--clients", "3", "--dataset",
+              "fashion-mnist", "--data-dir", str(tmp_path / "nodata"), "--out-dir", str(tmp_path),
+              "--results", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("bastionfl bench client-sweep:")], err

@@ -47,14 +47,17 @@ def _write(dataset: str, data_dir: str, clients: int, out: Path) -> None:
 
 
 def prepare_shard(dataset: str, data_dir: str, clients: int, out: Path, timeout_s: float = 600) -> Path:
-    """Write partition 0 of ``clients`` to ``out`` (reused if it exists); raises ``RuntimeError`` with the reason."""
+    """Write partition 0 of ``clients`` to ``out`` (reused if it exists); raises ``BenchClientError`` with the
+    reason (missing data, say: a user's mistake, reported in one line)."""
     if out.exists():
         return out
     run = subprocess.run([sys.executable, "-m", __name__, dataset, data_dir, str(clients), str(out)],
                          capture_output=True, text=True, timeout=timeout_s, env=package_env())
     if run.returncode != 0 or not out.exists():
         tail = (run.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"preparing the {dataset} shard failed: {tail}")
+        from .profiles import BenchClientError
+
+        raise BenchClientError(f"preparing the {dataset} shard failed: {tail}")
     return out
 
 
