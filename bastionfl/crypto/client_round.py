@@ -41,7 +41,7 @@ from .round_messages import (
 )
 from .sketch import challenge_key, sketch, sketch_bytes, sketch_sum
 from .threat import ThreatModel
-from .threshold import attempt_multiplier, check_decrypting_set, decryption_transcript, rerandomise
+from .threshold import attempt_aggregate, check_decrypting_set, decryption_transcript
 from .transcript import hash_parts, round_transcript, transcript_signature_message
 from .wire import Reader, Writer
 
@@ -351,11 +351,10 @@ class ClientRoundSteps:
 
     def _threshold_share(self: ClientEpoch, rec: RoundRecord, prop: RoundProposal, t: bytes, c1: np.ndarray,
                          attempt: int, decrypting: tuple[int, ...]) -> bytes:
-        """t-of-n: the share on this attempt's re-randomised aggregate ``C1 + v a`` (v from the transcript and the
-        attempt: the client computes it itself), Lagrange coefficient of S applied here, then fresh smudging."""
-        v = attempt_multiplier(t, attempt)
-        a = scheme.crs_polynomial(self.params, self.opening.crs)[: len(self.params.data_primes)]
-        c1_a = rerandomise(c1, a, v, self.params.data_primes)
+        """t-of-n: the share on this attempt's re-randomised aggregate ``C1 + u_a a`` (u_a from the transcript and
+        the attempt: the client computes it itself), Lagrange coefficient of S applied here, then fresh smudging."""
+        a = scheme.crs_polynomial(self.params, self.opening.crs)
+        c1_a = attempt_aggregate(self.params, c1, a, t, attempt)
         data = self.threshold.decryption_share(  # type: ignore[union-attr]
             self.params, self.key, prop.round_number, attempt, c1_a, decrypting, self.index, len(self.members),
             len(prop.uploads))

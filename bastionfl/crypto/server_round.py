@@ -26,10 +26,10 @@ from .round_messages import (
 from .sketch import sketch_bytes
 from .threat import ThreatModel
 from .threshold import (
-    attempt_multiplier,
+    attempt_aggregate,
+    check_attempt,
     check_decrypting_set,
     decryption_transcript,
-    rerandomise,
 )
 from .transcript import round_transcript, transcript_signature_message
 
@@ -201,7 +201,7 @@ class ServerRound:
         check_decrypting_set(decrypting, t, len(self.epoch.members))
         if attempt in self._attempts:
             raise ProtocolStateError(f"decryption attempt {attempt} was already made in this round")
-        attempt_multiplier(self.transcript, attempt)  # range check
+        check_attempt(attempt)
         self._attempts.add(attempt)
         self.attempt, self.decrypting, self._shares = attempt, tuple(decrypting), {}
         self._answer = decryption_transcript(self.transcript, attempt, self.decrypting)
@@ -247,9 +247,7 @@ class ServerRound:
         shares = [self._shares[i] for i in needed]
         c0 = self._sum[:, 0]
         if threshold:
-            levels = len(self.params.data_primes)
-            c0 = rerandomise(c0, self.epoch.b_tilde[:levels], attempt_multiplier(self.transcript, self.attempt),
-                             self.params.data_primes)
+            c0 = attempt_aggregate(self.params, c0, self.epoch.b_tilde, self.transcript, self.attempt)
         return decode_checked(self.params, c0, shares, self._proposal.length, bound,
                               len(self.epoch.members), len(self.uploads))
 

@@ -9,12 +9,14 @@ exceed ``n / 2``. The rule travels in the epoch opening that every member signs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -24,15 +26,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import CryptoFormatError, ParameterError, RosterError, VerificationError
-from .shamir import mulmod_scalar
+from .flood import to_ntt
 from .transcript import hash_parts
 from .wire import Reader, Writer
+
+if TYPE_CHECKING:
+    from .params import Params
 
 PPM = 1_000_000
 XPK_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
-MAX_ATTEMPTS = 4096  # decryption attempts per round: v = attempt * 2^8 + 8 transcript bits stays below 2^20
+MAX_ATTEMPTS = 4096  # decryption attempts per round (a member answers at most n - t + 1 of them)
 
 
 def c_max(t: int, n: int) -> int:
@@ -170,25 +175,59 @@ def threshold_transcript(transcript: bytes, t: int, exchange_keys: Sequence[byte
 
 
 # ---- decryption attempts ----
-def attempt_multiplier(transcript: bytes, attempt: int) -> int:
-    """The small ``v`` of attempt ``a``: 0 for the first, then ``a * 2^8 + 8 bits of H(transcript, a)`` (distinct
-    per attempt by construction, fixed by the round transcript: the server cannot choose it)."""
+def check_attempt(attempt: int) -> None:
+    """An attempt number is in [0, MAX_ATTEMPTS)."""
     if not 0 <= attempt < MAX_ATTEMPTS:
         raise VerificationError(f"decryption attempt {attempt} out of range")
+
+
+def attempt_mask(params: Params, transcript: bytes, attempt: int) -> np.ndarray | None:
+    """The re-randomiser ``u_a`` of attempt ``a`` in NTT form (L, N): None for the first attempt, then a ternary
+    polynomial drawn from SHAKE-256(transcript, a) (fixed by the round transcript: the server cannot choose it).
+
+    A polynomial, never a scalar: with ``C1 + v_a a`` (scalar ``v_a``) one member's shares on several attempts are,
+    coefficient by coefficient, noisy combinations of the same two unknowns (``k C1``, ``k a``) with known weights,
+    and six of them give its key share to LLL (``test_review_threshold``). ``u_a a`` mixes every coefficient."""
+    check_attempt(attempt)
     if attempt == 0:
-        return 0
-    return (attempt << 8) | hash_parts(b"attempt", transcript, struct.pack("<I", attempt))[0]
+        return None
+    n = params.poly_modulus_degree
+    raw = np.frombuffer(hashlib.shake_256(hash_parts(b"attempt-mask", transcript, struct.pack("<I", attempt)))
+                        .digest(n // 4), dtype=np.uint8)
+    bits = np.unpackbits(raw, bitorder="little").reshape(n, 2).astype(np.int64)
+    ternary = bits[:, 0] - bits[:, 1]  # -1, 0, 1 with probabilities 1/4, 1/2, 1/4
+    rows = np.stack([np.where(ternary < 0, q - 1, ternary).astype(np.uint64) for q in params.data_primes])
+    return to_ntt(params, rows[None])[0]
 
 
-def rerandomise(c: np.ndarray, key_part: np.ndarray, v: int, primes: Sequence[int]) -> np.ndarray:
-    """``c + v * key_part`` per ciphertext (c: (k, L, N); key_part: (L, N)): C1 + v a, or C0 + v b~."""
-    if v == 0:
+def mulmod_slots(a: np.ndarray, b: np.ndarray, primes: Sequence[int]) -> np.ndarray:
+    """``a * b mod q`` slot by slot (axis -2 of both is the prime, values below their prime < 2^60), exact."""
+    q = np.broadcast_to(np.asarray(primes, dtype=np.uint64).reshape(len(primes), 1), a.shape)
+    acc = np.zeros_like(a)
+    for shift in range(60, -4, -4):
+        nib = (b >> np.uint64(shift)) & np.uint64(0xF)
+        acc = np.remainder(acc << np.uint64(4), q)  # acc < 2^60: the shift stays inside 64 bits
+        acc = np.remainder(acc + np.remainder(a * nib, q), q)  # a * 15 < 2^64
+    return acc
+
+
+def rerandomise(c: np.ndarray, key_part: np.ndarray, mask: np.ndarray | None, primes: Sequence[int]) -> np.ndarray:
+    """``c + u * key_part`` per ciphertext (c: (k, L, N); key_part, mask: (L, N)): C1 + u a, or C0 + u b~."""
+    if mask is None:
         return c
+    add = mulmod_slots(key_part, mask, primes)
     q = np.asarray(primes, dtype=np.uint64).reshape(len(primes), 1)
-    add = mulmod_scalar(key_part, [v] * len(primes), primes)
     out = c + add[None]
     np.subtract(out, q, out=out, where=out >= np.broadcast_to(q, out.shape))
     return out
+
+
+def attempt_aggregate(params: Params, c: np.ndarray, key_part: np.ndarray, transcript: bytes,
+                      attempt: int) -> np.ndarray:
+    """Attempt ``a``'s re-randomised aggregate part: ``C1 + u_a a`` (key_part a) or ``C0 + u_a b~`` (key_part b~),
+    an encryption of the same sum with the extra noise ``-u_a e~`` (ternary ``u_a``: about sqrt(N/2) |e~|)."""
+    levels = len(params.data_primes)
+    return rerandomise(c, key_part[:levels], attempt_mask(params, transcript, attempt), params.data_primes)
 
 
 def decryption_transcript(round_transcript: bytes, attempt: int, decrypting: Sequence[int]) -> bytes:
@@ -202,3 +241,4 @@ def check_decrypting_set(decrypting: Sequence[int], t: int, members: int) -> Non
     if len(decrypting) != t or list(decrypting) != sorted(set(decrypting)) or \
             any(not 0 <= i < members for i in decrypting):
         raise VerificationError(f"the decrypting set must be {t} distinct sorted members of the epoch")
+

@@ -90,6 +90,9 @@ class ThresholdMember:
         """``lambda_S(index) * k_index * C1_a + E``: refused for a ciphertext or (round, attempt) already answered."""
         if self._share is None:
             raise ProtocolStateError("no threshold key share in this epoch (the dealt shares never arrived)")
+        if attempt > members - self.t:  # each failed attempt loses a member of S: an honest server stops at n - t
+            raise VerificationError(f"attempt {attempt} of a round: at most {members - self.t + 1} attempts with "
+                                    f"{members} members and t = {self.t}")
         d = ciphertext_digest(c1)
         if (round_number, attempt) in self.attempts:
             raise ReplayError(f"a share was already produced for round {round_number}, attempt {attempt}: refused")
