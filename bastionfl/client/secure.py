@@ -119,11 +119,39 @@ def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
 _SPENT = STATE_KEY + ".spent"  # node-level, kept across key epochs: updates already in a decryptable transcript
 
 
+def _spent_store(context: Context) -> tuple[str, int] | None:
+    """The node operator's state folder and this node's partition, where the spent digests outlive the process."""
+    store = str(context.node_config.get("state-dir", ""))
+    if not store:
+        return None
+    from bastionfl.client.app import node_partition
+
+    return store, node_partition(context)[0]
+
+
 def _spent(context: Context) -> tuple[list[bytes], list[bytes]]:
+    """Released and pending digests: the node state's, united with the state folder's (a restart empties the first)."""
     rec = context.state.config_records.get(_SPENT)
-    if rec is None:
-        return [], []
-    return ([d for d in rec.get("released", []) if d], [d for d in rec.get("pending", []) if d])
+    released, pending = ([], []) if rec is None else \
+        ([d for d in rec.get("released", []) if d], [d for d in rec.get("pending", []) if d])
+    where = _spent_store(context)
+    if where is not None:
+        from bastionfl.client.state_store import load_spent
+
+        disk_released, disk_pending = load_spent(*where)
+        released += [d for d in disk_released if d not in released]
+        pending += [d for d in disk_pending if d not in pending and d not in released]
+    return released, pending
+
+
+def _store_spent(context: Context, released: list[bytes], pending: list[bytes]) -> None:
+    """Into the node state and, with a state folder, onto disk (fsync) before the upload or share leaves."""
+    context.state[_SPENT] = ConfigRecord({"released": released or [b""], "pending": pending or [b""]})
+    where = _spent_store(context)
+    if where is not None:
+        from bastionfl.client.state_store import save_spent
+
+        save_spent(*where, released, pending)
 
 
 def _check_fresh_update(context: Context, update: np.ndarray) -> None:
@@ -135,13 +163,13 @@ def _check_fresh_update(context: Context, update: np.ndarray) -> None:
     if digest in released:
         raise ProtocolError("this update was already part of a round this node helped decrypt; it is never uploaded "
                             "again (a retried round would let the server subtract two sums)")
-    context.state[_SPENT] = ConfigRecord({"released": released or [b""], "pending": [*pending, digest]})
+    _store_spent(context, released, [*pending, digest])
 
 
 def _release_pending(context: Context) -> None:
     """The uploads of this node so far may now be decrypted: never upload any of them again."""
     released, pending = _spent(context)
-    context.state[_SPENT] = ConfigRecord({"released": [*released, *pending] or [b""], "pending": [b""]})
+    _store_spent(context, [*released, *pending], [])
 
 
 def _load(context: Context, cfg: RunConfig, msg: Message) -> tuple[ClientEpoch, int]:

@@ -6,6 +6,10 @@ writes its state after every round to
 ``<dir>/partition-<id>/round-<r>.json`` and, when its context is empty, reads the latest round before the one it is
 asked to train (a state written for a round the server never checkpointed is skipped, so a round that is re-run
 starts from the state the checkpointed round left). Only the last two rounds are kept.
+
+The same folder keeps ``xmk-spent.json``: the digests of the training results this node let be decrypted, which it
+never uploads again. It outlives the process, so a restarted node (local training is seeded by round and
+partition, so it recomputes the same update) still refuses to upload a result a server already decrypted.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["load_client_state", "save_client_state"]
+__all__ = ["load_client_state", "save_client_state", "load_spent", "save_spent"]
 
 _KEEP = 2
 
@@ -53,3 +57,28 @@ def save_client_state(root: str, partition_id: int, server_round: int, state: di
     os.replace(tmp, path)
     for r in _rounds(folder)[:-_KEEP]:
         (folder / f"round-{r}.json").unlink(missing_ok=True)
+
+
+def _spent_path(root: str, partition_id: int) -> Path:
+    return _folder(root, partition_id) / "xmk-spent.json"
+
+
+def load_spent(root: str, partition_id: int) -> tuple[list[bytes], list[bytes]]:
+    """The digests of this partition's updates already released for decryption, and those pending (empty: none)."""
+    path = _spent_path(root, partition_id)
+    if not path.is_file():
+        return [], []
+    data = json.loads(path.read_text())
+    return ([bytes.fromhex(d) for d in data.get("released", [])], [bytes.fromhex(d) for d in data.get("pending", [])])
+
+
+def save_spent(root: str, partition_id: int, released: list[bytes], pending: list[bytes]) -> None:
+    """Write the spent digests atomically and durably (fsync) before the upload or share they guard leaves."""
+    path = _spent_path(root, partition_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"released": [d.hex() for d in released], "pending": [d.hex() for d in pending]}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

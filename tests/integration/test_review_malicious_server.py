@@ -13,6 +13,7 @@
    model, same round number) under a fresh key epoch without it. Local training is seeded by (seed, round,
    partition), so the survivors re-upload the same updates and the difference of the two sums is the dropped node's
    update. Stopped: a node never uploads an update again once it released a share for it (any key epoch).
+6. Retry replay after a node restart: the spent digests must outlive the process (the node's state folder).
 5. Downgrade: the threat model travels in the server's messages; a node takes an honest-but-curious epoch only when
    its operator pinned it so (``--node-config threat-model=...``; the simulation pins its nodes to the run's).
 """
@@ -148,8 +149,32 @@ def test_reopening_the_epoch_resets_no_share_cap(federation) -> None:  # noqa: A
 
 
 def test_decrypted_round_replayed_as_a_retry_without_one_node_isolates_nothing(federation) -> None:  # noqa: ANN001
-    ctx, grid, state = federation
-    number, nodes = 3, sorted(grid.contexts)
+    _replay_without_the_last_node(*federation, number=3)
+
+
+def test_a_restarted_node_still_refuses_a_decrypted_update(tmp_path) -> None:  # noqa: ANN001
+    """6. Retry replay after a restart: the spent digests lived only in the node's in-memory state, so a node whose
+    process restarted (empty context) trained the same seeded update again and uploaded it. With a state folder
+    (node config ``state-dir``) they are written to disk, fsynced, before the upload or share leaves."""
+    cfg = RunConfig.build(num_clients=NODES, rounds=5, secure_aggregation="xmkckks", he_profile="lean",
+                          threat_model="malicious")
+
+    def fresh() -> dict:
+        contexts = {100 + i: node_context(i, NODES, node_id=100 + i) for i in range(NODES)}
+        for c in contexts.values():
+            c.node_config["state-dir"] = str(tmp_path)
+        return contexts
+
+    grid = LoopGrid(client_app, fresh())
+    ctx = ServerContext(grid=grid, cfg=cfg, task=build_task(cfg))
+    torch.manual_seed(0)
+    state = ctx.new_model().state_dict()
+    _replay_without_the_last_node(ctx, grid, state, number=2, restart=lambda: grid.contexts.update(fresh()))
+
+
+def _replay_without_the_last_node(ctx, grid, state, number: int, restart=None) -> None:  # noqa: ANN001
+    """Decrypt round ``number`` with every node, then (after ``restart``) "retry" it without the last one."""
+    nodes = sorted(grid.contexts)
     ctx.states.get(SecureState).invalidate_epoch()
 
     def attempt(members: list[int]):  # noqa: ANN202 - key setup (a new epoch), uploads, signatures, every share
@@ -163,6 +188,8 @@ def test_decrypted_round_replayed_as_a_retry_without_one_node_isolates_nothing(f
     first, epoch1 = attempt(nodes)  # every share comes in: the server decrypts the sum of four
     total4 = first.result()
     ctx.states.get(SecureState).invalidate_epoch()  # ... and claims the last node failed: a "retry" without it
+    if restart is not None:
+        restart()  # every node's process restarts: its in-memory state is gone
     try:
         second, epoch2 = attempt(nodes[:3])
     except RoundFailed:
