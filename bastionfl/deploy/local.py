@@ -177,7 +177,9 @@ class LocalDeployment:
         secure = from_run_config(cfg).secure
         pins = {"threat-model": str(secure.threat_model), "min-members": str(secure.min_members),
                 "min-uploads": str(secure.min_uploads)}
-        node_configs = [{**pins, **c} for c in node_configs]
+        # ... and keeps its state folder: the updates it let be decrypted stay refused after a SuperNode restart
+        node_configs = [{**pins, "state-dir": str(self.workdir / "node-state" / f"node-{i}"), **c}
+                        for i, c in enumerate(node_configs)]
         run_config = " ".join(f"{k}={_toml_literal(v)}" for k, v in cfg.items())
         keys = None
         if self.supernode_auth:
