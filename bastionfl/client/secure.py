@@ -66,7 +66,8 @@ def _certified(cfg: RunConfig) -> bool:
     return cfg.admission.mode is Auth.PSEUDONYM and cfg.secure.threat_model is not ThreatModel.HONEST_BUT_CURIOUS
 
 
-PINS = ("threat-model", "min-members", "min-uploads", "max-shares", "require-roster")  # the node's --node-config
+PINS = ("threat-model", "min-members", "min-uploads", "max-shares", "require-roster",
+        "threshold")  # the node's --node-config
 
 
 def _pin(node_config: Mapping[str, object] | None, key: str) -> str | None:
@@ -80,7 +81,8 @@ def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = Non
     server would otherwise downgrade the node to honest-but-curious, where a constant C1 returns the key), the pinned
     ``min-members`` / ``min-uploads`` are floors, ``max-shares`` a ceiling, and ``require-roster = true`` demands the
     Home Authority's signed roster even when the server claims to run without one. Unpinned, the server's values
-    hold, except that an unpinned node never takes an honest-but-curious epoch (the downgrade that returns the key)."""
+    hold, except that an unpinned node never takes an honest-but-curious epoch (the downgrade that returns the key)
+    nor t-of-n decryption; a pinned ``threshold`` must equal the server's."""
     from bastionfl.config.checks import threshold_rule
 
     threat = str(cfg.secure.threat_model)
@@ -91,6 +93,7 @@ def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = Non
         raise ProtocolError("the server asks for an honest-but-curious epoch, which a node accepts only when its "
                             "operator pins it (--node-config threat-model=honest-but-curious): a malicious server "
                             "would otherwise downgrade the node and recover its key from one share")
+    _check_threshold(cfg, _pin(node_config, "threshold"))
     try:
         floors = [max(int(_pin(node_config, k) or 0), v)
                   for k, v in (("min-members", cfg.secure.min_members), ("min-uploads", cfg.secure.min_uploads))]
@@ -107,6 +110,24 @@ def client_policy(cfg: RunConfig, node_config: Mapping[str, object] | None = Non
         except ValueError:
             raise ProtocolError("node config: max-shares must be an integer") from None
     return policy
+
+
+def _check_threshold(cfg: RunConfig, pinned: str | None) -> None:
+    """Decryption by fewer than all members only where the operator pinned that threshold: a server that lowers it
+    lowers ``c_max = min(t - 1, 2t - n - 1)`` (t = n/2 + 1: one colluder lets two upload sets of one round be
+    decrypted, and their difference is an update)."""
+    asked = float(cfg.secure.threshold)
+    if asked == 1.0:  # every member decrypts: the strongest rule, whatever the pin
+        return
+    if pinned is None:
+        raise ProtocolError(f"the server asks for t-of-n decryption (threshold {asked:g}), which a node accepts "
+                            "only when its operator pins it (--node-config threshold=...)")
+    try:
+        allowed = float(pinned)
+    except ValueError:
+        raise ProtocolError("node config: threshold must be a number") from None
+    if allowed != asked:
+        raise ProtocolError(f"the server asks for threshold {asked:g}; this node is pinned to {allowed:g}")
 
 
 def _save(context: Context, epoch: ClientEpoch, number: int) -> None:

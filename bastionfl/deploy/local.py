@@ -176,7 +176,7 @@ class LocalDeployment:
         # each node's operator pins the threat model and minimums it accepts (the server cannot downgrade them)
         secure = from_run_config(cfg).secure
         pins = {"threat-model": str(secure.threat_model), "min-members": str(secure.min_members),
-                "min-uploads": str(secure.min_uploads)}
+                "min-uploads": str(secure.min_uploads), "threshold": str(secure.threshold)}
         # ... and keeps its state folder: the updates it let be decrypted stay refused after a SuperNode restart
         node_configs = [{**pins, "state-dir": str(self.workdir / "node-state" / f"node-{i}"), **c}
                         for i, c in enumerate(node_configs)]

@@ -61,7 +61,7 @@ def run_simulated(cfg: RunConfig, out_dir: Path, *, resume: bool = False, observ
                              "log_to_driver": cfg.runtime.verbose}}
     # the simulation's user runs every node: its nodes take the run's threat model and state folder as their
     # operator's pins
-    client_app = PinnedClientApp({"threat-model": str(cfg.secure.threat_model),
+    client_app = PinnedClientApp({"threat-model": str(cfg.secure.threat_model), "threshold": str(cfg.secure.threshold),
                                   "state-dir": cfg.runtime.client_state_dir})
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=cfg.federation.num_clients,
                    backend_config=backend, verbose_logging=cfg.runtime.verbose)

@@ -253,3 +253,47 @@ def test_node_pins_are_floors_and_ceilings_of_the_servers_policy() -> None:
     for bad in ({"threat-model": "malicious-colluding"}, {"min-members": "three"}, {"max-shares": "x"}):
         with pytest.raises(ProtocolError):
             client_policy(cfg, bad)
+
+
+def _threshold_opening(node_config: dict, threshold: float = 0.6) -> Message | str:
+    """A key-setup opening of a t-of-n epoch (the server's configuration asks for it)."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    from bastionfl.crypto import ServerEpoch, get_profile
+    from bastionfl.crypto.threshold import ThresholdRule
+    from bastionfl.client.secure import handle_keygen
+    from bastionfl.protocol import ProtocolError, blob_array, config_record
+
+    cfg = RunConfig.build(num_clients=NODES, secure_aggregation="xmkckks", he_profile="lean", threshold=threshold,
+                          auth="pseudonym", threat_model="malicious-colluding")
+    _, opening = ServerEpoch.open(get_profile("lean"), "malicious-colluding", "bastionfl/run/1", 98,
+                                  ThresholdRule.parse(threshold))
+    content = RecordDict({Record.XMK: ArrayRecord({Key.OPENING: blob_array(opening)}),
+                          Record.XMK_CONFIG: ConfigRecord({Key.EPOCH: 98, Key.THREAT_MODEL: "malicious-colluding"}),
+                          Record.CONFIG: config_record(cfg, 1)})
+    ctx = node_context(0, NODES, node_id=301)
+    ctx.node_config.update(node_config)
+    msg = Message(content, dst_node_id=ctx.node_id, message_type=MessageType.XMK_KEYGEN)
+    try:  # the node's key-setup handler itself (behind the admission gate, which this server passed)
+        return handle_keygen(msg, ctx, cfg, 10)
+    except ProtocolError as exc:
+        return str(exc)
+
+
+def test_the_server_cannot_lower_the_decrypting_threshold() -> None:
+    """7. Threshold downgrade: t travels in the server's configuration and its epoch opening, and a client compared
+    the opening's rule with that same configuration. A server that turns an N-of-N node into a t-of-n one with
+    t = n/2 + 1 leaves c_max = 0: one colluder then signs two transcripts of one round and the difference of the two
+    decrypted sums is an update. An unpinned node now refuses t-of-n; a pinned one takes only its own threshold."""
+    from bastionfl.client.secure import client_policy
+    from bastionfl.protocol import ProtocolError
+
+    for pins, says in (({"threat-model": "malicious-colluding"}, "pins it"),
+                       ({"threat-model": "malicious-colluding", "threshold": "0.8"}, "pinned to 0.8")):
+        refusal = _threshold_opening(pins)
+        assert isinstance(refusal, str) and says in refusal, refusal
+    cfg = RunConfig.build(num_clients=NODES, secure_aggregation="xmkckks", threshold=0.6, auth="pseudonym",
+                          threat_model="malicious-colluding")
+    assert client_policy(cfg, {"threshold": "0.6"}).threshold is not None  # the operator allowed exactly this
+    with pytest.raises(ProtocolError):
+        client_policy(cfg, {"threshold": "six"})
