@@ -175,16 +175,21 @@ def _store_spent(context: Context, released: list[bytes], pending: list[bytes]) 
         save_spent(*where, released, pending)
 
 
-def _check_fresh_update(context: Context, update: np.ndarray) -> None:
+def _check_fresh_update(context: Context, update: np.ndarray, training_round: str) -> None:
     """Refuse to upload a training result (its unweighted delta) that was already part of a transcript this node let
-    be decrypted (under any key epoch or weight), and remember it as pending: a server that decrypts a round and then "retries" it without one member
-    would otherwise get the same updates of the others again and subtract the two sums."""
-    digest = hashlib.sha256(b"bastionfl/xmk/update\x00" + np.ascontiguousarray(update).tobytes()).digest()
+    be decrypted (under any key epoch or weight), or any result of a training round (seed, round) it released one
+    for, and remember both as pending. A server that decrypts a round and then "retries" it without one member would
+    otherwise get the same updates of the others again and subtract the two sums; training is seeded by (seed,
+    round, partition), so a global model nudged by 1e-7 gives updates within ~1e-6 of the first: not the same bytes,
+    the same leak."""
+    digests = [hashlib.sha256(b"bastionfl/xmk/update\x00" + np.ascontiguousarray(update).tobytes()).digest(),
+               hashlib.sha256(b"bastionfl/xmk/training-round\x00" + training_round.encode()).digest()]
     released, pending = _spent(context)
-    if digest in released:
-        raise ProtocolError("this update was already part of a round this node helped decrypt; it is never uploaded "
-                            "again (a retried round would let the server subtract two sums)")
-    _store_spent(context, released, [*pending, digest])
+    if any(d in released for d in digests):
+        raise ProtocolError(f"this node already released an update of training round {training_round} (seed:round) "
+                            "for decryption; it never uploads another (a retried round would let the server subtract "
+                            "two sums)")
+    _store_spent(context, released, [*pending, *(d for d in digests if d not in pending)])
 
 
 def _release_pending(context: Context) -> None:
@@ -328,14 +333,15 @@ def handle_train(msg: Message, context: Context, cfg: RunConfig,
     t2 = time.perf_counter()
     weight = result.num_examples / norm  # type: ignore[attr-defined]
     delta = state_delta(result.state_dict, global_state)  # type: ignore[attr-defined]
-    _check_fresh_update(context, np.asarray(delta))  # unweighted: a new norm must not make it look new
+    number_trained = round_of(msg.content.config_records.get(Record.CONFIG))
+    _check_fresh_update(context, np.asarray(delta), f"{cfg.federation.seed}:{number_trained}")  # unweighted delta
     update = delta * weight
     # the own c1 comes back with the round's proposal: the node's state stays small between messages. The example
     # count and the digest of the model trained are committed with the weight: every member refuses an upload set
     # whose weights are not one multiple of the counts (a norm sent per node would weight one update 1 and the
     # others ~0) or whose members trained different models (a model sent to some nodes only)
     with guarded("encrypt", 8 * update.size / 2**20 + _arrays_mb(epoch.params, int(update.size), 2)):
-        blob = epoch.upload(round_of(msg.content.config_records.get(Record.CONFIG)), np.asarray(update), weight,
+        blob = epoch.upload(number_trained, np.asarray(update), weight,
                             keep_own_c1=False, examples=int(result.num_examples),  # type: ignore[attr-defined]
                             context=model_digest(global_state))
     t3 = time.perf_counter()

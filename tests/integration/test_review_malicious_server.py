@@ -172,13 +172,28 @@ def test_a_restarted_node_still_refuses_a_decrypted_update(tmp_path) -> None:  #
     _replay_without_the_last_node(ctx, grid, state, number=2, restart=lambda: grid.contexts.update(fresh()))
 
 
-def _replay_without_the_last_node(ctx, grid, state, number: int, restart=None) -> None:  # noqa: ANN001
-    """Decrypt round ``number`` with every node, then (after ``restart``) "retry" it without the last one."""
+def test_a_retry_on_a_nudged_model_isolates_nothing(federation) -> None:  # noqa: ANN001
+    """8. Retry replay on a nudged model: the spent digests are exact, so the server "retries" the decrypted round
+    with the global model moved by 1e-7 in one weight. Training is seeded by (seed, round, partition): the survivors'
+    new updates differ from their first ones by about that much, are not refused, and the difference of the two sums
+    is the dropped node's update. A node now never uploads a second update for a training round it released."""
+    ctx, grid, state = federation
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    nudged = dict(state)
+    nudged[name] = state[name].clone()
+    nudged[name].view(-1)[0] += 1e-7
+    _replay_without_the_last_node(ctx, grid, state, number=6, retry_state=nudged)
+
+
+def _replay_without_the_last_node(ctx, grid, state, number: int, restart=None,  # noqa: ANN001
+                                  retry_state=None) -> None:  # noqa: ANN001
+    """Decrypt round ``number`` with every node, then (after ``restart``, on ``retry_state``) "retry" it without the
+    last one."""
     nodes = sorted(grid.contexts)
     ctx.states.get(SecureState).invalidate_epoch()
 
-    def attempt(members: list[int]):  # noqa: ANN202 - key setup (a new epoch), uploads, signatures, every share
-        rs = RoundState(number, state)
+    def attempt(members: list[int], model=state):  # noqa: ANN001, ANN202 - a new epoch, uploads, every share
+        rs = RoundState(number, model)
         rs.node_ids = list(members)
         for stage in (KeySetupStage(), UploadStage(), ConsistencyStage(), DecryptStage()):
             stage.run(ctx, rs)
@@ -191,7 +206,7 @@ def _replay_without_the_last_node(ctx, grid, state, number: int, restart=None) -
     if restart is not None:
         restart()  # every node's process restarts: its in-memory state is gone
     try:
-        second, epoch2 = attempt(nodes[:3])
+        second, epoch2 = attempt(nodes[:3], state if retry_state is None else retry_state)
     except RoundFailed:
         return  # the survivors refused to offer their spent updates again
     isolated = total4 - second.result() * (epoch2.weight_norm / epoch1.weight_norm)  # weights are n_k / norm
