@@ -127,3 +127,26 @@ def test_a_member_answers_at_most_n_minus_t_plus_one_attempts(tiny):
         fed.clients[0].on_round_confirmation(conf)
     conf = srv.confirmation(n - t, tuple(range(t)))
     assert RoundShare.from_bytes(tiny, fed.clients[0].on_round_confirmation(conf)).member == 0
+
+
+def test_odd_attempts_and_decrypting_sets_are_refused_without_spending_anything(tiny):
+    """Well-formed bytes, odd content: an attempt number beyond the range, decrypting sets with a duplicate, out of
+    order, too small, out of the epoch, without this member. Each is a typed refusal, and none of them spends the
+    member's one share of the attempt: the honest confirmation still gets it."""
+    import dataclasses
+
+    from bastionfl.crypto import CryptoError, RoundConfirmation
+
+    n, rule = 7, ThresholdRule.parse(0.6)  # t = 5
+    fed = threshold_epoch(tiny, "malicious", n, rule, run_id="review-odd-sets")
+    srv = signed_round(fed, 1, [np.full(10, 0.2) for _ in range(n)])
+    honest = RoundConfirmation.from_bytes(tiny, srv.confirmation(0, (0, 1, 2, 3, 4)))
+    for attempt, s in ((2**32 - 1, (0, 1, 2, 3, 4)), (0, (0, 1, 1, 2, 3)), (0, (0, 2, 1, 3, 4)), (0, (0, 1, 2, 3)),
+                       (0, (0, 1, 2, 3, 7)), (0, (1, 2, 3, 4, 5)), (4096, (0, 1, 2, 3, 4))):
+        odd = dataclasses.replace(honest, attempt=attempt, decrypting=s).to_bytes(tiny)
+        with pytest.raises(CryptoError):
+            fed.clients[0].on_round_confirmation(odd)
+    share = RoundShare.from_bytes(tiny, fed.clients[0].on_round_confirmation(honest.to_bytes(tiny)))
+    srv.add_share(share.to_bytes(tiny))
+    with pytest.raises(CryptoError):  # ... and only once
+        fed.clients[0].on_round_confirmation(honest.to_bytes(tiny))
