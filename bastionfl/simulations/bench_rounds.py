@@ -46,6 +46,10 @@ def _per_client_stage_bytes(rounds: list[dict[str, Any]]) -> dict[str, dict[str,
     return {stage: {way: statistics.mean(v) for way, v in ways.items() if v} for stage, ways in sorted(samples.items())}
 
 
+ROUND_FIGURES = ("round", "time_s", "restarts", "key_epoch", "epoch_members", "threshold", "uploaders",
+                 "shares_used", "decrypt_attempts", "dropouts", "skipped")  # what every round's line keeps
+
+
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Round-time and byte figures of one run; steady state excludes round 1 (engine start-up, key epoch)."""
     steady = rounds[1:] or rounds
@@ -60,6 +64,7 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_down_per_round": statistics.mean(r["bytes_down"] for r in rounds),
         "client_seconds": _client_seconds(steady),
         "stage_bytes_per_client": _per_client_stage_bytes(rounds),
+        "per_round": [{k: r[k] for k in ROUND_FIGURES if k in r} for r in rounds],
     }
 
 
