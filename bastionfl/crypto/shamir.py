@@ -11,6 +11,7 @@ recombines the limb products modulo the prime in uint64. A product by a scalar m
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
@@ -85,13 +86,23 @@ def evaluate(coeffs: np.ndarray, primes: Sequence[int], points: Sequence[int]) -
     if rows != len(primes) or not all(1 < q < 1 << 63 for q in primes):
         raise ParameterError("sharing needs one coefficient row per prime, each prime below 2^63")
     out = np.empty((len(points), rows, n_coeffs), dtype=np.uint64)
-    for j, q in enumerate(primes):
-        column = coeffs[:, j, :]
-        for lo in range(0, len(points), CHUNK_MEMBERS):
-            xs = points[lo:lo + CHUNK_MEMBERS]
-            powers = [[pow(x, d, q) for d in range(t)] for x in xs]
-            out[lo:lo + len(xs), j, :] = matmul_mod(powers, column, q)
+    with _one_blas_thread():
+        for j, q in enumerate(primes):
+            column = coeffs[:, j, :]
+            for lo in range(0, len(points), CHUNK_MEMBERS):
+                xs = points[lo:lo + CHUNK_MEMBERS]
+                powers = [[pow(x, d, q) for d in range(t)] for x in xs]
+                out[lo:lo + len(xs), j, :] = matmul_mod(powers, column, q)
     return out
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """The products are thin (3t rows inside): BLAS threads cost more CPU than they save, most on a busy machine."""
+    try:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def matmul_mod(left: Sequence[Sequence[int]], right: np.ndarray, q: int) -> np.ndarray:
