@@ -159,9 +159,7 @@ class KeySetupStage:
             self.name, MessageType.XMK_KEY_PROPOSAL, sorted(members),
             lambda _n: RecordDict({Record.XMK: xmk, Record.XMK_CONFIG: meta, Record.CONFIG: config}),
             group_id=f"{rs.server_round}.key2")
-        replies.reverse()
-        while replies:  # each reply is released once parsed: its share dealing is then held once, by the engine
-            reply = replies.pop()
+        for reply in replies:
             try:
                 engine.add_key_response(array_blob(reply.content[Record.XMK][Key.KEY_RESPONSE]))
                 if engine.threshold is not None:
