@@ -155,8 +155,25 @@ class ServerEpoch:
         """T2: every box addressed to ``member``; needs every member's dealing."""
         if self.missing_dealings:
             raise ProtocolStateError(f"share dealings missing from members {self.missing_dealings}")
-        boxes = tuple((j, self._dealings[j][member]) for j in range(len(self.members)) if j != member)
+        try:
+            boxes = tuple((j, self._dealings[j][member]) for j in range(len(self.members)) if j != member)
+        except KeyError:
+            raise ProtocolStateError("the dealt shares were already handed out (take_dealt_shares)") from None
         return DealtShares(member, boxes).to_bytes(self.params)
+
+    def take_dealt_shares(self) -> dict[int, bytes]:
+        """T2 for every member at once, each box released as it is copied into its recipient's message: the server
+        holds the ``n(n - 1)`` boxes once, never twice over (the epoch's boxes are gone afterwards)."""
+        if self.missing_dealings:
+            raise ProtocolStateError(f"share dealings missing from members {self.missing_dealings}")
+        n, out = len(self.members), {}
+        for member in range(n):
+            try:
+                boxes = tuple((j, self._dealings[j].pop(member)) for j in range(n) if j != member)
+            except KeyError:
+                raise ProtocolStateError("the dealt shares were already handed out") from None
+            out[member] = DealtShares(member, boxes).to_bytes(self.params)
+        return out
 
     @property
     def missing(self) -> list[int]:

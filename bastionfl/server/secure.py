@@ -65,6 +65,11 @@ class KeyEpoch:
     live: int = 0  # t-of-n: members that answered every message of the last round
     silent: set[int] = field(default_factory=set)  # nodes that missed a message of the round in flight
 
+    def mark_keyed(self, node: int) -> None:
+        """The node answered after the key message, so it holds it: its sealed shares need not be kept any more."""
+        self.keyed.add(node)
+        self.dealt.pop(node, None)
+
     @property
     def threshold(self) -> int | None:
         """t of a t-of-n epoch, None when every member decrypts."""

@@ -78,7 +78,8 @@ class KeySetupStage:
         state.epoch = KeyEpoch(number, engine, member_nodes, norm, key_message, rs.server_round,
                                live=len(member_nodes))
         if engine.threshold is not None:
-            state.epoch.dealt = {node: engine.dealt_shares(i) for node, i in member_nodes.items()}
+            dealt = engine.take_dealt_shares()  # the boxes are held once: in their recipients' messages
+            state.epoch.dealt = {node: dealt[i] for node, i in member_nodes.items()}
             rs.metrics["threshold"] = engine.threshold
         rs.node_ids = sorted(member_nodes)
         rs.metrics["key_epoch"] = number

@@ -92,7 +92,7 @@ class UploadStage:
                 return False
             if not colluding:
                 state.uploaders.append(reply.metadata.src_node_id)
-            epoch.keyed.add(reply.metadata.src_node_id)
+            epoch.mark_keyed(reply.metadata.src_node_id)
             per_client[str(reply.metadata.src_node_id)] = client_metrics_of(reply)
             return True
 
@@ -181,7 +181,7 @@ class ConsistencyStage:
     @staticmethod
     def _take(epoch: KeyEpoch, current: ServerRound, reply: Message) -> None:
         current.add_signature(array_blob(reply.content[Record.XMK][Key.SIGNATURE]))
-        epoch.keyed.add(reply.metadata.src_node_id)
+        epoch.mark_keyed(reply.metadata.src_node_id)
 
 
 class DecryptStage:
@@ -249,7 +249,7 @@ class DecryptStage:
     @staticmethod
     def _take(epoch: KeyEpoch, current: ServerRound, reply: Message) -> None:
         current.add_share(array_blob(reply.content[Record.XMK][Key.SHARE]))
-        epoch.keyed.add(reply.metadata.src_node_id)
+        epoch.mark_keyed(reply.metadata.src_node_id)
 
 
 class FuseStage:

@@ -4,6 +4,10 @@ A mode is ``none``, ``xmkckks`` or ``xmkckks/<threat model>`` (``xmkckks/malicio
 seeded federation, on the Simulation Engine in this process or (``deployment``) as a real SuperLink and SuperNodes
 on 127.0.0.1 driven by ``flwr run``, where every message exchange costs a SuperNode poll; the first mode listed is
 the baseline, and every other mode is reported as a ratio to it, measured in the same invocation.
+
+Memory (simulation only): ``memory.server_process_peak_rss_mb`` is this process's peak RSS during the mode, which
+holds the ServerApp together with the engine that hands messages to the client actors and the loaded data set;
+``memory.descendants_peak_rss_mb`` is the sampled peak of the summed RSS of the client actors and Ray's services.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bastionfl.config import RunConfig, apply_overrides
+from bastionfl.simulations.proc_memory import MemoryWatch
 
 __all__ = ["run_rounds_bench", "summarise"]
 
@@ -41,6 +46,10 @@ def _per_client_stage_bytes(rounds: list[dict[str, Any]]) -> dict[str, dict[str,
     return {stage: {way: statistics.mean(v) for way, v in ways.items() if v} for stage, ways in sorted(samples.items())}
 
 
+ROUND_FIGURES = ("round", "time_s", "restarts", "key_epoch", "epoch_members", "threshold", "uploaders",
+                 "shares_used", "decrypt_attempts", "dropouts", "skipped")  # what every round's line keeps
+
+
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Round-time and byte figures of one run; steady state excludes round 1 (engine start-up, key epoch)."""
     steady = rounds[1:] or rounds
@@ -55,6 +64,7 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_down_per_round": statistics.mean(r["bytes_down"] for r in rounds),
         "client_seconds": _client_seconds(steady),
         "stage_bytes_per_client": _per_client_stage_bytes(rounds),
+        "per_round": [{k: r[k] for k in ROUND_FIGURES if k in r} for r in rounds],
     }
 
 
@@ -111,11 +121,20 @@ def run_rounds_bench(base: RunConfig, modes: list[str], progress: Callable[[str]
         cfg = apply_overrides(base, mode_overrides(mode))
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            rounds = run_deployed(cfg, Path(tmp)) if deployment else run_simulated(cfg, Path(tmp))
+            if deployment:
+                rounds, memory = run_deployed(cfg, Path(tmp)), None
+            else:
+                with MemoryWatch() as watch:  # the run folder is the simulation's out_dir (pseudonym admission)
+                    rounds = run_simulated(apply_overrides(cfg, {"out_dir": tmp}), Path(tmp))
+                memory = watch.figures()
             summary = summarise(rounds)
             summary["wall_s"] = time.perf_counter() - start
+            summary["memory"] = memory
         results["modes"][mode] = summary
-        progress(f"{mode}: steady round {summary['round_s_steady']:.2f} s, accuracy {summary['final_accuracy']:.4f}")
+        peak = "" if memory is None or memory["server_process_peak_rss_mb"] is None else \
+            f", server process peak RSS {memory['server_process_peak_rss_mb']:.0f} MB"
+        progress(f"{mode}: steady round {summary['round_s_steady']:.2f} s, accuracy {summary['final_accuracy']:.4f}"
+                 + peak)
     baseline = results["modes"][modes[0]]
     results["ratios_vs_" + modes[0]] = {
         m: {"round_s_steady": r["round_s_steady"] / baseline["round_s_steady"],

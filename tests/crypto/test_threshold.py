@@ -14,6 +14,7 @@ from bastionfl.crypto import (
     ClientPolicy,
     IncompleteShareSetError,
     ParameterError,
+    ProtocolStateError,
     ReplayError,
     RoundConfirmation,
     RoundShare,
@@ -69,6 +70,16 @@ def test_threshold_shares_reconstruct_the_epoch_secret(fed):
     t = fed.server.threshold
     assert np.array_equal(recover({i: shares[i] for i in (0, 2, 3, 5, 6)[:t]}, p.data_primes), want)
     assert not np.array_equal(recover({i: shares[i] for i in (1, 2, 4, 6)}, p.data_primes), want)  # t - 1
+
+
+def test_the_server_keeps_no_share_box_once_handed_out(fed):
+    """After T2 the server holds the boxes only inside the recipients' messages; a second hand-out is refused."""
+    assert fed.server._dealings and all(not boxes for boxes in fed.server._dealings.values())
+    assert fed.server.missing_dealings == []
+    with pytest.raises(ProtocolStateError):
+        fed.server.dealt_shares(0)
+    with pytest.raises(ProtocolStateError):
+        fed.server.take_dealt_shares()
 
 
 @pytest.mark.parametrize("drops", [1, N // 3, N - RULE.threshold_for(N) + 1])

@@ -34,9 +34,12 @@ def threshold_epoch(params: Params, threat: ThreatModel | str, n: int, rule: Thr
     for d in dealings:
         server.add_dealing(d)
     confirmation = server.confirmation()
+    first = server.dealt_shares(0)
+    dealt = server.take_dealt_shares()  # as the server glue does: every box released as it is copied out
+    assert dealt[0] == first
     for c in clients:
         c.on_key_confirmation(confirmation)
-        c.on_dealt_shares(server.dealt_shares(c.index))
+        c.on_dealt_shares(dealt[c.index])
     assert all(c.epoch == server.epoch for c in clients) and [c.index for c in clients] == list(range(n))
     return Federation(params, threat, server, clients)
 
