@@ -26,6 +26,14 @@ def backdoored(digits: tuple[torch.Tensor, torch.Tensor]) -> dict[str, object]:
     return out
 
 
+@pytest.fixture(scope="session")
+def backdoored_wrn(digits: tuple[torch.Tensor, torch.Tensor]) -> dict[str, object]:
+    """WRN-16-1 (464 batch-norm channels, the paper's model family) with the same BadNets backdoor."""
+    out = train_backdoored(*digits, epochs=10, model_name="wrn-16-1")
+    assert out["asr"] > 0.9 and out["ca"] > 0.9, (out["ca"], out["asr"])
+    return out
+
+
 def train_backdoored(x: torch.Tensor, y: torch.Tensor, epochs: int = 15, model_name: str = "cnn") -> dict[str, object]:
     """Train ``model_name`` on 1,200 digits with 10 % BadNets poisoning; the other 597 are split into clean set and
     test set."""
