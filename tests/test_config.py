@@ -193,3 +193,19 @@ def test_clients_are_sent_only_what_they_need() -> None:
     assert view.task == cfg.task and view.attack == cfg.attack and view.secure == cfg.secure
     with pytest.raises(ConfigError, match="server-side"):
         from_client_values({**sent, "auth_ha_token_file": "/srv/token"})
+
+
+def test_rnp_keys_reach_rnp_and_are_refused_without_it() -> None:
+    from bastionfl.server.repair import RepairSchedule
+
+    keys = {"rnp_prune_by": "number", "rnp_max_threshold": 0.5, "rnp_max_pruned_fraction": 0.1,
+            "rnp_unlearn_stop_acc": 0.3, "rnp_unlearn_max_epochs": 40, "rnp_recover_lr": 0.1}
+    cfg = apply_overrides(RunConfig(), {"repair": "rnp", "clean_set_size": 200, **keys})
+    assert RepairSchedule.of(cfg).rnp == {k.removeprefix("rnp_"): v for k, v in keys.items()}
+    for key, value in keys.items():
+        with pytest.raises(ConfigError, match=f"'{key}'.*repair = finetune"):
+            apply_overrides(RunConfig(), {"repair": "finetune", "clean_set_size": 200, key: value})
+    for key, value in [("rnp_prune_by", "count"), ("rnp_max_threshold", 1.5), ("rnp_max_pruned_fraction", -0.1),
+                       ("rnp_unlearn_stop_acc", 2.0), ("rnp_unlearn_max_epochs", 0), ("rnp_recover_lr", 0.0)]:
+        with pytest.raises(ConfigError, match=f"'{key}'"):
+            apply_overrides(RunConfig(), {"repair": "rnp", "clean_set_size": 200, key: value})

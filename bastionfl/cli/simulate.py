@@ -27,6 +27,17 @@ def _security(entry: dict[str, Any]) -> str:
     return ("  " + "  ".join(parts)) if parts else ""
 
 
+def _rnp_note(entry: dict[str, Any]) -> str:
+    """RNP's outcome on the round line: channels pruned, or plainly that it pruned nothing."""
+    rep = entry.get("repair") or {}
+    if "bn_channels" not in rep:
+        return ""
+    total, pruned = int(rep["bn_channels"]), int(rep.get("pruned_channels_total", rep.get("pruned_channels", 0)))
+    if entry.get("repair_outcome") == "discarded":
+        return f" (RNP's pruning of {int(rep.get('pruned_channels', 0))} of {total} BN channels undone)"
+    return f", RNP pruned {pruned} of {total} BN channels" if pruned else f", RNP pruned nothing ({total} BN channels)"
+
+
 class _RichObserver:
     """Progress bar over rounds plus one printed line per round."""
 
@@ -46,7 +57,7 @@ class _RichObserver:
     def on_round(self, entry: dict[str, Any]) -> None:
         extra = f"  asr {100 * entry['asr']:5.1f}%" if "asr" in entry else ""
         if "repair_outcome" in entry:
-            extra += f"  repair {entry['repair_outcome']}"
+            extra += f"  repair {entry['repair_outcome']}{_rnp_note(entry)}"
         if "skipped" in entry:
             extra += f"  SKIPPED, model unchanged ({entry['skipped']})"
         self.console.print(f"round {entry['round']:>3}  accuracy {100 * entry['accuracy']:5.1f}%  loss "

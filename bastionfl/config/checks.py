@@ -82,6 +82,20 @@ def _repair(cfg: "RunConfig") -> None:
                                          f"fewer than {MIN_CLEAN_SET} images for repair or validation")
 
 
+_RNP_KEYS = ("rnp_prune_by", "rnp_max_threshold", "rnp_max_pruned_fraction", "rnp_unlearn_stop_acc",
+             "rnp_unlearn_max_epochs", "rnp_recover_lr")
+
+
+def _rnp(cfg: "RunConfig") -> None:
+    d = cfg.defense
+    if d.repair is Repair.RNP:
+        return
+    default = type(d)()
+    for key in _RNP_KEYS:
+        if getattr(d, key) != getattr(default, key):
+            _fail(key, f"sets RNP's repair; this run has repair = {d.repair}")
+
+
 def _abl(cfg: "RunConfig") -> None:
     d = cfg.defense
     if d.abl_learned_to >= d.abl_learned_from:
@@ -151,6 +165,7 @@ def cross_check(cfg: "RunConfig") -> None:
     _task(cfg)
     _attack(cfg)
     _repair(cfg)
+    _rnp(cfg)
     _abl(cfg)
     _secure(cfg)
     _dropouts(cfg)

@@ -181,6 +181,20 @@ class DefenseConfig:
                                     "paper, which keeps it constant)", clients=False)
     repair_batch_size: int = setting(0, "batch size of the repair (0: its default: images 64 (RNP 128), text the "
                                      "run's batch_size, BTU's paper 64)", _range(0), clients=False)
+    rnp_prune_by: str = setting("threshold", "RNP: prune channels with mask <= t for t = 0, 0.05, ... (threshold, "
+                                "the paper's) or the k lowest masks for k = 0, 1, ... (number); either sweep stops "
+                                "before validation accuracy drops more than repair_max_ca_drop",
+                                _choice("threshold", "number"), clients=False)
+    rnp_max_threshold: float = setting(0.9, "RNP: largest mask threshold the threshold sweep tries",
+                                       _range(0.0, 1.0), clients=False)
+    rnp_max_pruned_fraction: float = setting(0.2, "RNP: largest share of the BN channels the number sweep prunes",
+                                             _range(0.0, 1.0), clients=False)
+    rnp_unlearn_stop_acc: float = setting(0.2, "RNP: unlearning (gradient ascent on the clean set) stops when clean "
+                                          "accuracy falls to this floor", _range(0.0, 1.0), clients=False)
+    rnp_unlearn_max_epochs: int = setting(20, "RNP: most unlearning epochs (the report says when the floor was not "
+                                          "reached)", _range(1, 1000), clients=False)
+    rnp_recover_lr: float = setting(0.2, "RNP: learning rate of the BN-channel masks while recovering",
+                                    _range(0.0, 10.0, lo_open=True), clients=False)
     abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; isolation at the end of the "
                                         "last (>= 2)", _range(2, 1000))
     abl_loss: str = setting("flooding", "ABL: bounded loss of the isolation rounds: flooding | lga",

@@ -49,11 +49,16 @@ class RepairSchedule:
     lr_scale: float = 1.0
     holdout: Any = None
     max_drop: float = 0.02
+    rnp: dict[str, Any] = field(default_factory=dict)  # RNPConfig fields set by the rnp_* keys
 
     @classmethod
     def of(cls, cfg: RunConfig, holdout: Any = None, lr_scale: float = 1.0) -> "RepairSchedule":
         d = cfg.defense
-        return cls(d.repair_lr, d.repair_epochs, d.repair_batch_size, lr_scale, holdout, d.repair_max_ca_drop / 100)
+        rnp = {"prune_by": d.rnp_prune_by, "max_threshold": d.rnp_max_threshold,
+               "max_pruned_fraction": d.rnp_max_pruned_fraction, "unlearn_stop_acc": d.rnp_unlearn_stop_acc,
+               "unlearn_max_epochs": d.rnp_unlearn_max_epochs, "recover_lr": d.rnp_recover_lr}
+        return cls(d.repair_lr, d.repair_epochs, d.repair_batch_size, lr_scale, holdout, d.repair_max_ca_drop / 100,
+                   rnp)
 
     def finetune(self):  # noqa: ANN201 - defenses.FinetuneConfig
         """The fine-tuning recipe with this schedule's overrides."""
@@ -96,7 +101,7 @@ def _rnp(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, t
 
     s = schedule or RepairSchedule()
     base = RNPConfig()
-    cfg = dataclasses.replace(base, unlearn_lr=(s.lr or base.unlearn_lr) * s.lr_scale,
+    cfg = dataclasses.replace(base, **s.rnp, unlearn_lr=(s.lr or base.unlearn_lr) * s.lr_scale,
                               recover_epochs=s.epochs or base.recover_epochs, batch_size=s.batch_size or base.batch_size,
                               acc_tolerance=s.max_drop)
     if saved:

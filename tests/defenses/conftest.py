@@ -26,14 +26,23 @@ def backdoored(digits: tuple[torch.Tensor, torch.Tensor]) -> dict[str, object]:
     return out
 
 
-def train_backdoored(x: torch.Tensor, y: torch.Tensor, epochs: int = 15) -> dict[str, object]:
-    """Train on 1,200 digits with 10 % BadNets poisoning; the other 597 are split into clean set and test set."""
+@pytest.fixture(scope="session")
+def backdoored_wrn(digits: tuple[torch.Tensor, torch.Tensor]) -> dict[str, object]:
+    """WRN-16-1 (464 batch-norm channels, the paper's model family) with the same BadNets backdoor."""
+    out = train_backdoored(*digits, epochs=10, model_name="wrn-16-1")
+    assert out["asr"] > 0.9 and out["ca"] > 0.9, (out["ca"], out["asr"])
+    return out
+
+
+def train_backdoored(x: torch.Tensor, y: torch.Tensor, epochs: int = 15, model_name: str = "cnn") -> dict[str, object]:
+    """Train ``model_name`` on 1,200 digits with 10 % BadNets poisoning; the other 597 are split into clean set and
+    test set."""
     torch.manual_seed(0)
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
     tr, clean, test = perm[:1200], perm[1200:1400], perm[1400:]
     trig = make_trigger("badnets", (1, 8, 8))
     px, py, _ = poison_dataset(x[tr], y[tr], trig, rate=0.1, target=0, seed=0)
-    model: nn.Module = build_model("cnn", 1, 10)
+    model: nn.Module = build_model(model_name, 1, 10)
     opt = sgd(model.parameters(), 0.05)
     gen = torch.Generator().manual_seed(1)
     for _ in range(epochs):

@@ -97,7 +97,8 @@ def test_evaluation_reports_accuracy_and_the_attack_success_rate() -> None:
 
 
 def test_repair_runs_in_the_last_rounds_only_and_keeps_rnp_masks_across_a_checkpoint() -> None:
-    cfg = RunConfig.build(repair="rnp", clean_set_size=100, rounds=3, repair_last_rounds=1)
+    cfg = RunConfig.build(repair="rnp", clean_set_size=100, rounds=3, repair_last_rounds=1, rnp_prune_by="number",
+                          rnp_unlearn_stop_acc=0.3)
     ctx, _ = stage_context(cfg, [1], lambda *a: None)
     early = round_state(ctx, 1)
     early.new_state = dict(early.global_state)
@@ -107,6 +108,7 @@ def test_repair_runs_in_the_last_rounds_only_and_keeps_rnp_masks_across_a_checkp
     last.new_state = dict(last.global_state)
     RepairStage().run(ctx, last)
     assert last.metrics["repair"]["defense"] == "rnp" and last.metrics["repair_s"] > 0
+    assert (last.metrics["repair"]["cfg_prune_by"], last.metrics["repair"]["cfg_unlearn_stop_acc"]) == ("number", 0.3)
     state = ctx.states.get(RepairState)
     saved = ctx.states.checkpoint()
     assert saved["rnp_mask"] == state.mask and set(state.mask)
