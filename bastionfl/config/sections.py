@@ -181,8 +181,9 @@ class DefenseConfig:
                                     "paper, which keeps it constant)", clients=False)
     repair_batch_size: int = setting(0, "batch size of the repair (0: its default: images 64 (RNP 128), text the "
                                      "run's batch_size, BTU's paper 64)", _range(0), clients=False)
-    abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; isolation at the end of the "
-                                        "last (>= 2)", _range(2, 1000))
+    abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; the isolation rule is scored "
+                                        "in rounds 2..this and isolates at the first that fires (>= 2)",
+                                        _range(2, 1000))
     abl_loss: str = setting("flooding", "ABL: bounded loss of the isolation rounds: flooding | lga",
                             _choice("flooding", "lga"))
     abl_gamma: float = setting(0.5, "ABL: loss floor of flooding / LGA", _range(0.0, 10.0, lo_open=True))
@@ -197,6 +198,9 @@ class DefenseConfig:
     abl_min_isolated: int = setting(5, "ABL: ... and at least this many", _range(1))
     abl_max_isolation_ratio: float = setting(0.2, "ABL: isolate at most this share of the client's examples",
                                              _range(0.0, 1.0, lo_open=True))
+    abl_max_prediction_share: float = setting(0.5, "ABL: isolate only if the received model's most frequent "
+                                              "predicted class holds at most this share of the outliers (all-to-one "
+                                              "poison comes from every class; 1: off)", _range(0.0, 1.0, lo_open=True))
     abl_unlearn_lr: float = setting(5e-4, "ABL: gradient-ascent lr on the isolated examples (official 5e-4)",
                                     _range(0.0, 1.0, lo_open=True))
     abl_unlearn_epochs: int = setting(5, "ABL: at most this many ascent epochs per round", _range(0, 1000))
