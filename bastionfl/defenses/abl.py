@@ -27,8 +27,9 @@ leaves it open. Low final loss alone is not used: on Fashion-MNIST whole easy cl
 
 Timing: the rule is scored in every isolation round from round 2 to ``isolation_rounds`` and isolates at the first
 round where it fires (in a federation the global model learns a diluted trigger late, so the round in which a client
-fits it is not known in advance). A client that has isolated keeps scoring the rule in its later rounds and adds what
-fires (recall); a client whose isolation rounds end without a firing trains with plain CE afterwards.
+fits it is not known in advance). A client that has isolated keeps scoring the rule in its later rounds on the
+examples of its isolated set's label, one example sufficing, and adds what fires (recall: late learners of the
+trigger; false positives: target-class images its own ascent damaged and CE refits); a client whose isolation rounds end without a firing trains with plain CE afterwards.
 """
 
 from __future__ import annotations
