@@ -21,7 +21,8 @@ def abl_config(cfg):  # noqa: ANN001, ANN201 - RunConfig -> defenses.ABLConfig
     return ABLConfig(isolation_rounds=d.abl_isolation_rounds, loss=d.abl_loss, gamma=d.abl_gamma,
                      learned_from=d.abl_learned_from, learned_to=d.abl_learned_to, label_purity=d.abl_label_purity,
                      min_outlier_fraction=d.abl_min_outlier_fraction, min_isolated=d.abl_min_isolated,
-                     max_isolation_ratio=d.abl_max_isolation_ratio, unlearn_lr=d.abl_unlearn_lr,
+                     max_isolation_ratio=d.abl_max_isolation_ratio,
+                     max_prediction_share=d.abl_max_prediction_share, unlearn_lr=d.abl_unlearn_lr,
                      unlearn_epochs=d.abl_unlearn_epochs, unlearn_stop_acc=d.abl_unlearn_stop_acc)
 
 

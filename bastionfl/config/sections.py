@@ -195,8 +195,9 @@ class DefenseConfig:
                                           "reached)", _range(1, 1000), clients=False)
     rnp_recover_lr: float = setting(0.2, "RNP: learning rate of the BN-channel masks while recovering",
                                     _range(0.0, 10.0, lo_open=True), clients=False)
-    abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; isolation at the end of the "
-                                        "last (>= 2)", _range(2, 1000))
+    abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; the isolation rule is scored "
+                                        "in rounds 2..this and isolates at the first that fires (>= 2)",
+                                        _range(2, 1000))
     abl_loss: str = setting("flooding", "ABL: bounded loss of the isolation rounds: flooding | lga",
                             _choice("flooding", "lga"))
     abl_gamma: float = setting(0.5, "ABL: loss floor of flooding / LGA", _range(0.0, 10.0, lo_open=True))
@@ -211,6 +212,9 @@ class DefenseConfig:
     abl_min_isolated: int = setting(5, "ABL: ... and at least this many", _range(1))
     abl_max_isolation_ratio: float = setting(0.2, "ABL: isolate at most this share of the client's examples",
                                              _range(0.0, 1.0, lo_open=True))
+    abl_max_prediction_share: float = setting(0.5, "ABL: isolate only if the received model's most frequent "
+                                              "predicted class holds at most this share of the outliers (all-to-one "
+                                              "poison comes from every class; 1: off)", _range(0.0, 1.0, lo_open=True))
     abl_unlearn_lr: float = setting(5e-4, "ABL: gradient-ascent lr on the isolated examples (official 5e-4)",
                                     _range(0.0, 1.0, lo_open=True))
     abl_unlearn_epochs: int = setting(5, "ABL: at most this many ascent epochs per round", _range(0, 1000))

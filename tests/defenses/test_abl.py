@@ -37,6 +37,25 @@ def test_rule_needs_mass_and_label_concentration() -> None:
     assert select_isolated(b3, a3, labels, cfg)[0] == []
 
 
+def test_spread_gate_rejects_a_refit_class_and_keeps_spread_poison() -> None:
+    cfg = ABLConfig()
+    n = 1000
+    before, after = torch.full((n,), 0.5), torch.full((n,), 0.4)
+    labels = torch.arange(n) % 10
+    fast = torch.arange(0, 1000, 10)[:60]  # 60 examples of label 0 fit within the round
+    before[fast], after[fast] = 3.0, 0.01
+    spread_model = labels.clone()  # a model that predicts the true class of every other example
+    refit = spread_model.clone()
+    refit[fast] = 3  # label-0 images the received model saw as one other class: a class being refit
+    assert select_isolated(before, after, labels, cfg, refit)[0] == []
+    poison = spread_model.clone()
+    poison[fast] = torch.arange(60) % 9 + 1  # target-labelled images it sees as their (many) source classes
+    iso, stats = select_isolated(before, after, labels, cfg, poison)
+    assert iso == sorted(fast.tolist()) and stats["prediction_share"] <= 0.2
+    collapsed = torch.full((n,), 3)  # an untrained model predicting one class for all: the gate stays open
+    assert select_isolated(before, after, labels, cfg, collapsed)[0] == sorted(fast.tolist())
+
+
 def _noisy_digits(digits: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = digits
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(2))
@@ -64,6 +83,26 @@ def test_isolates_poison_with_high_precision(digits: tuple[torch.Tensor, torch.T
     assert state.phase == "unlearning" and len(state.isolated) >= 0.5 * int(mask.sum())
     assert hist[1]["isolation_precision"] >= 0.8 and hist[1]["isolation_recall"] >= 0.5
     assert hist[2]["unlearn_steps"] >= 1 and hist[2]["isolated_acc_after"] < hist[2]["isolated_acc_before"]
+
+
+def test_later_rounds_add_only_target_labelled_examples(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = _noisy_digits(digits)
+    px, py, mask = poison_dataset(x, y, make_trigger("badnets", (1, 8, 8)), rate=0.1, target=0, seed=0)
+    state, hist = _run(px, py, mask, rounds=4)
+    assert hist[1]["isolated"] <= hist[2]["isolated"] <= hist[3]["isolated"]  # the set only grows ...
+    assert set(py[state.isolated].tolist()) == {0}  # ... with the target label only
+    assert hist[3]["isolation_recall"] >= 0.9 and hist[3]["isolation_precision"] >= 0.6  # late false positives: docs
+
+
+def test_isolation_window_waits_for_a_firing(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = _noisy_digits(digits)
+    torch.manual_seed(0)
+    model, state, phases = build_model("cnn", 1, 10), None, []
+    for r in range(3):
+        state, _ = abl_local_train(model, x, y, state, ABLConfig(isolation_rounds=3), epochs=1, lr=0.1,
+                                   batch_size=64, seed=r)
+        phases.append(state.phase)
+    assert phases == ["isolation", "isolation", "clean"] and state.isolated == []
 
 
 def test_isolates_nothing_on_clean_set(digits: tuple[torch.Tensor, torch.Tensor]) -> None:
