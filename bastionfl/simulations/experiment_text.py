@@ -43,6 +43,7 @@ ATTACKS = ("badnets", "addsent", "syntactic", "style")
 DEFENSES = ("none", "btu")
 GOAL_ASR = 0.01  # rare-word BadNets: ASR at most 1 point above the clean model's ASR on the same triggered sentences
 GOAL_CA_LOSS = 0.01  # ... with clean accuracy at most 1 point below the no-attack run
+STAGE_TIMEOUT_S = 7200.0  # a loaded machine can take over 10 minutes for BTU's exposure round; a row needs every client
 _LABEL = {"none": "none", "btu": "BTU", "badnets": "BadNets (`cf`)", "addsent": "AddSent", "syntactic": "Syntactic",
           "style": "Style"}
 
@@ -113,6 +114,7 @@ def base_config(args: argparse.Namespace) -> RunConfig:
         "batch_size": args.batch_size, "partition": "iid", "fraction_train": 1.0, "seed": args.seed,
         "threads_per_client": 1, "secure_aggregation": "none", "btu_cut_to": args.btu_cut_to,
         "btu_hold": args.btu_hold, "btu_purity": args.btu_purity, "btu_ranking": args.btu_ranking,
+        "stage_timeout_s": STAGE_TIMEOUT_S,
     }
     if args.clean_tune < 0 or 0 < args.clean_tune < 10:
         raise ExperimentError(f"--clean-tune {args.clean_tune}: give 0 (none) or at least 10 sentences")
@@ -130,7 +132,7 @@ def base_config(args: argparse.Namespace) -> RunConfig:
 
 
 _REFERENCE_FREE = ("out_dir", "client_state_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold",
-                   "btu_purity", "btu_ranking")
+                   "btu_purity", "btu_ranking", "stage_timeout_s")
 
 
 def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:
@@ -219,6 +221,11 @@ def run_arm(base: RunConfig, arm: Arm, work: Path, display: GridDisplay | None) 
     wall = time.perf_counter() - start
     if not rounds:
         raise ExperimentError(f"{arm.key}: the federation returned no rounds")
+    for entry in rounds:  # a round that aggregated only some clients is not the row's configuration
+        lost = [str(e) for e in entry.get("events", []) if "failed or timed out" in str(e)]
+        if lost:
+            raise ExperimentError(f"{arm.key}: round {entry.get('round')}: {lost[0]} (the row needs every client; "
+                                  f"see {run_dir / 'metrics.json'})")
     last = rounds[-1]
     flagged, found = _btu_summary(arm, rounds)
     result = ArmResult(arm, float(last["accuracy"]), last.get("asr"), last.get("asr_floor"), wall, flagged, found,

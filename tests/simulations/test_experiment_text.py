@@ -139,3 +139,16 @@ def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
     assert rc == 0
     assert _rows(again.read_text())[2][:9] == table[0][:9] and "(`--reference`)" in again.read_text()
     assert not (tmp_path / "work2" / "none-none").exists()
+
+
+def test_a_row_whose_rounds_lost_clients_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bastionfl.simulations.simulate as sim
+
+    base = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d"]))
+    assert base.federation.stage_timeout_s == exp.STAGE_TIMEOUT_S  # a loaded machine must not drop slow clients
+    rounds = [{"round": 1, "accuracy": 0.8, "asr": 0.2, "asr_floor": 0.2, "events": ["train: 2 node(s) failed or timed out"]}]
+    monkeypatch.setattr(sim, "run_simulated", lambda cfg, run_dir, observer=None: rounds)
+    with pytest.raises(ExperimentError, match="round 1: train: 2 node"):
+        exp.run_arm(base, Arm("badnets", "btu"), tmp_path, None)
+    rounds[0]["events"] = []
+    assert exp.run_arm(base, Arm("badnets", "btu"), tmp_path, None).accuracy == 0.8
