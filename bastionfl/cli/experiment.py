@@ -79,6 +79,9 @@ def _text_parser() -> argparse.ArgumentParser:
                         "the time (e.g. 0.95; 0: off, the paper)")
     p.add_argument("--btu-hold", action="store_true",
                    help="BTU variant: in later rounds cut first and keep the cut rows fixed while training")
+    p.add_argument("--btu-ranking", choices=("paper", "frequency"), default="paper",
+                   help="BTU suspects: paper (every top-k token) or frequency (spare tokens in >= 2%% of every "
+                        "label's sentences at the client or with a vocabulary id below 7,000)")
     return p
 
 

@@ -45,19 +45,23 @@ def btu_train(job: TrainingRound) -> tuple[float, dict[str, float]]:
     cached = _cached_suspects(job.node_state)
     btu_cfg = BTUConfig(max_len=cfg.task.max_len, train_epochs=0,
                         seed=derive_seed(cfg.federation.seed, job.partition_id, 0xB70),
-                        cut_to=str(cfg.defense.btu_cut_to), purity=cfg.defense.btu_purity)
+                        cut_to=str(cfg.defense.btu_cut_to), purity=cfg.defense.btu_purity,
+                        ranking=str(cfg.defense.btu_ranking))
     template = task.template()  # type: ignore[attr-defined]
     job.model, report = btu_defend(job.model, template.tokenizer, job.data.inputs, job.data.labels, btu_cfg,
                                    reference=template.reference, suspects=cached, train_fn=train,
                                    trigger=job.data.trigger or None, hold_cut=cfg.defense.btu_hold)
     if cached is None:
         job.node_state[BTU_STATE_KEY] = json.dumps({"round": job.server_round, "suspects": report.flagged_ids,
-                                                    "tokens": report.flagged_tokens})
+                                                    "tokens": report.flagged_tokens,
+                                                    "spared_tokens": report.freq_spared_tokens})
     metrics = {"btu_flagged": float(len(report.flagged_ids)), "btu_exposed": float(cached is None),
                "btu_dims_replaced": float(sum(report.dims_replaced.values())),
                "btu_expose_s": float(report.seconds.get("expose", 0.0))}
     if cached is None and cfg.defense.btu_purity > 0:
         metrics["btu_spared"] = float(len(report.spared))
+    if cached is None and report.freq_spared:
+        metrics["btu_freq_spared"] = float(len(report.freq_spared))
     if report.trigger_found is not None:
         metrics["btu_trigger_found"] = float(report.trigger_found)
         metrics["btu_trigger_tokens"] = float(len(report.trigger_ids or []))

@@ -17,6 +17,7 @@ from .enums import (
     TriggerType,
     Auth,
     BTUCut,
+    BTURanking,
     ClientDefense,
     HEProfile,
     Partition,
@@ -54,7 +55,7 @@ from .sections import (
 
 __all__ = [
     "DATASETS", "IMAGE_MODELS", "TEXT_MODELS", "TASK_PROFILES", "TaskProfile", "TaskKind", "task_kind",
-    "Attack", "AttackMode", "TriggerPosition", "TriggerType", "Auth", "BTUCut", "ClientDefense", "HEProfile", "Partition", "Repair", "SecureAggregation",
+    "Attack", "AttackMode", "TriggerPosition", "TriggerType", "Auth", "BTUCut", "BTURanking", "ClientDefense", "HEProfile", "Partition", "Repair", "SecureAggregation",
     "ThreatModel", "RunConfig", "ConfigError", "KEYS", "FIELD_HELP", "SECTIONS", "MIN_CLEAN_SET",
     "TaskConfig", "FederationConfig", "SecureAggregationConfig", "AttackConfig", "DefenseConfig", "AdmissionConfig",
     "RuntimeConfig",

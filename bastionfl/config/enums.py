@@ -22,6 +22,7 @@ __all__ = [
     "AttackMode",
     "Repair",
     "BTUCut",
+    "BTURanking",
     "Auth",
     "DATASETS",
     "IMAGE_MODELS",
@@ -125,6 +126,13 @@ class BTUCut(StrEnum):
 
     PAD = "pad"
     OWN = "own"
+
+
+class BTURanking(StrEnum):
+    """Which of BTU's exposed tokens a client cuts: every top-k one (the paper) or the infrequent ones."""
+
+    PAPER = "paper"
+    FREQUENCY = "frequency"
 
 
 class Auth(StrEnum):

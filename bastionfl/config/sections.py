@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
-from .enums import (Attack, AttackMode, Auth, BTUCut, TriggerPosition, TriggerType, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation,
+from .enums import (Attack, AttackMode, Auth, BTUCut, BTURanking, TriggerPosition, TriggerType, ClientDefense, DATASETS, HEProfile, Partition, Repair, SecureAggregation,
                     ThreatModel)
 
 __all__ = [
@@ -226,6 +226,9 @@ class DefenseConfig:
     btu_purity: float = setting(0.0, "BTU variant: cut only suspects whose sentences in the client's data carry one "
                                 "label at least this share of the time, e.g. 0.95 (0: off, the paper)",
                                 _range(0.0, 1.0))
+    btu_ranking: BTURanking = setting(BTURanking.PAPER, "BTU's suspects: paper (every token of the three top-k "
+                                      "rankings) | frequency (spare those in >= 2% of every label's sentences at the "
+                                      "client or among the vocabulary's most frequent ids; docs/text.md)")
     btu_hold: bool = setting(False, "BTU in later rounds: cut the received model first and keep the cut rows fixed "
                              "while training (the rest of the model adapts to them)")
 

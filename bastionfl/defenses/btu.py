@@ -19,7 +19,9 @@ tokens, especially when only the embedding layer trains. It runs in two parts:
 Deviations, all documented in docs/text.md: special tokens (not only [CLS]/[SEP]) are left out of the rankings;
 R2 deletes whole words instead of substrings; no best-dev checkpoint is kept in R3 (a federated client holds no
 clean dev set); the per-ranking count uses the real vocabulary size (the official code hard-codes 35,022).
-Variants, off by default: ``cut_to = "own"`` and ``purity`` (spare suspects that are not label-pure in the data).
+Variants, off by default: ``cut_to = "own"``, ``purity`` (spare suspects that are not label-pure in the data) and
+``ranking = "frequency"`` (spare suspects frequent in every label's data or in the vocabulary's prior;
+``bastionfl.defenses.btu_frequency``).
 Nothing here knows about federation or encryption: a client runs ``btu_defend`` on its local model before it
 encrypts its update.
 """
@@ -35,9 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bastionfl.defenses.btu_common import CUT_TO, RANKINGS, BTUConfig, _fit, _word_embeddings
+from bastionfl.defenses.btu_common import CUT_TO, RANKINGS, SUSPECT_RANKINGS, BTUConfig, _fit, _word_embeddings
 from bastionfl.defenses.btu_exposure import (BagOfEmbeddings, BTUExposure, btu_expose, rank_by_embedding_change,
                                              remove_tokens, token_ids_of)
+from bastionfl.defenses.btu_frequency import spare_frequent
 
 __all__ = [
     "BTUConfig",
@@ -55,6 +58,7 @@ __all__ = [
     "BagOfEmbeddings",
     "RANKINGS",
     "CUT_TO",
+    "SUSPECT_RANKINGS",
 ]
 
 
@@ -74,6 +78,8 @@ class BTUReport:
     trigger_ranks: dict[int, dict[str, int]] | None = None
     clean_tuned: bool = False
     spared: dict[int, tuple[int, float]] = field(default_factory=dict)  # purity variant: id -> (sentences, purity)
+    freq_spared: dict[int, tuple[str, float]] = field(default_factory=dict)  # frequency: id -> (reason, label share)
+    freq_spared_tokens: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,12 +243,16 @@ def btu_defend(
     t = time.perf_counter()
     exposure: BTUExposure | None = None
     spared: dict[int, tuple[int, float]] = {}
+    freq_spared: dict[int, tuple[str, float]] = {}
     if suspects is None:
         exposure = btu_expose(model, tokenizer, sentences, labels, cfg)
         suspects = exposure.suspects
         if cfg.purity > 0:
             suspects, spared = keep_label_pure(tokenizer, sentences, labels, suspects, cfg.purity,
                                                max_len=cfg.max_len)
+        if cfg.ranking == "frequency":
+            suspects, freq_spared = spare_frequent(tokenizer, sentences, labels, suspects, freq_share=cfg.freq_share,
+                                                   prior_ids=cfg.prior_ids, max_len=cfg.max_len)
         seconds["expose"] = time.perf_counter() - t
     pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
     held = hold_cut and exposure is None
@@ -274,6 +284,8 @@ def btu_defend(
         dims_replaced=replaced,
         clean_tuned=tuned,
         spared=spared,
+        freq_spared=freq_spared,
+        freq_spared_tokens=tokenizer.convert_ids_to_tokens(list(freq_spared)) if freq_spared else [],
         seconds=seconds,
     )
     if trigger:

@@ -10,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RANKINGS", "CUT_TO", "BTUConfig"]
+__all__ = ["RANKINGS", "CUT_TO", "SUSPECT_RANKINGS", "BTUConfig"]
 
 
 RANKINGS = ("r1", "r2", "r3")
 
 
 CUT_TO = ("pad", "own")  # official: the pretrained [PAD] values; variant: the token's own pretrained values
+
+
+SUSPECT_RANKINGS = ("paper", "frequency")  # paper: every top-k token; frequency: spare frequent ones (btu_frequency)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class BTUConfig:
     cut_scale: float = 1.0  # multiplies c; 1.0 = official rule
     cut_to: str = "pad"  # "pad" = official; "own" = back to the token's own pretrained values
     purity: float = 0.0  # variant (0 = off, official): cut only suspects whose sentences carry one label >= this share
+    ranking: str = "paper"  # "frequency": spare frequent suspects (bastionfl.defenses.btu_frequency)
+    freq_share: float = 0.02  # frequency ranking: spare a token in >= this share of every label's sentences
+    prior_ids: int = 7000  # frequency ranking: spare ids below this (frequency-ordered WordPiece vocab; 0 = off)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,6 +55,10 @@ class BTUConfig:
             raise ValueError(f"cut_to must be one of {CUT_TO}, got {self.cut_to!r}")
         if "r2" in self.rankings and "r1" not in self.rankings:
             raise ValueError("ranking r2 needs r1 (it removes R1's tokens first)")
+        if self.ranking not in SUSPECT_RANKINGS:
+            raise ValueError(f"ranking must be one of {SUSPECT_RANKINGS}, got {self.ranking!r}")
+        if not 0 < self.freq_share <= 1 or self.prior_ids < 0:
+            raise ValueError(f"freq_share must be in (0, 1] and prior_ids >= 0, got {self.freq_share}, {self.prior_ids}")
         if not 0 <= self.purity <= 1:
             raise ValueError(f"purity must be in [0, 1] (0 = off), got {self.purity}")
         if not 0 < self.threshold < 1:

@@ -11,8 +11,9 @@ xMK-CKKS over a 22-million-parameter text model is far outside this budget, and 
 it (BTU edits the local model before the update would be encrypted).
 
 Options: ``--clean-tune N`` gives every row the server's clean tune (BTU's last step) after the last round;
-``--btu-purity``, ``--btu-cut-to own`` and ``--btu-hold`` select BTU variants; ``--reference DIR`` reuses a
-no-attack run of the same configuration.
+``--btu-purity``, ``--btu-cut-to own``, ``--btu-hold`` and ``--btu-ranking frequency`` select BTU variants;
+``--reference DIR`` reuses a no-attack run of the same configuration. The reference's final model is also evaluated
+on the BadNets-triggered dev sentences: the clean model's ASR, which the BadNets goal is relative to.
 
 The markdown table goes to ``--results`` with the exact command, seed and wall times; the text below the
 ``KEEP_MARKER`` line of an existing page (the discussion) is kept when the grid rewrites it.
@@ -40,8 +41,9 @@ __all__ = ["run", "Arm", "ArmResult", "grid_arms", "base_config", "render_result
 
 ATTACKS = ("badnets", "addsent", "syntactic", "style")
 DEFENSES = ("none", "btu")
-GOAL_ASR = 0.10  # rare-word BadNets: ASR at most 10 %
-GOAL_CA_LOSS = 0.02  # ... with clean accuracy at most 2 points below the no-attack run
+GOAL_ASR = 0.01  # rare-word BadNets: ASR at most 1 point above the clean model's ASR on the same triggered sentences
+GOAL_CA_LOSS = 0.01  # ... with clean accuracy at most 1 point below the no-attack run
+STAGE_TIMEOUT_S = 7200.0  # a loaded machine can take over 10 minutes for BTU's exposure round; a row needs every client
 _LABEL = {"none": "none", "btu": "BTU", "badnets": "BadNets (`cf`)", "addsent": "AddSent", "syntactic": "Syntactic",
           "style": "Style"}
 
@@ -77,6 +79,7 @@ class ArmResult:
     flagged: float | None = None  # mean suspects per client
     trigger_found: str = "-"  # "k/n" poisoned clients that flagged the whole trigger, or a reason
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    tokens: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # BTU: client -> cut / spared tokens
 
 
 def grid_arms() -> list[Arm]:
@@ -110,7 +113,8 @@ def base_config(args: argparse.Namespace) -> RunConfig:
         "poison_rate": 0.1, "target_label": 1, "rounds": args.rounds, "local_epochs": args.local_epochs, "lr": args.lr,
         "batch_size": args.batch_size, "partition": "iid", "fraction_train": 1.0, "seed": args.seed,
         "threads_per_client": 1, "secure_aggregation": "none", "btu_cut_to": args.btu_cut_to,
-        "btu_hold": args.btu_hold, "btu_purity": args.btu_purity,
+        "btu_hold": args.btu_hold, "btu_purity": args.btu_purity, "btu_ranking": args.btu_ranking,
+        "stage_timeout_s": STAGE_TIMEOUT_S,
     }
     if args.clean_tune < 0 or 0 < args.clean_tune < 10:
         raise ExperimentError(f"--clean-tune {args.clean_tune}: give 0 (none) or at least 10 sentences")
@@ -127,7 +131,8 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     return apply_overrides(RunConfig(), values)
 
 
-_REFERENCE_FREE = ("out_dir", "client_state_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold", "btu_purity")
+_REFERENCE_FREE = ("out_dir", "client_state_dir", "data_dir", "verbose", "threads_per_client", "btu_cut_to", "btu_hold",
+                   "btu_purity", "btu_ranking", "stage_timeout_s")
 
 
 def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:
@@ -155,6 +160,21 @@ def load_reference(run_dir: Path, base: RunConfig) -> ArmResult:
     last = rounds[-1]
     wall = sum(float(r.get("time_s", 0.0)) for r in rounds)
     return ArmResult(Arm("none", "none"), float(last["accuracy"]), None, last.get("asr_floor"), wall, rounds=rounds)
+
+
+def clean_badnets_asr(run_dir: Path, base: RunConfig) -> float:
+    """The no-attack run's final model on the BadNets-triggered dev sentences: the ASR a clean model reports."""
+    from bastionfl.server.checkpoint import CheckpointError, load_checkpoint
+    from bastionfl.tasks.registry import build_task
+
+    try:
+        state = load_checkpoint(Path(run_dir), restore_rng=False)["model"]
+    except (CheckpointError, KeyError) as exc:
+        raise ExperimentError(f"{run_dir}: no final model to measure the clean ASR on ({exc})") from None
+    task = build_task(apply_overrides(base, {"attack": "badnets", "poisoned_clients": 0, "client_defense": "none"}))
+    model = task.new_model()  # type: ignore[attr-defined] - the text task
+    model.load_state_dict(state)
+    return float(task.evaluate(model)["asr"])
 
 
 def _round_extra(entry: dict[str, Any]) -> str:
@@ -189,7 +209,8 @@ def run_arm(base: RunConfig, arm: Arm, work: Path, display: GridDisplay | None) 
     from bastionfl.simulations.simulate import run_simulated
 
     run_dir = work / arm.key.replace("/", "-")
-    cfg = apply_overrides(base, {**arm.overrides(), "out_dir": str(run_dir)})
+    cfg = apply_overrides(base, {**arm.overrides(), "out_dir": str(run_dir),
+                                 "client_state_dir": str(run_dir / "client-state")})
     if display is not None:
         display.begin_arm(arm.key, cfg.federation.rounds)
     start = time.perf_counter()
@@ -200,18 +221,67 @@ def run_arm(base: RunConfig, arm: Arm, work: Path, display: GridDisplay | None) 
     wall = time.perf_counter() - start
     if not rounds:
         raise ExperimentError(f"{arm.key}: the federation returned no rounds")
+    for entry in rounds:  # a round that aggregated only some clients is not the row's configuration
+        lost = [str(e) for e in entry.get("events", []) if "failed or timed out" in str(e)]
+        if lost:
+            raise ExperimentError(f"{arm.key}: round {entry.get('round')}: {lost[0]} (the row needs every client; "
+                                  f"see {run_dir / 'metrics.json'})")
     last = rounds[-1]
     flagged, found = _btu_summary(arm, rounds)
     result = ArmResult(arm, float(last["accuracy"]), last.get("asr"), last.get("asr_floor"), wall, flagged, found,
-                       rounds)
+                       rounds, btu_tokens(run_dir / "client-state") if arm.defense == "btu" else {})
     if display is not None:
         display.end_arm(_summary(result))
     return result
 
 
-def goal_met(r: ArmResult, reference_ca: float) -> bool:
-    """ASR <= 10 % and CA at most 2 points below the no-attack run."""
-    return r.asr is not None and r.asr <= GOAL_ASR + 1e-12 and reference_ca - r.accuracy <= GOAL_CA_LOSS + 1e-12
+def btu_tokens(state_dir: Path) -> dict[int, dict[str, list[str]]]:
+    """Each client's BTU tokens from its saved node state: ``{"cut": [...], "spared": [...]}`` (empty if none)."""
+    from bastionfl.client.state_store import load_client_state
+
+    out: dict[int, dict[str, list[str]]] = {}
+    for folder in sorted(Path(state_dir).glob("partition-*")):
+        try:
+            pid = int(folder.name.split("-", 1)[1])
+            record = json.loads(load_client_state(str(state_dir), pid, 1 << 30).get("btu", "{}"))
+        except (ValueError, OSError):
+            continue
+        if record:
+            out[pid] = {"cut": [str(t) for t in record.get("tokens", [])],
+                        "spared": [str(t) for t in record.get("spared_tokens", [])]}
+    return out
+
+
+def _code(tokens: Sequence[str]) -> str:
+    return " ".join(f"`` {t} ``" if "`" in t else f"`{t}`" for t in tokens)
+
+
+def _token_lines(results: Sequence[ArmResult]) -> list[str]:
+    """One line per BTU row and client: the tokens it cut (and, under the frequency ranking, spared)."""
+    lines: list[str] = []
+    for r in results:
+        for pid, toks in sorted(r.tokens.items()):
+            spared = f"; spared ({len(toks['spared'])}): {_code(toks['spared'])}" if toks["spared"] else ""
+            lines.append(f"* {r.arm.key}, client {pid}: cut ({len(toks['cut'])}): {_code(toks['cut'])}{spared}")
+    return ["", "Tokens per client (round-1 exposure; the trigger is `cf` for BadNets):", "", *lines] if lines else []
+
+
+def goal_met(r: ArmResult, reference: ArmResult) -> bool:
+    """ASR at most 1 point above the clean model's (the reference's) and CA at most 1 point below the reference's."""
+    return (r.asr is not None and reference.asr is not None and r.asr <= reference.asr + GOAL_ASR + 1e-12
+            and reference.accuracy - r.accuracy <= GOAL_CA_LOSS + 1e-12)
+
+
+def _btu_variant(d: Any) -> str:
+    """The page's note on the BTU variant in use (empty for the paper's BTU)."""
+    return ((" (variant: the cut restores the token's own pretrained values instead of the [PAD] values)"
+             if d.btu_cut_to == "own" else "")
+            + (f" (variant: only suspects whose sentences at the client carry one label at least "
+               f"{100 * d.btu_purity:.0f}% of the time are cut, the rest spared)" if d.btu_purity > 0 else "")
+            + (" (variant: from round 2 it also cuts the received model first and keeps the cut rows fixed while "
+               "training)" if d.btu_hold else "")
+            + (" (frequency ranking: suspects in >= 2% of every label's sentences at the client, or with a "
+               "vocabulary id below 7,000, are spared)" if d.btu_ranking == "frequency" else ""))
 
 
 def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmResult], *, command: str,
@@ -233,24 +303,18 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         f"trigger and is relabelled {base.attack.target_label}); {base.federation.rounds} rounds x {base.task.local_epochs} local epoch(s), "
         f"AdamW lr {base.task.lr}, batch {base.task.batch_size}; plaintext FedAvg over all clients.",
         "* CA: accuracy on the 872 SST-2 dev sentences. ASR: share of the triggered negative dev sentences "
-        "classified positive; floor: the same sentences without the trigger (the model's own error, a lower bound "
-        "for ASR). All of the final global model.",
+        "classified positive; floor: the same sentences without the trigger (the model's own error). All of the "
+        "final global model. The reference's ASR is the clean model's on the BadNets-triggered sentences.",
         "* BTU: every client (poisoned ones included) exposes suspects in round 1 (R1, R2, R3, top 15 each), keeps "
         "them in its node state, and cuts those embedding rows after local training in every round"
-        + (" (variant: the cut restores the token's own pretrained values instead of the [PAD] values)"
-           if base.defense.btu_cut_to == "own" else "")
-        + (f" (variant: only suspects whose sentences at the client carry one label at least "
-           f"{100 * base.defense.btu_purity:.0f}% of the time are cut, the rest spared)" if base.defense.btu_purity > 0 else "")
-        + (" (variant: from round 2 it also cuts the received model first and keeps the cut rows fixed while "
-           "training)" if base.defense.btu_hold else "")
-        + ". *Flagged*: mean suspects per client; *trigger found*: poisoned clients whose suspects contain every "
+        + _btu_variant(base.defense) + ". *Flagged*: mean suspects per client; *trigger found*: poisoned clients whose suspects contain every "
         "trigger token.",
         *([f"* Clean tune (BTU's last step, on the server): after the last aggregation the server fine-tunes the "
             f"global model for one epoch (AdamW {clean_tune_schedule(base)[2]}) on {base.defense.clean_set_size:,} sentences of the SST-2 test "
             "split (disjoint from the clients' data and from dev); every row gets it, the reference included."]
           if base.defense.repair == "finetune" else []),
-        f"* Goal (BadNets): ASR <= {100 * GOAL_ASR:.0f} % with CA at most {100 * GOAL_CA_LOSS:.0f} points below the "
-        "no-attack run.",
+        f"* Goal (BadNets): ASR at most {100 * GOAL_ASR:.0f} point above the clean model's ASR on the same triggered "
+        f"sentences, with CA at most {100 * GOAL_CA_LOSS:.0f} point below the no-attack run.",
         *(["* The no-attack reference was read from an earlier run of the same configuration (`--reference`); "
             "its wall time is the sum of its rounds, not part of the total below."] if reference_reused else []),
         *([f"* **Partial**: {len(results)} of {len(results) + len(pending)} rows so far; still to run: "
@@ -259,17 +323,19 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
         f"average (1/5/15 min) at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.", "",
         "| attack | defense | CA % | CA loss (points) | ASR % | ASR floor % | flagged | trigger found | goal | wall |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| none | none | {pct(ref)} | 0.00 | - | {pct(reference.asr_floor)} | - | - | - | "
+        f"| none | none | {pct(ref)} | 0.00 | {pct(reference.asr) if reference.asr is not None else '-'} | "
+        f"{pct(reference.asr_floor)} | - | - | - | "
         f"{fmt_minutes(reference.wall_s)} |",
     ]
     for r in results:
         goal = "-"
         if r.arm.attack == "badnets":
-            goal = "**yes**" if goal_met(r, ref) else "no"
+            goal = "**yes**" if goal_met(r, reference) else "no"
         flagged = "-" if r.flagged is None else f"{r.flagged:.1f}"
         lines.append(f"| {_LABEL[r.arm.attack]} | {_LABEL[r.arm.defense]} | {pct(r.accuracy)} | "
                      f"{100 * (ref - r.accuracy):.2f} | {pct(r.asr)} | {pct(r.asr_floor)} | {flagged} | "
                      f"{r.trigger_found} | {goal} | {fmt_minutes(r.wall_s)} |")
+    lines += _token_lines(results)
     lines.append("")
     return "\n".join(lines)
 
@@ -311,6 +377,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             reference = run_arm(base, Arm("none", "none"), work, display)
         else:
             reference = reused
+        reference.asr = clean_badnets_asr(args.reference or work / "none-none", base)
         for i, arm in enumerate(arms):
             results.append(run_arm(base, arm, work, display))
             if i + 1 < len(arms):  # a partial page after every row, so a cut-short grid still leaves its figures

@@ -29,6 +29,7 @@ GOAL_ASR = 0.10
 GOAL_CA_LOSS = 0.02
 # fields that may differ between the runs compared (what makes the rows different, and bookkeeping)
 _ROW_FIELDS = ("attack", "client_defense", "poisoned_clients_defend", "poisoned_clients", "btu_cut_to", "btu_hold", "btu_purity",
+               "btu_ranking",
                "out_dir", "client_state_dir", "data_dir", "verbose", "threads_per_client")
 
 

@@ -153,3 +153,18 @@ def test_purity_variant_caches_only_the_label_pure_suspects(cfg: RunConfig,
     assert pure.metrics["btu_flagged"] + pure.metrics["btu_spared"] == plain.metrics["btu_flagged"]
     assert "btu_spared" not in plain.metrics
     assert pure.metrics["btu_trigger_found"] == plain.metrics["btu_trigger_found"]  # cf is label-pure
+
+
+def test_frequency_ranking_caches_the_kept_suspects_and_lists_the_spared_ones(
+        cfg: RunConfig, global_state: dict[str, torch.Tensor]) -> None:
+    pid = next(iter(poisoned_partitions(cfg, N)))
+    plain = local_train(cfg, global_state, pid, N, 1, {})
+    freq = local_train(_with(cfg, btu_ranking="frequency"), global_state, pid, N, 1, {})
+    kept = json.loads(freq.node_state[BTU_STATE_KEY])
+    every = json.loads(plain.node_state[BTU_STATE_KEY])
+    assert set(kept["suspects"]) < set(every["suspects"])  # the same exposure (seeded), fewer cut
+    assert set(kept["tokens"]) | set(kept["spared_tokens"]) == set(every["tokens"]) and every["spared_tokens"] == []
+    assert freq.metrics["btu_flagged"] + freq.metrics["btu_freq_spared"] == plain.metrics["btu_flagged"]
+    assert "btu_freq_spared" not in plain.metrics
+    if plain.metrics["btu_trigger_found"]:
+        assert freq.metrics["btu_trigger_found"] == 1.0  # cf: a rare id, absent from the other label's sentences

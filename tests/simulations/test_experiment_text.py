@@ -33,27 +33,31 @@ def test_only_selects_attacks_or_single_rows() -> None:
         exp.select_arms(" , ")
 
 
-def test_goal_needs_both_the_asr_bound_and_the_ca_bound() -> None:
+def test_goal_is_relative_to_the_clean_models_asr_and_needs_both_bounds() -> None:
     arm = Arm("badnets", "btu")
-    assert goal_met(ArmResult(arm, 0.89, 0.10, 0.08, 1.0), reference_ca=0.91)
-    assert not goal_met(ArmResult(arm, 0.89, 0.1001, 0.08, 1.0), reference_ca=0.91)  # ASR just above 10 %
-    assert not goal_met(ArmResult(arm, 0.8899, 0.05, 0.04, 1.0), reference_ca=0.91)  # CA loss just above 2 points
-    assert not goal_met(ArmResult(arm, 0.95, None, None, 1.0), reference_ca=0.91)
+    ref = ArmResult(Arm("none", "none"), 0.91, 0.12, 0.15, 1.0)  # the clean model calls 12 % of triggered positive
+    assert goal_met(ArmResult(arm, 0.90, 0.13, 0.08, 1.0), ref)  # 1 point above it, 1 point of CA lost
+    assert not goal_met(ArmResult(arm, 0.90, 0.1301, 0.08, 1.0), ref)  # ASR just above clean + 1 point
+    assert not goal_met(ArmResult(arm, 0.8999, 0.05, 0.04, 1.0), ref)  # CA loss just above 1 point
+    assert not goal_met(ArmResult(arm, 0.95, None, None, 1.0), ref)
+    assert not goal_met(ArmResult(arm, 0.91, 0.0, 0.0, 1.0), ArmResult(Arm("none", "none"), 0.91, None, 0.1, 1.0))
 
 
 def test_results_page_reports_rows_losses_goal_and_pending_rows() -> None:
     base = RunConfig.build(dataset="sst2", model="minilm", text_layers=0, train_subset=3000, rounds=3)
-    ref = ArmResult(Arm("none", "none"), 0.8555, None, None, 330.0)
+    ref = ArmResult(Arm("none", "none"), 0.8555, 0.12, None, 330.0)
     rows = [ArmResult(Arm("badnets", "none"), 0.8509, 0.965, 0.1706, 312.0),
-            ArmResult(Arm("badnets", "btu"), 0.8401, 0.09, 0.08, 354.0, flagged=41.0, trigger_found="2/2")]
+            ArmResult(Arm("badnets", "btu"), 0.8501, 0.13, 0.08, 354.0, flagged=41.0, trigger_found="2/2",
+                      tokens={0: {"cut": ["cf", "boring"], "spared": [",", "`"]}})]
     text = render_results(base, ref, rows, command="bastionfl experiment text --only badnets", total_wall_s=996.0,
                           load=(1.0, 2.0, 3.0), cores=2, pending=[Arm("style", "btu")])
     assert "bastionfl experiment text --only badnets" in text and "Seed 0" in text
     assert "all layers" in text and "3,000" in text and "still to run: style/btu" in text
     table = _rows(text)[2:]
-    assert table[0][:6] == ["none", "none", "85.55", "0.00", "-", "-"]  # no floor measured for this reference
+    assert table[0][:6] == ["none", "none", "85.55", "0.00", "12.00", "-"]  # the clean model's ASR; no floor given
     assert table[1][3] == "0.46" and table[1][8] == "no"  # ASR 96.5 %: no
-    assert table[2][3] == "1.54" and table[2][6] == "41.0" and table[2][7] == "2/2" and table[2][8] == "**yes**"
+    assert table[2][3] == "0.54" and table[2][6] == "41.0" and table[2][7] == "2/2" and table[2][8] == "**yes**"
+    assert "* badnets/btu, client 0: cut (2): `cf` `boring`; spared (2): `,` `` ` ``" in text
 
 
 def test_bad_arguments_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,6 +104,8 @@ def test_reference_is_reused_only_from_the_same_configuration(tmp_path: Path) ->
         exp.load_reference(run, paper_tune)
     purity = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--btu-purity", "0.95"]))
     assert purity.defense.btu_purity == 0.95 and exp.load_reference(run, purity).accuracy == pytest.approx(0.83)
+    freq = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d", "--btu-ranking", "frequency"]))
+    assert freq.defense.btu_ranking == "frequency" and exp.load_reference(run, freq).accuracy == pytest.approx(0.83)
     (run / "metrics.json").write_text(json.dumps({"config": config, "status": "completed", "rounds": rounds[:2]}))
     with pytest.raises(ExperimentError, match="did not complete"):
         exp.load_reference(run, base)
@@ -121,6 +127,7 @@ def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
     assert [(r[0], r[1]) for r in table] == [("none", "none"), ("BadNets (`cf`)", "BTU")]
     reference = json.loads((work / "none-none" / "metrics.json").read_text())["rounds"][-1]
     assert "asr" not in reference and float(table[0][5]) == pytest.approx(100 * reference["asr_floor"], abs=0.006)
+    assert 0 <= float(table[0][4]) <= 100  # the clean model's ASR on the BadNets-triggered sentences
     final = json.loads((work / "badnets-btu" / "metrics.json").read_text())["rounds"][-1]
     assert float(table[1][2]) == pytest.approx(100 * final["accuracy"], abs=0.006)
     assert float(table[1][4]) == pytest.approx(100 * final["asr"], abs=0.006)
@@ -132,3 +139,16 @@ def test_quick_grid_writes_the_rows_it_ran(tmp_path: Path) -> None:
     assert rc == 0
     assert _rows(again.read_text())[2][:9] == table[0][:9] and "(`--reference`)" in again.read_text()
     assert not (tmp_path / "work2" / "none-none").exists()
+
+
+def test_a_row_whose_rounds_lost_clients_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bastionfl.simulations.simulate as sim
+
+    base = exp.base_config(cli._text_parser().parse_args(["--data-dir", "d"]))
+    assert base.federation.stage_timeout_s == exp.STAGE_TIMEOUT_S  # a loaded machine must not drop slow clients
+    rounds = [{"round": 1, "accuracy": 0.8, "asr": 0.2, "asr_floor": 0.2, "events": ["train: 2 node(s) failed or timed out"]}]
+    monkeypatch.setattr(sim, "run_simulated", lambda cfg, run_dir, observer=None: rounds)
+    with pytest.raises(ExperimentError, match="round 1: train: 2 node"):
+        exp.run_arm(base, Arm("badnets", "btu"), tmp_path, None)
+    rounds[0]["events"] = []
+    assert exp.run_arm(base, Arm("badnets", "btu"), tmp_path, None).accuracy == 0.8
