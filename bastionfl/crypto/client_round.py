@@ -41,7 +41,7 @@ from .round_messages import (
 )
 from .sketch import challenge_key, sketch, sketch_bytes, sketch_sum
 from .threat import ThreatModel
-from .threshold import attempt_aggregate, check_decrypting_set, decryption_transcript
+from .threshold import MAX_REPROPOSALS, attempt_aggregate, check_decrypting_set, decryption_transcript
 from .transcript import hash_parts, round_transcript, transcript_signature_message
 from .wire import Reader, Writer
 
@@ -73,6 +73,7 @@ class RoundRecord:
     own_sketch: np.ndarray | None = field(default=None, repr=False)
     shared: bool = False
     vector: bytes | None = None  # digest of the uploaded values: the same update may not meet two upload sets
+    reproposals: int = 0  # malicious t-of-n: strictly smaller upload sets signed after the first (bounded)
 
     def write(self, w: Writer, params: Params) -> Writer:
         w.u8(0) if self.commitment is None else self.commitment.write(w.u8(1))
@@ -88,7 +89,7 @@ class RoundRecord:
         w.u8(0) if self.own_sketch is None else w.u8(1).array(self.own_sketch)
         w.u8(0) if self.proposal is None else w.u8(1).blob(self.proposal.to_bytes(params))
         w.u8(0) if self.vector is None else w.u8(1).raw(self.vector)
-        return w.u8(int(self.shared))
+        return w.u8(int(self.shared)).u8(self.reproposals)
 
     @classmethod
     def read(cls, params: Params, r: Reader) -> RoundRecord:
@@ -119,6 +120,9 @@ class RoundRecord:
         rec.proposal = _Proposal.from_bytes(params, r.blob(1 << 40)) if flag() else None
         rec.vector = r.raw(32) if flag() else None
         rec.shared = flag()
+        rec.reproposals = r.u8()
+        if rec.reproposals > MAX_REPROPOSALS:
+            raise CryptoFormatError("local round record: re-proposal count out of range")
         return rec
 
 
@@ -253,8 +257,9 @@ class ClientRoundSteps:
             return self._share(rec, prop, t, prop.c1)
         t = round_transcript(self.epoch, prop.round_number, prop.length, k, prop.uploads,
                              [c.digest for c in prop.commitments], prop.aggregate_digest)
-        if rec.transcript is not None and rec.transcript != t:
-            raise ReplayError(f"already signed another transcript for round {prop.round_number}")
+        again = rec.transcript is not None and rec.transcript != t
+        if again:
+            self._check_reproposal(rec, prop)
         if own_pos is not None:
             self._check_same_update(prop.round_number, rec, prop.uploads)
         own_sketch = None
@@ -269,9 +274,27 @@ class ClientRoundSteps:
         sig = self.identity.sign(b"transcript", transcript_signature_message(
             t, b"" if own_sketch is None else sketch_bytes(own_sketch)))
         rec.transcript, rec.proposal, rec.signature, rec.own_sketch = t, prop, sig, own_sketch
+        rec.reproposals += int(again)
         if self.threat is ThreatModel.MALICIOUS:
             rec.own = None  # the sketch is made: the client's c1 is not needed any more
         return TranscriptSignature(self.index, t, own_sketch, sig).to_bytes(self.params)
+
+    def _check_reproposal(self: ClientEpoch, rec: RoundRecord, prop: RoundProposal) -> None:
+        """A second transcript for one round: only malicious t-of-n, before this member gave any share of the round,
+        a strict subset of the upload set it signed last (same commitments), at most ``MAX_REPROPOSALS`` times."""
+        old = rec.proposal
+        if self.threshold is None or self.threat is not ThreatModel.MALICIOUS or old is None:
+            raise ReplayError(f"already signed another transcript for round {prop.round_number}")
+        if rec.shared or self.threshold.has_answered(prop.round_number):
+            raise ReplayError(f"already gave a decryption share in round {prop.round_number}: its upload set is fixed")
+        if rec.reproposals >= MAX_REPROPOSALS:
+            raise ReplayError(f"round {prop.round_number} was already re-proposed {MAX_REPROPOSALS} times: refused")
+        kept = dict(zip(old.uploads, old.commitments))
+        if prop.length != old.length or not set(prop.uploads) < set(kept):
+            raise ReplayError(f"already signed another transcript for round {prop.round_number}; a re-proposal must "
+                              "be a strict subset of that upload set")
+        if any(not hmac.compare_digest(kept[i].digest, c.digest) for i, c in zip(prop.uploads, prop.commitments)):
+            raise VerificationError("a re-proposal changed a commitment of the upload set signed before")
 
     def _check_same_update(self: ClientEpoch, round_number: int, rec: RoundRecord, uploads: tuple[int, ...]) -> None:
         """Refuse to offer an update already signed into another round under a different upload set: the two sums
@@ -357,7 +380,7 @@ class ClientRoundSteps:
         c1_a = attempt_aggregate(self.params, c1, a, t, attempt)
         data = self.threshold.decryption_share(  # type: ignore[union-attr]
             self.params, self.key, prop.round_number, attempt, c1_a, decrypting, self.index, len(self.members),
-            len(prop.uploads))
+            len(prop.uploads), transcript=t)
         rec.shared = True
         return RoundShare(self.index, prop.round_number, decryption_transcript(t, attempt, decrypting),
                           data).to_bytes(self.params)

@@ -13,7 +13,7 @@ from .commitment import UploadCommitment
 from .decryption import decode_checked
 from .errors import IncompleteShareSetError, ProtocolStateError, VerificationError
 from .identity import verify
-from .polyarith import add_mod_inplace
+from .polyarith import add_mod_inplace, sub_mod
 from .round_messages import (
     CommitmentList,
     RoundConfirmation,
@@ -26,6 +26,7 @@ from .round_messages import (
 from .sketch import sketch_bytes
 from .threat import ThreatModel
 from .threshold import (
+    MAX_REPROPOSALS,
     attempt_aggregate,
     check_attempt,
     check_decrypting_set,
@@ -51,6 +52,8 @@ class ServerRound:
         self._frozen: tuple[int, ...] | None = None  # colluding: the commitment list sent to the clients
         self._sum: np.ndarray | None = None
         self._c1: dict[int, np.ndarray] = {}
+        self._c0: dict[int, np.ndarray] = {}  # malicious t-of-n: each c0 until decryption starts (re-proposals)
+        self.reproposals = 0
         self.transcript = b""
         self._proposal: RoundProposal | None = None
         self._signatures: dict[int, TranscriptSignature] = {}
@@ -113,7 +116,30 @@ class ServerRound:
         else:
             add_mod_inplace(self._sum, up.data, self.params.data_primes)
         self._c1[c.member] = np.ascontiguousarray(up.data[:, 1])
+        if self._may_repropose:
+            self._c0[c.member] = np.ascontiguousarray(up.data[:, 0])
         return c.member
+
+    @property
+    def _may_repropose(self) -> bool:
+        return self.epoch.threshold is not None and self.threat is ThreatModel.MALICIOUS and not self._attempts
+
+    def repropose(self, dropped: tuple[int, ...] | list[int]) -> None:
+        """Malicious t-of-n: members of U that did not sign leave U; the sum loses their ciphertexts and the next
+        ``proposal`` is for U' (strictly smaller). Only before any decryption attempt, at most ``MAX_REPROPOSALS``
+        times; the members check all this themselves and give shares for one upload set per round."""
+        gone = sorted(set(dropped))
+        if not self._may_repropose or self._proposal is None or self._sum is None:
+            raise ProtocolStateError("a re-proposal needs malicious t-of-n, a proposal and no decryption attempt")
+        if not gone or any(i not in self._c1 for i in gone) or len(gone) >= len(self._c1):
+            raise VerificationError("a re-proposal drops one or more members of U, and not all of them")
+        if self.reproposals >= MAX_REPROPOSALS:
+            raise ProtocolStateError(f"round {self.round_number} was already re-proposed {MAX_REPROPOSALS} times")
+        for i in gone:
+            dropped_upload = np.stack([self._c0.pop(i), self._c1.pop(i)], axis=1)
+            self._sum = sub_mod(self._sum, dropped_upload, self.params.data_primes)
+        self.reproposals += 1
+        self._proposal, self.transcript, self._signatures, self._shares = None, b"", {}, {}
 
     # ---- D1 ----
     @property
@@ -203,6 +229,7 @@ class ServerRound:
             raise ProtocolStateError(f"decryption attempt {attempt} was already made in this round")
         check_attempt(attempt)
         self._attempts.add(attempt)
+        self._c0 = {}  # decryption started: no re-proposal any more
         self.attempt, self.decrypting, self._shares = attempt, tuple(decrypting), {}
         self._answer = decryption_transcript(self.transcript, attempt, self.decrypting)
         sigs = tuple(self._signatures[i] for i in signers)

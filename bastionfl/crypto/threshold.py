@@ -38,6 +38,7 @@ XPK_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 MAX_ATTEMPTS = 4096  # decryption attempts per round (a member answers at most n - t + 1 of them)
+MAX_REPROPOSALS = 3  # malicious t-of-n: strictly smaller upload sets a member signs after the first, per round
 
 
 def c_max(t: int, n: int) -> int:

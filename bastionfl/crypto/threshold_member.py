@@ -41,6 +41,7 @@ class ThresholdMember:
         self._own_part: np.ndarray | None = None  # f_i(x_i): this member's share of its own secret
         self._share: np.ndarray | None = None  # the threshold key share sum_j f_j(x_i), shape (L, N)
         self.attempts: set[tuple[int, int]] = set()
+        self.answered: dict[int, bytes] = {}  # round -> the one round transcript (upload set) shares were given for
 
     @property
     def ready(self) -> bool:
@@ -85,15 +86,25 @@ class ThresholdMember:
             add_mod_inplace(acc, part, params.data_primes)
         self._share, self._own_part, self.exchange = acc, None, None
 
+    def has_answered(self, round_number: int) -> bool:
+        """True once this member gave a decryption share in ``round_number`` (its upload set is then fixed)."""
+        return round_number in self.answered
+
     def decryption_share(self, params: Params, key: KeyShare, round_number: int, attempt: int, c1: np.ndarray,
-                         decrypting: Sequence[int], index: int, members: int, uploads: int) -> np.ndarray:
-        """``lambda_S(index) * k_index * C1_a + E``: refused for a ciphertext or (round, attempt) already answered."""
+                         decrypting: Sequence[int], index: int, members: int, uploads: int, *,
+                         transcript: bytes) -> np.ndarray:
+        """``lambda_S(index) * k_index * C1_a + E``: refused for a ciphertext or (round, attempt) already answered,
+        and for a second round transcript (upload set) of a round: a server never decrypts two sums of one round."""
         if self._share is None:
             raise ProtocolStateError("no threshold key share in this epoch (the dealt shares never arrived)")
         if attempt > members - self.t:  # each failed attempt loses a member of S: an honest server stops at n - t
             raise VerificationError(f"attempt {attempt} of a round: at most {members - self.t + 1} attempts with "
                                     f"{members} members and t = {self.t}")
         d = ciphertext_digest(c1)
+        done = self.answered.get(round_number)
+        if done is not None and not hmac.compare_digest(done, transcript):
+            raise ReplayError(f"shares were already given for another upload set of round {round_number}: refused "
+                              "(two sums of one round differ by the updates left out)")
         if (round_number, attempt) in self.attempts:
             raise ReplayError(f"a share was already produced for round {round_number}, attempt {attempt}: refused")
         if any(hmac.compare_digest(d, u) for u in key.used_sets):
@@ -103,6 +114,7 @@ class ThresholdMember:
                 len(key.used_rounds) >= key.max_shares:
             raise EpochError(f"this key share already served {key.max_shares} rounds: a new key epoch is required")
         self.attempts.add((round_number, attempt))
+        self.answered[round_number] = transcript
         key.used_rounds.add(round_number)
         key.used_sets.add(d)
         lam = lagrange_at_zero(list(decrypting), params.data_primes)[index]
@@ -124,6 +136,9 @@ class ThresholdMember:
         w.u32(len(self.attempts))
         for r, a in sorted(self.attempts):
             w.u64(r).u32(a)
+        w.u32(len(self.answered))
+        for r, t in sorted(self.answered.items()):
+            w.u64(r).raw(t)
         return w
 
     @classmethod
@@ -145,6 +160,7 @@ class ThresholdMember:
         own._own_part = r.array(shape, params.data_primes) if flag() else None
         own._share = r.array(shape, params.data_primes) if flag() else None
         own.attempts = {(r.u64(), r.u32()) for _ in range(r.u32())}
+        own.answered = {r.u64(): r.raw(32) for _ in range(r.u32())}
         return own
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from bastionfl.config import ThreatModel
 from bastionfl.crypto import CryptoError, ServerRound
+from bastionfl.crypto.threshold import MAX_REPROPOSALS
 from bastionfl.protocol import Key, MessageType, Record, Stage, array_blob, blob_array, config_record
 from bastionfl.server.secure import REFUSED, KeyEpoch, SecureState, drop_out
 from bastionfl.server.stages import client_metrics_of
@@ -140,7 +141,8 @@ class RevealStage:
 
 class ConsistencyStage:
     """Signed threat models: the round's proposal (U, commitments, the aggregate's digest) out; every member signs
-    the transcript (in malicious with a sketch of its own c1). One missing signature fails the attempt (N-of-N)."""
+    the transcript (in malicious with a sketch of its own c1). One missing signature fails the attempt (N-of-N);
+    t-of-n goes on with t signers, re-proposing U without the members of U that did not sign (malicious)."""
 
     name = Stage.CONSISTENCY
 
@@ -164,19 +166,42 @@ class ConsistencyStage:
             raise RoundFailed(f"{len(failed)} member(s) did not sign the round transcript; "
                               + ("retrying with the survivors" if n_of_n else "skipping the round"), retry=n_of_n)
 
-    @staticmethod
-    def _threshold_goes_on(ctx: ServerContext, rs: RoundState, epoch: KeyEpoch, current: ServerRound,
+    def _threshold_goes_on(self, ctx: ServerContext, rs: RoundState, epoch: KeyEpoch, current: ServerRound,
                            failed: list[int]) -> bool:
-        """t-of-n: the round goes on with t signers, unless (malicious) a member of U did not sign: its sketch
-        vouches for C1, so that round restarts as in N-of-N."""
-        in_u = [n for n in failed if epoch.members.get(n) in current.uploads]
-        if (in_u and ctx.cfg.secure.threat_model is ThreatModel.MALICIOUS) or \
-                len(current.signers) < (epoch.threshold or 0):
+        """t-of-n: the round goes on with t signers. In malicious a member of U that did not sign leaves U (its
+        sketch vouched for C1): the live signers sign a proposal for U' = U minus those members, at most
+        ``MAX_REPROPOSALS`` times; ``failed`` gathers every node that failed on the way."""
+        state = ctx.states.get(SecureState)
+        while True:
+            in_u = sorted(i for n in failed if (i := epoch.members.get(n)) in current.uploads)
+            if not in_u or ctx.cfg.secure.threat_model is not ThreatModel.MALICIOUS:
+                break
+            left = len(current.uploads) - len(in_u)
+            if left < ctx.cfg.secure.min_uploads or current.reproposals >= MAX_REPROPOSALS:
+                log.warning("consistency: %d upload(s) would be left (min_uploads %d), re-proposal %d: giving up",
+                            left, ctx.cfg.secure.min_uploads, current.reproposals + 1)
+                return False
+            live = [n for n in epoch.nodes if n not in failed and epoch.members.get(n) in current.signers]
+            if len(live) < (epoch.threshold or 0):
+                return False
+            current.repropose(in_u)
+            gone = {n for n in failed if epoch.members.get(n) in in_u}
+            state.uploaders = [n for n in state.uploaders if n not in gone]
+            rs.metrics["uploaders"] = len(current.uploads)
+            rs.metrics["num_examples"] = int(round(current.total_weight * epoch.weight_norm))
+            rs.metrics["reproposals"] = current.reproposals
+            log.info("consistency: %d member(s) of U did not sign; re-proposing U' of %d upload(s)", len(in_u),
+                     len(current.uploads))
+            proposals = {n: current.proposal(for_member=epoch.members[n]) for n in live}
+            failed += _collect(ctx, rs, self.name, MessageType.XMK_CONSISTENCY, live,
+                               lambda n: _content(ctx, rs, epoch, {Key.PROPOSAL: proposals[n], **epoch.key_blobs(n)}),
+                               lambda reply: self._take(epoch, current, reply))
+            failed[:] = sorted(set(failed))
+        if len(current.signers) < (epoch.threshold or 0):
             return False
         epoch.silent.update(failed)
         drop_out(ctx, rs, Stage.CONSISTENCY, failed, exclude=False)
         return True
-
 
     @staticmethod
     def _take(epoch: KeyEpoch, current: ServerRound, reply: Message) -> None:
