@@ -76,3 +76,19 @@ def test_too_many_vanish_fails_cleanly(tmp_path: Path) -> None:
     torch.manual_seed(0)  # the federation's initial model, as run_federation makes it
     start = build_task(cfg).new_model().state_dict()
     assert np.array_equal(_model(tmp_path), state_to_vector(start))
+
+
+def test_member_of_u_vanishing_at_consistency_is_left_out(tmp_path: Path) -> None:
+    """Malicious t-of-n: a member of U vanishes before signing the transcript. The round is not skipped: U' = U
+    minus that member is re-proposed and signed, t members decrypt, and the model equals plaintext FedAvg of U'
+    (a plaintext run where that client drops before training)."""
+    n, seed, pid = 8, 3, 2
+    common = {"threshold": 0.6, "threat_model": "malicious", "he_profile": "precise"}
+    history = _run(tmp_path / "he", n, 1, seed, secure_aggregation="xmkckks", inject_dropout=f"consistency:1:{pid}",
+                   **common)
+    _run(tmp_path / "plain", n, 1, seed, inject_dropout=f"train:1:{pid}")
+    r = history[0]
+    assert "skipped" not in r and r["restarts"] == 0 and r["reproposals"] == 1
+    assert r["uploaders"] == n - 1 and r["shares_used"] == -(-6 * n // 10) and r["dropouts"] == {"consistency": 1}
+    diff = float(np.abs(_model(tmp_path / "he") - _model(tmp_path / "plain")).max())
+    assert diff <= 1e-6, diff
