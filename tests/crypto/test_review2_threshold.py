@@ -93,3 +93,139 @@ def test_every_attempt_is_re_randomised_by_the_transcript(tiny):
     assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
     assert not np.array_equal(masks[0], attempt_mask(tiny, bytes(31) + b"\x01", 0))
     assert np.array_equal(masks[0], attempt_mask(tiny, bytes(32), 0))
+
+
+def test_a_member_of_u_is_decrypted_without_its_signature(tiny):
+    """malicious-colluding t-of-n: the decrypting set S needs t signers and U's c1 are checked against their
+    commitments, but no member of U has to sign. Its revealed upload is decrypted by t others: a node must count an
+    upload as spent when it reveals it, not when it signs (the node side: ``tests/integration/test_review2_node``)."""
+    n = 8
+    fed = threshold_epoch(tiny, "malicious-colluding", n, RULE, run_id="review2-unsigned-u")
+    t = fed.server.threshold
+    xs = [np.full(10, 0.1 * (i + 1)) for i in range(n)]
+    srv = signed_round(fed, 1, xs, uploaders=(0, 1, 2), signers=range(3, 3 + t))
+    s = tuple(range(3, 3 + t))
+    conf = srv.confirmation(0, s)
+    for i in s:
+        srv.add_share(fed.clients[i].on_round_confirmation(conf))
+    assert np.allclose(srv.result(), xs[0] + xs[1] + xs[2], atol=2e-2)
+
+
+def test_limit_a_fraction_threshold_follows_the_roster_the_server_chooses(tiny):
+    """Stated limit: a fraction rule gives t = ceil(f n) for the roster of the epoch, which the server chooses
+    (down to ``min_members``, among the certified nodes it admits). Pinned to 0.6 for a federation of 20 (t = 12,
+    c_max = 3), a node still takes an epoch of 5 (t = 3, c_max = 0): three colluders in it hold t key shares and
+    decrypt the victim's own upload. A count pin (t fixed; a smaller roster only raises c_max) or a ``min-members``
+    pin at which c_max(t, n) still covers the colluders closes it."""
+    n = 5
+    fed = threshold_epoch(tiny, "malicious-colluding", n, RULE, run_id="review2-small-roster")
+    t = fed.server.threshold
+    assert (t, c_max(t, n)) == (3, 0)
+    secret = np.linspace(-0.5, 0.5, 10)
+    from bastionfl.crypto import Upload
+    from bastionfl.crypto.decryption import decode_checked
+
+    fed.clients[0].upload(1, secret, 1.0)
+    data = fed.clients[0].rounds[1].own  # what the victim reveals
+    colluders = (1, 2, 3)
+    shares = [fed.clients[i].threshold.decryption_share(tiny, fed.clients[i].key, 1, 0, np.ascontiguousarray(
+        data[:, 1]), colluders, i, n, 1) for i in colluders]
+    assert np.allclose(decode_checked(tiny, data[:, 0], shares, 10, 1.0, n, 1), secret, atol=2e-2)  # tiny decodes to about 1e-2
+    assert Upload  # the victim's reveal carries exactly ``data`` (Upload(commitment, own))
+
+
+def test_equivocated_decrypting_sets_on_one_attempt_decrypt_nothing_more(tiny):
+    """The same attempt number with S1 to some members and S2 to another: each member answers the attempt once,
+    with the Lagrange coefficient of the set it was shown, so the shares of S2 = S1 - {4} + {5} do not combine (the
+    coefficients of 0..3 are S1's; rescaling them multiplies their floods by full-size numbers)."""
+    from bastionfl.crypto import RangeCheckError
+    from bastionfl.crypto.decryption import decode_checked
+
+    n = 7
+    fed = threshold_epoch(tiny, "malicious-colluding", n, RULE, run_id="review2-equivocation")
+    xs = [np.full(10, 0.05) for _ in range(n)]
+    srv = signed_round(fed, 1, xs)
+    s1, s2 = (0, 1, 2, 3, 4), (0, 1, 2, 3, 5)
+    conf1 = srv.confirmation(0, s1)
+    conf2 = dataclasses.replace(RoundConfirmation.from_bytes(tiny, conf1), decrypting=s2).to_bytes(tiny)
+    shares = {i: RoundShare.from_bytes(tiny, fed.clients[i].on_round_confirmation(conf1)).data for i in s1[:4]}
+    shares[5] = RoundShare.from_bytes(tiny, fed.clients[5].on_round_confirmation(conf2)).data
+    with pytest.raises(CryptoError):  # members 0..3 answered attempt 0 already: no S2 share from them
+        fed.clients[0].on_round_confirmation(conf2)
+    a = scheme.crs_polynomial(tiny, fed.server.crs)
+    from bastionfl.crypto.threshold import attempt_aggregate
+
+    c0 = attempt_aggregate(tiny, np.ascontiguousarray(srv._sum[:, 0]), fed.server.b_tilde, srv.transcript, 0)
+    assert a is not None
+    try:
+        out = decode_checked(tiny, c0, [shares[i] for i in s2], 10, 1.0 * n, n, n)
+    except RangeCheckError:
+        return
+    assert not np.allclose(out, sum(xs), atol=1e-2)
+
+
+def test_malformed_dealt_shares_are_refused_and_spend_nothing(tiny):
+    """T2 bytes a server alters: truncated, a flipped byte in a box, the recipient relabelled, two boxes swapped,
+    a box of another member's message, one box dropped. Each is a typed refusal that leaves the member able to
+    combine the true message afterwards (whose key share then interpolates with the others')."""
+    from bastionfl.crypto import ClientEpoch, ClientPolicy, ServerEpoch, ThreatModel
+    from bastionfl.crypto.threshold_messages import DealtShares
+
+    n, threat = 5, ThreatModel.MALICIOUS_COLLUDING
+    policy = ClientPolicy(threat, min_members=3, min_uploads=3, threshold=RULE)
+    server, opening = ServerEpoch.open(tiny, threat, "review2-dealt", 0, RULE)
+    pairs = [ClientEpoch.open(tiny, opening, policy) for _ in range(n)]
+    for _, reply in pairs:
+        server.add_key_reply(reply)
+    proposal = server.proposal()
+    clients = sorted((c for c, _ in pairs), key=lambda c: c.verification_key)
+    responses = [c.on_key_proposal(proposal) for c in clients]
+    dealings = [c.deal_shares() for c in clients]
+    for r in responses:
+        server.add_key_response(r)
+    for d in dealings:
+        server.add_dealing(d)
+    confirmation = server.confirmation()
+    dealt = server.take_dealt_shares()
+    true = DealtShares.from_bytes(tiny, dealt[0])
+    other = DealtShares.from_bytes(tiny, dealt[1])
+    flipped = bytearray(true.boxes[1][1])
+    flipped[40] ^= 1
+    boxes = list(true.boxes)
+    bad = [dealt[0][:-1], dealt[0] + b"\x00",
+           DealtShares(0, (boxes[0], (boxes[1][0], bytes(flipped)), *boxes[2:])).to_bytes(tiny),
+           DealtShares(1, true.boxes).to_bytes(tiny),
+           DealtShares(0, ((boxes[0][0], boxes[1][1]), (boxes[1][0], boxes[0][1]), *boxes[2:])).to_bytes(tiny),
+           DealtShares(0, ((boxes[0][0], other.boxes[1][1]), *boxes[1:])).to_bytes(tiny),
+           DealtShares(0, tuple(boxes[:-1])).to_bytes(tiny)]
+    for c in clients:
+        c.on_key_confirmation(confirmation)
+    for data in bad:
+        with pytest.raises(CryptoError):
+            clients[0].on_dealt_shares(data)
+        assert not clients[0].threshold.ready
+    for c in clients:
+        c.on_dealt_shares(dealt[c.index])
+    assert all(c.threshold.ready for c in clients)
+    with pytest.raises(CryptoError):  # and only once
+        clients[0].on_dealt_shares(dealt[0])
+
+
+@pytest.mark.parametrize(("pin", "asked", "ok"), [("0.6", 0.6, True), ("0.60", 0.6, True), ("0.6", 0.6000001, False),
+                                                  ("0.6", 3, False), ("3", 0.6, False), ("nan", 0.6, False),
+                                                  (None, 0.6, False), ("", 0.6, False), ("0.8", 1.0, True)])
+def test_the_threshold_pin_is_the_exact_value(pin, asked, ok):
+    """The node compares the server's threshold with its operator's pin as a number: a count for a fraction, a
+    nearby fraction, a missing or empty pin, NaN are refused; N-of-N is taken whatever the pin."""
+    from bastionfl.client.secure import client_policy
+    from bastionfl.config import RunConfig
+    from bastionfl.protocol import ProtocolError
+
+    cfg = RunConfig.build(num_clients=5, secure_aggregation="xmkckks", threshold=asked, auth="pseudonym",
+                          threat_model="malicious-colluding")
+    pins = {"threat-model": "malicious-colluding"} | ({} if pin is None else {"threshold": pin})
+    if ok:
+        assert client_policy(cfg, pins).threshold == (None if asked == 1.0 else ThresholdRule.parse(asked))
+    else:
+        with pytest.raises(ProtocolError):
+            client_policy(cfg, pins)
