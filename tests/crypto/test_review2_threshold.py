@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bastionfl.crypto import CryptoError, RoundConfirmation, RoundShare, scheme
+from bastionfl.crypto import CryptoError, RoundConfirmation, RoundShare
 from bastionfl.crypto.commitment import component_digests
 from bastionfl.crypto.round_messages import commitment_to_bytes
 from bastionfl.crypto.shamir import lagrange_at_zero
@@ -122,16 +122,15 @@ def test_limit_a_fraction_threshold_follows_the_roster_the_server_chooses(tiny):
     t = fed.server.threshold
     assert (t, c_max(t, n)) == (3, 0)
     secret = np.linspace(-0.5, 0.5, 10)
-    from bastionfl.crypto import Upload
     from bastionfl.crypto.decryption import decode_checked
 
-    fed.clients[0].upload(1, secret, 1.0)
-    data = fed.clients[0].rounds[1].own  # what the victim reveals
+    fed.clients[0].upload(1, secret, 1.0)  # the signed commitment; the reveal carries these ciphertexts
+    data = fed.clients[0].rounds[1].own
+    assert fed.clients[0].rounds[1].commitment.matches(data)
     colluders = (1, 2, 3)
     shares = [fed.clients[i].threshold.decryption_share(tiny, fed.clients[i].key, 1, 0, np.ascontiguousarray(
         data[:, 1]), colluders, i, n, 1) for i in colluders]
-    assert np.allclose(decode_checked(tiny, data[:, 0], shares, 10, 1.0, n, 1), secret, atol=2e-2)  # tiny decodes to about 1e-2
-    assert Upload  # the victim's reveal carries exactly ``data`` (Upload(commitment, own))
+    assert np.allclose(decode_checked(tiny, data[:, 0], shares, 10, 1.0, n, 1), secret, atol=2e-2)  # tiny: ~1e-2
 
 
 def test_equivocated_decrypting_sets_on_one_attempt_decrypt_nothing_more(tiny):
@@ -152,11 +151,9 @@ def test_equivocated_decrypting_sets_on_one_attempt_decrypt_nothing_more(tiny):
     shares[5] = RoundShare.from_bytes(tiny, fed.clients[5].on_round_confirmation(conf2)).data
     with pytest.raises(CryptoError):  # members 0..3 answered attempt 0 already: no S2 share from them
         fed.clients[0].on_round_confirmation(conf2)
-    a = scheme.crs_polynomial(tiny, fed.server.crs)
     from bastionfl.crypto.threshold import attempt_aggregate
 
     c0 = attempt_aggregate(tiny, np.ascontiguousarray(srv._sum[:, 0]), fed.server.b_tilde, srv.transcript, 0)
-    assert a is not None
     try:
         out = decode_checked(tiny, c0, [shares[i] for i in s2], 10, 1.0 * n, n, n)
     except RangeCheckError:
@@ -167,26 +164,10 @@ def test_equivocated_decrypting_sets_on_one_attempt_decrypt_nothing_more(tiny):
 def test_malformed_dealt_shares_are_refused_and_spend_nothing(tiny):
     """T2 bytes a server alters: truncated, a flipped byte in a box, the recipient relabelled, two boxes swapped,
     a box of another member's message, one box dropped. Each is a typed refusal that leaves the member able to
-    combine the true message afterwards (whose key share then interpolates with the others')."""
-    from bastionfl.crypto import ClientEpoch, ClientPolicy, ServerEpoch, ThreatModel
+    combine the true message afterwards."""
     from bastionfl.crypto.threshold_messages import DealtShares
 
-    n, threat = 5, ThreatModel.MALICIOUS_COLLUDING
-    policy = ClientPolicy(threat, min_members=3, min_uploads=3, threshold=RULE)
-    server, opening = ServerEpoch.open(tiny, threat, "review2-dealt", 0, RULE)
-    pairs = [ClientEpoch.open(tiny, opening, policy) for _ in range(n)]
-    for _, reply in pairs:
-        server.add_key_reply(reply)
-    proposal = server.proposal()
-    clients = sorted((c for c, _ in pairs), key=lambda c: c.verification_key)
-    responses = [c.on_key_proposal(proposal) for c in clients]
-    dealings = [c.deal_shares() for c in clients]
-    for r in responses:
-        server.add_key_response(r)
-    for d in dealings:
-        server.add_dealing(d)
-    confirmation = server.confirmation()
-    dealt = server.take_dealt_shares()
+    clients, confirmation, dealt = _dealt_epoch(tiny, "review2-dealt")
     true = DealtShares.from_bytes(tiny, dealt[0])
     other = DealtShares.from_bytes(tiny, dealt[1])
     flipped = bytearray(true.boxes[1][1])
@@ -209,6 +190,40 @@ def test_malformed_dealt_shares_are_refused_and_spend_nothing(tiny):
     assert all(c.threshold.ready for c in clients)
     with pytest.raises(CryptoError):  # and only once
         clients[0].on_dealt_shares(dealt[0])
+
+
+def _dealt_epoch(params, run_id: str, epoch: int = 0, n: int = 5):  # noqa: ANN001, ANN202
+    """K1, K2, T1 and the key confirmation of a t-of-n epoch; the members have not combined their dealt shares."""
+    from bastionfl.crypto import ClientEpoch, ClientPolicy, ServerEpoch, ThreatModel
+
+    threat = ThreatModel.MALICIOUS_COLLUDING
+    policy = ClientPolicy(threat, min_members=3, min_uploads=3, threshold=RULE)
+    server, opening = ServerEpoch.open(params, threat, run_id, epoch, RULE)
+    pairs = [ClientEpoch.open(params, opening, policy) for _ in range(n)]
+    for _, reply in pairs:
+        server.add_key_reply(reply)
+    proposal = server.proposal()
+    clients = sorted((c for c, _ in pairs), key=lambda c: c.verification_key)
+    responses = [c.on_key_proposal(proposal) for c in clients]
+    dealings = [c.deal_shares() for c in clients]
+    for r in responses:
+        server.add_key_response(r)
+    for d in dealings:
+        server.add_dealing(d)
+    return clients, server.confirmation(), server.take_dealt_shares()
+
+
+def test_dealt_shares_of_another_epoch_do_not_open(tiny):
+    """Boxes replayed from an earlier epoch of the same run (same member positions): the exchange keys are fresh
+    per epoch and the boxes bound to the roster transcript, so none opens; the true message still combines."""
+    old_clients, _, old_dealt = _dealt_epoch(tiny, "review2-replay", epoch=0)
+    clients, confirmation, dealt = _dealt_epoch(tiny, "review2-replay", epoch=1)
+    for c in clients:
+        c.on_key_confirmation(confirmation)
+    with pytest.raises(CryptoError):
+        clients[0].on_dealt_shares(old_dealt[0])
+    clients[0].on_dealt_shares(dealt[0])
+    assert clients[0].threshold.ready and old_clients[0].threshold is not None
 
 
 @pytest.mark.parametrize(("pin", "asked", "ok"), [("0.6", 0.6, True), ("0.60", 0.6, True), ("0.6", 0.6000001, False),
