@@ -360,6 +360,8 @@ def handle_reveal(msg: Message, context: Context, cfg: RunConfig) -> Message:
         epoch, number = _load(context, cfg, msg)
         blob = epoch.on_commitment_list(_blob(msg, Key.COMMITMENTS))
     _save(context, epoch, number)
+    if epoch.threshold is not None:  # t-of-n: any t signers decrypt U, this node's signature is not needed
+        _release_pending(context)
     return _reply(msg, {Key.UPLOAD: blob}, diagnostics={"he_reveal_s": time.perf_counter() - start})
 
 

@@ -182,16 +182,18 @@ def check_attempt(attempt: int) -> None:
         raise VerificationError(f"decryption attempt {attempt} out of range")
 
 
-def attempt_mask(params: Params, transcript: bytes, attempt: int) -> np.ndarray | None:
-    """The re-randomiser ``u_a`` of attempt ``a`` in NTT form (L, N): None for the first attempt, then a ternary
-    polynomial drawn from SHAKE-256(transcript, a) (fixed by the round transcript: the server cannot choose it).
+def attempt_mask(params: Params, transcript: bytes, attempt: int) -> np.ndarray:
+    """The re-randomiser ``u_a`` of attempt ``a`` in NTT form (L, N): a ternary polynomial drawn from
+    SHAKE-256(transcript, a) (fixed by the round transcript: the server cannot choose it), the first attempt included.
+
+    Attempt 0 too: a member's Shamir key share is full-size, so ``lambda k C1 + E`` on an aggregate that colluders
+    chose (U of colluders alone, C1 a constant) gives each coefficient of k to within the flood, and two or three
+    such rounds give k (``test_review2_threshold``). ``C1 + u_0 a`` is never the colluders' choice.
 
     A polynomial, never a scalar: with ``C1 + v_a a`` (scalar ``v_a``) one member's shares on several attempts are,
     coefficient by coefficient, noisy combinations of the same two unknowns (``k C1``, ``k a``) with known weights,
     and six of them give its key share to LLL (``test_review_threshold``). ``u_a a`` mixes every coefficient."""
     check_attempt(attempt)
-    if attempt == 0:
-        return None
     n = params.poly_modulus_degree
     raw = np.frombuffer(hashlib.shake_256(hash_parts(b"attempt-mask", transcript, struct.pack("<I", attempt)))
                         .digest(n // 4), dtype=np.uint8)
