@@ -116,6 +116,7 @@ def test_cli_missing_dataset_exits_2(tmp_path: Path) -> None:
         ({"dataset": "sst2", "repair": "finetune", "clean_set_size": 100, "repair_lr": 0.5}, "repair_lr"),
         ({"repair": "rnp"}, "clean_set_size"),  # a repair without a clean set has nothing to learn from
         ({"repair": "nad", "clean_set_size": 5}, "clean_set_size"),
+        ({"repair": "finetune", "clean_set_size": 150}, "clean_set_size"),  # 75 validation images: 1.33-point steps
         ({"attack": "badnets", "poisoned_clients": 6}, "poisoned_clients"),  # more than the 5 clients
         ({"auth": "pseudonym", "auth_ha_url": "https://ha:8443"}, "auth_ha_token_file"),
         ({"auth": "pseudonym", "auth_ha_url": "http://ha:8443", "auth_ha_token_file": "t"}, "auth_ha_url"),
@@ -126,6 +127,18 @@ def test_cross_field_checks_name_the_key(values: dict[str, str], key: str) -> No
     with pytest.raises(ConfigError, match=f"'{key}'") as info:
         apply_overrides(RunConfig(), values)
     assert "\n" not in str(info.value)
+
+
+def test_the_validation_part_must_resolve_the_allowed_repair_drop() -> None:
+    for size, drop in ((200, 1.0), (150, 1.5), (100, 2.0), (40, 0.0)):  # 100, 75, 50, 20 images validate
+        apply_overrides(RunConfig(), {"repair": "finetune", "clean_set_size": size, "repair_max_ca_drop": drop})
+    with pytest.raises(ConfigError, match="75 validation images cannot resolve repair_max_ca_drop 1.0"):
+        apply_overrides(RunConfig(), {"repair": "nad", "clean_set_size": 150})
+    with pytest.raises(ConfigError, match="'clean_set_size'"):
+        apply_overrides(RunConfig(), {"repair": "rnp", "clean_set_size": 300, "repair_val_fraction": 0.3})
+    assert apply_overrides(RunConfig(), {"clean_set_size": 150}).defense.clean_set_size == 150  # no repair: no check
+    text = apply_overrides(RunConfig(), {"dataset": "sst2", "repair": "finetune", "clean_set_size": 40})
+    assert text.defense.repair_val_fraction == 0  # the text clean tune validates nothing, so nothing to resolve
 
 
 def test_a_text_dataset_alone_takes_the_text_task_defaults() -> None:
@@ -183,12 +196,12 @@ def test_clients_are_sent_only_what_they_need() -> None:
 
     cfg = RunConfig.build(auth="pseudonym", auth_ha_url="https://ha.example:8443", auth_ha_token_file="/srv/token",
                           auth_ha_ca="/srv/ca.pem", auth_ha_db="/srv/ha.sqlite", out_dir="/srv/runs",
-                          repair="rnp", clean_set_size=100, secure_aggregation="xmkckks")
+                          repair="rnp", clean_set_size=200, secure_aggregation="xmkckks")
     sent = client_values(cfg)
     for secret in ("auth_ha_url", "auth_ha_token_file", "auth_ha_ca", "auth_ha_db", "out_dir", "repair"):
         assert secret not in sent
     assert not any("/srv" in str(v) for v in sent.values())
-    assert sent["clean_set_size"] == 100 and sent["secure_aggregation"] == "xmkckks"  # clients leave the clean set out
+    assert sent["clean_set_size"] == 200 and sent["secure_aggregation"] == "xmkckks"  # clients leave the clean set out
     view = from_client_values(sent)
     assert view.task == cfg.task and view.attack == cfg.attack and view.secure == cfg.secure
     with pytest.raises(ConfigError, match="server-side"):

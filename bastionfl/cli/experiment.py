@@ -21,7 +21,7 @@ def _image_parser() -> argparse.ArgumentParser:
                    help="run the attack arms with xMK-CKKS secure aggregation (the reference stays plaintext)")
     p.add_argument("--only", help="comma-separated rows to run, as attack/defense shell patterns "
                                   "(e.g. 'badnets/*,*/nad' or 'blended'); the no-attack reference always runs")
-    p.add_argument("--quick", action="store_true", help="tiny digits configuration (for tests)")
+    p.add_argument("--quick", action="store_true", help="tiny digits configuration: 3 clients, clean set 300 (150 validate a repair; for tests)")
     p.add_argument("--results", type=Path, default=Path("docs/results-image.md"), help="markdown output")
     p.add_argument("--work-dir", type=Path, help="keep the runs' metrics and checkpoints here (default: temporary)")
     p.add_argument("--seed", type=int, default=0, help="one seed (with --quick, or --seeds '')")

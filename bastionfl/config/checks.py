@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from .enums import IMAGE_MODELS, TASK_PROFILES, Auth, Repair, TaskKind
@@ -9,7 +10,7 @@ from .enums import IMAGE_MODELS, TASK_PROFILES, Auth, Repair, TaskKind
 if TYPE_CHECKING:
     from .run import RunConfig
 
-__all__ = ["cross_check", "MIN_CLEAN_SET", "DROPOUT_STAGES", "threshold_rule"]
+__all__ = ["cross_check", "MIN_CLEAN_SET", "DROPOUT_STAGES", "threshold_rule", "val_images_needed"]
 
 MIN_CLEAN_SET = 10  # examples: below this a server repair has nothing to learn from
 
@@ -80,6 +81,19 @@ def _repair(cfg: "RunConfig") -> None:
         if val < MIN_CLEAN_SET or d.clean_set_size - val < MIN_CLEAN_SET:
             _fail("repair_val_fraction", f"{d.repair_val_fraction} of clean_set_size {d.clean_set_size} leaves "
                                          f"fewer than {MIN_CLEAN_SET} images for repair or validation")
+        need = val_images_needed(d.repair_max_ca_drop)
+        if val < need:
+            _fail("clean_set_size", f"{d.clean_set_size} x repair_val_fraction {d.repair_val_fraction} = {val} "
+                                    f"validation images cannot resolve repair_max_ca_drop {d.repair_max_ca_drop} "
+                                    f"(one image is {100 / val:.2f} points; needs >= {need}): raise clean_set_size "
+                                    "or repair_max_ca_drop")
+
+
+def val_images_needed(max_ca_drop: float) -> int:
+    """Validation images whose one-image step (100 / V points) is at most ``max_ca_drop`` (0: none, nothing resolves 0)."""
+    if max_ca_drop <= 0:
+        return 0
+    return math.ceil(100 / max_ca_drop - 1e-9)
 
 
 _RNP_KEYS = ("rnp_prune_by", "rnp_max_threshold", "rnp_max_pruned_fraction", "rnp_unlearn_stop_acc",

@@ -171,7 +171,8 @@ class DefenseConfig:
                                          clients=False)
     repair_max_ca_drop: float = setting(1.0, "a repair is accepted only if accuracy on the validation part drops by "
                                         "at most this many points; else it is retried at a tenth of the lr, then "
-                                        "discarded for the unrepaired model", _range(0.0, 100.0), clients=False)
+                                        "discarded for the unrepaired model; the validation part needs >= 100 / "
+                                        "this images to resolve it", _range(0.0, 100.0), clients=False)
     repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/NAD 0.1 and "
                                "RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",
                                _range(0.0, 10.0), clients=False)

@@ -7,7 +7,8 @@ The server's clean set is split once per run (seeded) into a repair part and a v
 mask is left as it was). With ``repair_val_fraction = 0`` the whole clean set repairs and nothing is checked.
 
 The check sees a drop only down to one validation image: with V images its resolution is 100 / V points, so a
-validation part of at least 100 / ``repair_max_ca_drop`` images resolves the allowed drop.
+validation part of at least 100 / ``repair_max_ca_drop`` images resolves the allowed drop; a configuration with a
+smaller one is refused (``config.checks.val_images_needed``).
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def base_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
     if args.quick:
         values: dict[str, Any] = {"dataset": "digits", "data_dir": "", "model": "cnn", "train_subset": 0,
                                   "num_clients": 3, "poisoned_clients": 1, "rounds": args.rounds or 2,
-                                  "clean_set_size": 150, "poison_rate": 0.2, "lr": 0.05, "batch_size": 32}
+                                  "clean_set_size": 300, "poison_rate": 0.2, "lr": 0.05, "batch_size": 32}
     else:
         values = {"dataset": "fashion-mnist", "data_dir": args.data_dir, "model": args.model,
                   "train_subset": args.train_subset, "num_clients": 10, "poisoned_clients": 3,

@@ -13,7 +13,7 @@ from bastionfl.simulations.simulate import run_simulated
 @pytest.mark.parametrize("repair", ["rnp", "nad"])
 def test_attack_with_client_abl_and_server_repair(tmp_path: Path, repair: str) -> None:
     cfg = RunConfig.build(num_clients=3, rounds=2, seed=1, attack="badnets", poisoned_clients=1, poison_rate=0.2,
-                    client_defense="abl", repair=repair, clean_set_size=120)
+                    client_defense="abl", repair=repair, clean_set_size=120, repair_max_ca_drop=2)
     rounds = run_simulated(cfg, tmp_path)
     assert [r["round"] for r in rounds] == [1, 2]
     for r in rounds:

@@ -24,7 +24,7 @@ class _Model(nn.Module):
 
 
 def _cfg() -> RunConfig:
-    return RunConfig.build(repair="finetune", clean_set_size=100, repair_max_ca_drop=1.0)
+    return RunConfig.build(repair="finetune", clean_set_size=200, repair_max_ca_drop=1.0)
 
 
 def _clean() -> tuple[torch.Tensor, torch.Tensor]:

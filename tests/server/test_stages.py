@@ -97,7 +97,8 @@ def test_evaluation_reports_accuracy_and_the_attack_success_rate() -> None:
 
 
 def test_repair_runs_in_the_last_rounds_only_and_keeps_rnp_masks_across_a_checkpoint() -> None:
-    cfg = RunConfig.build(repair="rnp", clean_set_size=100, rounds=3, repair_last_rounds=1, rnp_prune_by="number",
+    cfg = RunConfig.build(repair="rnp", clean_set_size=100, repair_max_ca_drop=2, rounds=3, repair_last_rounds=1,
+                          rnp_prune_by="number",
                           rnp_unlearn_stop_acc=0.3)
     ctx, _ = stage_context(cfg, [1], lambda *a: None)
     early = round_state(ctx, 1)
