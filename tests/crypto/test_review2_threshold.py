@@ -129,7 +129,7 @@ def test_limit_a_fraction_threshold_follows_the_roster_the_server_chooses(tiny):
     assert fed.clients[0].rounds[1].commitment.matches(data)
     colluders = (1, 2, 3)
     shares = [fed.clients[i].threshold.decryption_share(tiny, fed.clients[i].key, 1, 0, np.ascontiguousarray(
-        data[:, 1]), colluders, i, n, 1) for i in colluders]
+        data[:, 1]), colluders, i, n, 1, transcript=b"round-1") for i in colluders]
     assert np.allclose(decode_checked(tiny, data[:, 0], shares, 10, 1.0, n, 1), secret, atol=2e-2)  # tiny: ~1e-2
 
 
