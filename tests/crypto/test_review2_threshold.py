@@ -17,7 +17,7 @@ from bastionfl.crypto.smudging import FLOOD_TERMS
 from bastionfl.crypto.threshold import ThresholdRule, attempt_mask, c_max
 
 from .test_review_threshold import _from_ntt
-from .threshold_engine import signed_round, threshold_epoch
+from .threshold_engine import dealt_epoch, signed_round, threshold_epoch
 
 N_MEMBERS = 20
 RULE = ThresholdRule.parse(0.6)  # t = 12, c_max = 3 = the default min_uploads: U may hold colluders alone
@@ -194,22 +194,7 @@ def test_malformed_dealt_shares_are_refused_and_spend_nothing(tiny):
 
 def _dealt_epoch(params, run_id: str, epoch: int = 0, n: int = 5):  # noqa: ANN001, ANN202
     """K1, K2, T1 and the key confirmation of a t-of-n epoch; the members have not combined their dealt shares."""
-    from bastionfl.crypto import ClientEpoch, ClientPolicy, ServerEpoch, ThreatModel
-
-    threat = ThreatModel.MALICIOUS_COLLUDING
-    policy = ClientPolicy(threat, min_members=3, min_uploads=3, threshold=RULE)
-    server, opening = ServerEpoch.open(params, threat, run_id, epoch, RULE)
-    pairs = [ClientEpoch.open(params, opening, policy) for _ in range(n)]
-    for _, reply in pairs:
-        server.add_key_reply(reply)
-    proposal = server.proposal()
-    clients = sorted((c for c, _ in pairs), key=lambda c: c.verification_key)
-    responses = [c.on_key_proposal(proposal) for c in clients]
-    dealings = [c.deal_shares() for c in clients]
-    for r in responses:
-        server.add_key_response(r)
-    for d in dealings:
-        server.add_dealing(d)
+    server, clients = dealt_epoch(params, "malicious-colluding", n, RULE, run_id, epoch)
     return clients, server.confirmation(), server.take_dealt_shares()
 
 

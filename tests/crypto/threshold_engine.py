@@ -12,9 +12,9 @@ from bastionfl.crypto.threshold import ThresholdRule
 from tests.crypto.engine import Federation
 
 
-def threshold_epoch(params: Params, threat: ThreatModel | str, n: int, rule: ThresholdRule, run_id: str = "t-of-n",
-                    epoch: int = 0) -> Federation:
-    """K1, K2 with the dealings (T1), K3 with the dealt shares (T2): every member holds its threshold key share."""
+def dealt_epoch(params: Params, threat: ThreatModel | str, n: int, rule: ThresholdRule, run_id: str = "t-of-n",
+                epoch: int = 0) -> tuple[ServerEpoch, list[ClientEpoch]]:
+    """K1, K2 with the dealings (T1): the server holds every dealt box; no member has combined its share yet."""
     threat = ThreatModel.parse(threat)
     policy = ClientPolicy(threat, min_members=min(3, n), min_uploads=min(3, n), threshold=rule)
     server, opening = ServerEpoch.open(params, threat, run_id, epoch, rule)
@@ -33,6 +33,14 @@ def threshold_epoch(params: Params, threat: ThreatModel | str, n: int, rule: Thr
         server.add_key_response(r)
     for d in dealings:
         server.add_dealing(d)
+    return server, clients
+
+
+def threshold_epoch(params: Params, threat: ThreatModel | str, n: int, rule: ThresholdRule, run_id: str = "t-of-n",
+                    epoch: int = 0) -> Federation:
+    """K1, K2 with the dealings (T1), K3 with the dealt shares (T2): every member holds its threshold key share."""
+    threat = ThreatModel.parse(threat)
+    server, clients = dealt_epoch(params, threat, n, rule, run_id, epoch)
     confirmation = server.confirmation()
     first = server.dealt_shares(0)
     dealt = server.take_dealt_shares()  # as the server glue does: every box released as it is copied out
