@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ __all__ = ["handle_keygen", "handle_key_proposal", "handle_train", "handle_revea
            "handle_decrypt", "client_policy", "model_digest", "PINS"]
 
 STATE_KEY = NodeState.XMK  # this node's epoch (secrets inside), in context.state only
-_EPOCH, _NUMBER = "epoch", "number"
+_EPOCH, _NUMBER, _TAG = "epoch", "number", "tag"
 
 
 def _params(cfg: RunConfig) -> Params:
@@ -132,9 +133,21 @@ def _check_threshold(cfg: RunConfig, pinned: str | None) -> None:
 
 def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
     """The epoch into the node's state: an Array (Flower moves arrays between SuperNode and ClientApp in chunks;
-    a malicious-colluding client holds its ciphertexts here until it reveals them)."""
+    a malicious-colluding client holds its ciphertexts here until it reveals them). With a state folder, only if
+    the state this step started from is the one the node stored last (``state_store.advance_state_tag``): Flower
+    hands two messages sent together the same stored state, and the second step would fork the share records."""
+    tag = os.urandom(16).hex()
+    where = _spent_store(context)
+    if where is not None:
+        from bastionfl.client.state_store import advance_state_tag
+
+        meta = context.state.config_records.get(STATE_KEY + ".meta")
+        held = None if meta is None or _TAG not in meta else str(meta[_TAG])
+        if not advance_state_tag(*where, held, tag):
+            raise ProtocolError("this node's key-epoch state changed since this message's ClientApp took its copy "
+                                "(two messages at once, or a stale state): refused, nothing leaves")
     context.state[STATE_KEY] = ArrayRecord({_EPOCH: blob_array(epoch.export_local())})
-    context.state[STATE_KEY + ".meta"] = ConfigRecord({_NUMBER: number})
+    context.state[STATE_KEY + ".meta"] = ConfigRecord({_NUMBER: number, _TAG: tag})
 
 
 _SPENT = STATE_KEY + ".spent"  # node-level, kept across key epochs: updates already in a decryptable transcript

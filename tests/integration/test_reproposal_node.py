@@ -1,0 +1,135 @@
+"""Re-proposals at the node: the real ClientApp handlers against a malicious server that runs two of a node's
+messages at once. Flower gives each message its own ClientApp process and hands each the node's context as it was
+stored when the process started, then stores whatever the process returns (the last one wins): two messages sent
+together both start from the same state, so each of the node's "one share per round" records can be forked."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+from bastionfl.client.secure import _save, _spent, handle_consistency, handle_decrypt
+from bastionfl.config import RunConfig
+from bastionfl.crypto import get_profile
+from bastionfl.crypto.threshold import ThresholdRule
+from bastionfl.protocol import Key, MessageType, ProtocolError, Record, blob_array, config_record
+from tests.crypto.threshold_engine import threshold_epoch
+from tests.flower_helpers import node_context
+
+N = 5  # t = 3, c_max = 0: two upload sets of one round need 2t = 6 share-givers, so one of the five gives twice
+EPOCH = 4
+NODE = 400
+
+
+def _cfg() -> RunConfig:
+    return RunConfig.build(num_clients=N, secure_aggregation="xmkckks", he_profile="lean", threshold=0.6,
+                           auth="pseudonym", threat_model="malicious")
+
+
+@pytest.fixture(scope="module")
+def fed():  # noqa: ANN201
+    return threshold_epoch(get_profile("lean"), "malicious", N, ThresholdRule.parse(0.6), run_id="repropose-node")
+
+
+def _message(cfg: RunConfig, key: str, blob: bytes, kind: str) -> Message:
+    content = RecordDict({Record.XMK: ArrayRecord({key: blob_array(blob)}),
+                          Record.XMK_CONFIG: ConfigRecord({Key.EPOCH: EPOCH}), Record.CONFIG: config_record(cfg, 1)})
+    return Message(content, dst_node_id=NODE, message_type=kind)
+
+
+def _blob(reply: Message, key: str) -> bytes:
+    from bastionfl.protocol import array_blob
+
+    assert not reply.has_error()
+    return array_blob(reply.content[Record.XMK][key])
+
+
+def _task(ctx):  # noqa: ANN001, ANN202
+    """What one ClientApp process gets: the node's context as stored now (a copy)."""
+    return copy.deepcopy(ctx)
+
+
+def _node(fed, tmp_path: Path, state_dir: bool):  # noqa: ANN001, ANN202
+    ctx = node_context(0, N, node_id=NODE)
+    ctx.node_config.update({"threat-model": "malicious", "threshold": "0.6"})
+    if state_dir:
+        ctx.node_config["state-dir"] = str(tmp_path / "state")
+    _save(ctx, fed.clients[0], EPOCH)
+    return ctx
+
+
+def _fork_two_upload_sets(fed, ctx, number: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:  # noqa: ANN001
+    """U = {0..3} (member 4 does not upload); node 0 (the real handlers) and members 1-4 sign it. Two tasks start
+    from node 0's stored state: one decrypts U with S = {0, 3, 4}, the other signs the re-proposal U' = U - {3}; the
+    second is stored last, and node 0 then decrypts U' with S = {0, 1, 2}. Honest members 1-4 each give shares for
+    one upload set; node 0 gives them for two. Returns both sums and the updates."""
+    cfg = _cfg()
+    rng = np.random.default_rng(number)
+    xs = [rng.uniform(-1, 1, 40) for _ in range(N)]
+    ups = [fed.clients[i].upload(number, xs[i], 1.0) for i in range(N - 1)]
+    _save(ctx, fed.clients[0], EPOCH)  # the node's own upload, stored as handle_train stores it
+    whole, part = fed.server.new_round(number), fed.server.new_round(number)  # the server's two views of the round
+    for srv in (whole, part):
+        for u in ups:
+            srv.add_upload(u)
+    sigs = [_blob(handle_consistency(_message(cfg, Key.PROPOSAL, whole.proposal(0), MessageType.XMK_CONSISTENCY),
+                                     ctx, cfg), Key.SIGNATURE)]
+    sigs += [fed.clients[i].on_round_proposal(whole.proposal(i)) for i in range(1, N)]
+    for srv in (whole, part):
+        srv.proposal()
+        for s in sigs:
+            srv.add_signature(s)
+    task_a, task_b = _task(ctx), _task(ctx)  # both messages arrive together: the same stored state
+    conf = whole.confirmation(0, (0, 3, 4))
+    whole.add_share(_blob(handle_decrypt(_message(cfg, Key.CONFIRMATION, conf, MessageType.XMK_DECRYPT), task_a,
+                                         cfg), Key.SHARE))
+    for i in (3, 4):
+        whole.add_share(fed.clients[i].on_round_confirmation(conf))
+    part.repropose([N - 2])
+    sig = handle_consistency(_message(cfg, Key.PROPOSAL, part.proposal(0), MessageType.XMK_CONSISTENCY), task_b, cfg)
+    part.add_signature(_blob(sig, Key.SIGNATURE))  # task b finishes last: its state is the one stored
+    for i in (1, 2):
+        part.add_signature(fed.clients[i].on_round_proposal(part.proposal(i)))
+    conf = part.confirmation(0, (0, 1, 2))
+    part.add_share(_blob(handle_decrypt(_message(cfg, Key.CONFIRMATION, conf, MessageType.XMK_DECRYPT), task_b,
+                                        cfg), Key.SHARE))
+    for i in (1, 2):
+        part.add_share(fed.clients[i].on_round_confirmation(conf))
+    return whole.result(), part.result(), xs
+
+
+def test_two_tasks_from_one_stored_state_cannot_give_shares_for_two_upload_sets(fed, tmp_path: Path) -> None:
+    """With a state folder, the second task to finish finds the node's state moved on since its copy was taken and
+    refuses: no signature on U' leaves after a share on U, and the dropped member's update stays hidden."""
+    ctx = _node(fed, tmp_path, state_dir=True)
+    with pytest.raises(ProtocolError, match="state changed"):
+        _fork_two_upload_sets(fed, ctx, 11)
+
+
+def test_limit_without_a_state_folder_two_tasks_decrypt_two_upload_sets(fed, tmp_path: Path) -> None:
+    """Stated limit: without a state folder the node has no record outside the context Flower hands each task, and
+    the fork works: sum(U) - sum(U') is member 3's update."""
+    ctx = _node(fed, tmp_path, state_dir=False)
+    whole, reduced, xs = _fork_two_upload_sets(fed, ctx, 12)
+    assert np.abs((whole - reduced) - xs[N - 2]).max() < 1e-3
+
+
+def test_a_spent_record_written_from_an_older_view_keeps_the_releases(tmp_path: Path) -> None:
+    """Two tasks read the spent record; one releases its pending results (its share left), then the other writes its
+    own older view (a new pending result): the release must survive, or the node uploads a released result again."""
+    from bastionfl.client.state_store import load_spent, save_spent
+
+    root = str(tmp_path / "state")
+    old, new = b"o" * 32, b"n" * 32
+    save_spent(root, 0, [], [old])
+    save_spent(root, 0, [old], [])  # task a releases
+    save_spent(root, 0, [], [old, new])  # task b, which read the record before a wrote
+    released, pending = load_spent(root, 0)
+    assert old in released and new in pending and old not in pending
+    ctx = node_context(0, N, node_id=NODE)  # what the next task reads: the release is there
+    ctx.node_config["state-dir"] = root
+    assert old in _spent(ctx)[0]
