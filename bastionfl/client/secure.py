@@ -131,18 +131,19 @@ def _check_threshold(cfg: RunConfig, pinned: str | None) -> None:
         raise ProtocolError(f"the server asks for threshold {asked:g}; this node is pinned to {allowed:g}")
 
 
-def _save(context: Context, epoch: ClientEpoch, number: int) -> None:
+def _save(context: Context, epoch: ClientEpoch, number: int, *, new_epoch: bool = False) -> None:
     """The epoch into the node's state: an Array (Flower moves arrays between SuperNode and ClientApp in chunks;
     a malicious-colluding client holds its ciphertexts here until it reveals them). With a state folder, only if
     the state this step started from is the one the node stored last (``state_store.advance_state_tag``): Flower
-    hands two messages sent together the same stored state, and the second step would fork the share records."""
+    hands two messages sent together the same stored state, and the second step would fork the share records.
+    A new epoch replaces the state whatever it was (a refused stale state must not lock the node out for good)."""
     tag = os.urandom(16).hex()
     where = _spent_store(context)
     if where is not None:
         from bastionfl.client.state_store import advance_state_tag
 
         meta = context.state.config_records.get(STATE_KEY + ".meta")
-        held = None if meta is None or _TAG not in meta else str(meta[_TAG])
+        held = None if new_epoch or meta is None or _TAG not in meta else str(meta[_TAG])
         if not advance_state_tag(*where, held, tag):
             raise ProtocolError("this node's key-epoch state changed since this message's ClientApp took its copy "
                                 "(two messages at once, or a stale state): refused, nothing leaves")
@@ -305,7 +306,7 @@ def handle_keygen(msg: Message, context: Context, cfg: RunConfig, num_examples: 
         blobs[Key.VERIFICATION_KEY] = vk
         blobs[Key.ENDORSEMENT] = endorse_epoch_key(session.endorse_key, session.server_id, int(context.run_id),
                                                    number, vk)
-    _save(context, epoch, number)
+    _save(context, epoch, number, new_epoch=True)
     return _reply(msg, blobs, {Key.NUM_EXAMPLES: num_examples}, {"he_keygen_s": time.perf_counter() - start})
 
 
