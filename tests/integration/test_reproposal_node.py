@@ -14,7 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from bastionfl.client.secure import _save, _spent, handle_consistency, handle_decrypt
 from bastionfl.config import RunConfig
-from bastionfl.crypto import get_profile
+from bastionfl.crypto import RoundConfirmation, get_profile
 from bastionfl.crypto.threshold import ThresholdRule
 from bastionfl.protocol import Key, MessageType, ProtocolError, Record, blob_array, config_record
 from tests.crypto.threshold_engine import threshold_epoch
@@ -133,3 +133,33 @@ def test_a_spent_record_written_from_an_older_view_keeps_the_releases(tmp_path: 
     ctx = node_context(0, N, node_id=NODE)  # what the next task reads: the release is there
     ctx.node_config["state-dir"] = root
     assert old in _spent(ctx)[0]
+
+
+@pytest.mark.parametrize("state_dir", [True, False], ids=["state-folder", "limit-without"])
+def test_two_tasks_cannot_answer_one_attempt_twice(fed, tmp_path: Path, state_dir: bool) -> None:
+    """The same fork without a re-proposal: one attempt confirmed with two decrypting sets, sent together. Two shares
+    on one ciphertext under two Lagrange coefficients expose the member's key share (crypto.md §11); with a state
+    folder the second task is refused, without one both shares leave (the stated limit)."""
+    cfg = _cfg()
+    ctx = _node(fed, tmp_path, state_dir)
+    number = 21 + int(state_dir)
+    xs = [np.full(40, 0.1 * i) for i in range(N)]
+    srv = fed.server.new_round(number)
+    for i in range(N):
+        srv.add_upload(fed.clients[i].upload(number, xs[i], 1.0))
+    _save(ctx, fed.clients[0], EPOCH)
+    srv.add_signature(_blob(handle_consistency(_message(cfg, Key.PROPOSAL, srv.proposal(0), MessageType.XMK_CONSISTENCY),
+                                               ctx, cfg), Key.SIGNATURE))
+    for i in range(1, N):
+        srv.add_signature(fed.clients[i].on_round_proposal(srv.proposal(i)))
+    first = srv.confirmation(0, (0, 1, 2))
+    second = RoundConfirmation(number, 40, tuple(srv._signatures[i] for i in srv.signers),  # the attacker's own
+                               np.ascontiguousarray(srv._sum[:, 1]), attempt=0, decrypting=(0, 3, 4)).to_bytes(fed.params)
+    task_a, task_b = _task(ctx), _task(ctx)
+    handle_decrypt(_message(cfg, Key.CONFIRMATION, first, MessageType.XMK_DECRYPT), task_a, cfg)
+    if state_dir:
+        with pytest.raises(ProtocolError, match="state changed"):
+            handle_decrypt(_message(cfg, Key.CONFIRMATION, second, MessageType.XMK_DECRYPT), task_b, cfg)
+    else:
+        assert not handle_decrypt(_message(cfg, Key.CONFIRMATION, second, MessageType.XMK_DECRYPT), task_b,
+                                  cfg).has_error()
