@@ -199,3 +199,39 @@ def test_reproposal_record_survives_export_and_import(fed):
     with pytest.raises(ReplayError):
         again.on_round_proposal(evil.proposal(for_member=0))
     assert _close(fed, srv.result(), sum(xs[: N - 1]))
+
+
+def test_malformed_reproposals_are_refused_messages(fed):
+    """A member that signed U gets 300 mutated re-proposals (bytes flipped, truncated, extended, a count set to
+    2^32 - 1; checksum recomputed): a typed refusal (CryptoError) or a well-formed re-proposal, nothing else."""
+    from bastionfl.crypto import CryptoError
+    from bastionfl.crypto.wire import Kind, open_envelope, seal
+
+    number, xs = next(_round), _xs(8)
+    srv = _server(fed, number, _uploads(fed, number, xs), range(N))
+    _sign(fed, srv, range(N))
+    srv.repropose([N - 1])
+    body = bytes(open_envelope(Kind.ROUND_PROPOSAL, fed.params, srv.proposal(for_member=0)))
+    saved = fed.clients[0].export_local()
+    rng = np.random.default_rng(8)
+    refused = 0
+    for _ in range(300):
+        b, how = bytearray(body), int(rng.integers(0, 4))
+        if how == 0:
+            for pos in rng.integers(0, min(len(b), 2000), int(rng.integers(1, 4))):
+                b[pos] = int(rng.integers(0, 256))
+        elif how == 1:
+            b = b[: int(rng.integers(0, len(b)))]
+        elif how == 2:
+            b += bytes(int(x) for x in rng.integers(0, 256, int(rng.integers(1, 40))))
+        else:
+            pos = int(rng.integers(0, 20))
+            b[pos:pos + 4] = b"\xff" * 4
+        if bytes(b) == body:
+            continue
+        member = ClientEpoch.import_local(fed.params, saved)
+        try:  # a flip in the aggregate digest leaves a well-formed re-proposal, which is signed like any other
+            member.on_round_proposal(seal(Kind.ROUND_PROPOSAL, fed.params, bytes(b)))
+        except CryptoError:
+            refused += 1
+    assert refused > 250
