@@ -8,10 +8,12 @@ the baseline, and every other mode is reported as a ratio to it, measured in the
 Memory (simulation only): ``memory.server_process_peak_rss_mb`` is this process's peak RSS during the mode, which
 holds the ServerApp together with the engine that hands messages to the client actors and the loaded data set;
 ``memory.descendants_peak_rss_mb`` is the sampled peak of the summed RSS of the client actors and Ray's services.
+``machine.loadavg_1m_range`` (simulation only) is the lowest and highest 1-minute load average sampled meanwhile.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -46,8 +48,8 @@ def _per_client_stage_bytes(rounds: list[dict[str, Any]]) -> dict[str, dict[str,
     return {stage: {way: statistics.mean(v) for way, v in ways.items() if v} for stage, ways in sorted(samples.items())}
 
 
-ROUND_FIGURES = ("round", "time_s", "restarts", "key_epoch", "epoch_members", "threshold", "uploaders",
-                 "shares_used", "decrypt_attempts", "dropouts", "skipped")  # what every round's line keeps
+ROUND_FIGURES = ("round", "time_s", "stages", "restarts", "reproposals", "key_epoch", "epoch_members", "threshold",
+                 "uploaders", "shares_used", "decrypt_attempts", "dropouts", "skipped")  # what every round's line keeps
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,14 +124,15 @@ def run_rounds_bench(base: RunConfig, modes: list[str], progress: Callable[[str]
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             if deployment:
-                rounds, memory = run_deployed(cfg, Path(tmp)), None
+                rounds, memory, load = run_deployed(cfg, Path(tmp)), None, None
             else:
                 with MemoryWatch() as watch:  # the run folder is the simulation's out_dir (pseudonym admission)
                     rounds = run_simulated(apply_overrides(cfg, {"out_dir": tmp}), Path(tmp))
-                memory = watch.figures()
+                memory, load = watch.figures(), watch.load_range()
             summary = summarise(rounds)
             summary["wall_s"] = time.perf_counter() - start
             summary["memory"] = memory
+            summary["machine"] = {"cpus": os.cpu_count(), "loadavg_1m_range": load}
         results["modes"][mode] = summary
         peak = "" if memory is None or memory["server_process_peak_rss_mb"] is None else \
             f", server process peak RSS {memory['server_process_peak_rss_mb']:.0f} MB"

@@ -64,6 +64,7 @@ class MemoryWatch:
         self.interval_s = interval_s
         self.reset = False
         self.descendants_peak_kb = 0
+        self.load_1m: list[float] = []  # the 1-minute load average at each sample (the machine's share of the run)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="memory-watch", daemon=True)
 
@@ -71,9 +72,17 @@ class MemoryWatch:
         me = os.getpid()
         while not self._stop.wait(self.interval_s):
             self.descendants_peak_kb = max(self.descendants_peak_kb, _descendants_rss_kb(me))
+            self._sample_load()
+
+    def _sample_load(self) -> None:
+        try:
+            self.load_1m.append(os.getloadavg()[0])
+        except OSError:  # not available on this platform
+            pass
 
     def __enter__(self) -> MemoryWatch:
         self.reset = _reset_own_peak()
+        self._sample_load()
         if PROC.is_dir():
             self._thread.start()
         return self
@@ -82,6 +91,10 @@ class MemoryWatch:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+    def load_range(self) -> list[float] | None:
+        """Lowest and highest 1-minute load average seen over the block: what shared the CPUs with the run."""
+        return [round(min(self.load_1m), 2), round(max(self.load_1m), 2)] if self.load_1m else None
 
     def figures(self) -> dict[str, Any]:
         """Peak RSS in MB (None where unreadable), and what the own figure spans."""

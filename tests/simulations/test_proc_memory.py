@@ -34,3 +34,10 @@ def test_a_child_process_counts_among_the_descendants():
         child.wait(timeout=60)
         time.sleep(0.2)
     assert watch.figures()["descendants_peak_rss_mb"] >= 140
+
+
+def test_the_load_average_is_sampled_over_the_block():
+    with MemoryWatch(interval_s=0.05) as watch:
+        time.sleep(0.3)
+    low, high = watch.load_range()
+    assert len(watch.load_1m) >= 3 and 0 <= low <= high
