@@ -230,3 +230,25 @@ def test_an_honest_but_curious_node_runs_without_a_state_folder() -> None:
     require_state_folder(cfg, node_context(0, N, node_id=NODE))
     with pytest.raises(ProtocolError, match="state-dir"):
         require_state_folder(_cfg(), node_context(0, N, node_id=NODE))
+
+
+def test_a_federation_of_nodes_without_state_folders_stops_with_their_reason(tmp_path: Path,
+                                                                             caplog) -> None:  # noqa: ANN001
+    """Real ClientApps without state folders under a malicious server: each refuses key setup, the server logs each
+    node's one-line reason and gives the round up after its bounded attempts (no retry loop, no epoch)."""
+    import logging
+
+    from bastionfl.client.app import app as client_app
+    from bastionfl.protocol import NodeState
+    from bastionfl.server.federation import FederationError, run_federation
+    from tests.flower_helpers import LoopGrid
+
+    cfg = RunConfig.build(num_clients=3, rounds=1, secure_aggregation="xmkckks", he_profile="lean",
+                          threat_model="malicious", out_dir=str(tmp_path))
+    contexts = {100 + i: node_context(i, 3, node_id=100 + i) for i in range(3)}
+    with caplog.at_level(logging.WARNING), pytest.raises(FederationError, match="round 1 failed"):
+        run_federation(LoopGrid(client_app, contexts), cfg, tmp_path)
+    reasons = [r.getMessage() for r in caplog.records if r.name == "bastionfl.server" and "replied with an error" in
+               r.getMessage()]
+    assert reasons and all("--node-config state-dir=<folder>" in m and "\n" not in m for m in reasons)
+    assert all(NodeState.XMK not in c.state.array_records for c in contexts.values())
