@@ -12,13 +12,18 @@ from flwr.common.serde import message_from_proto, message_to_proto
 RUN_ID = 1
 
 
-def node_context(partition_id: int, num_partitions: int, node_id: int | None = None) -> Context:
-    """A Context as a SuperNode would give one ClientApp."""
+def node_context(partition_id: int, num_partitions: int, node_id: int | None = None,
+                 state_dir: object = None) -> Context:
+    """A Context as a SuperNode would give one ClientApp (``state_dir``: its ``--node-config state-dir``, which a node
+    needs for a malicious or malicious-colluding epoch)."""
     from flwr.supercore.task_identity import TaskIdentity  # private API, pinned by the exact flwr version
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    node_config: dict = {"partition-id": partition_id, "num-partitions": num_partitions}
+    if state_dir is not None:
+        node_config["state-dir"] = str(state_dir)
     return Context(run_id=1, node_id=node_id or 100 + partition_id, state=RecordDict(), run_config={},
-                   node_config={"partition-id": partition_id, "num-partitions": num_partitions})
+                   node_config=node_config)
 
 
 def call(app: ClientApp, content: RecordDict, message_type: str, ctx: Context) -> Message:

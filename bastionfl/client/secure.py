@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -30,7 +31,9 @@ from bastionfl.protocol import Key, NodeState, ProtocolError, Record, array_blob
 from bastionfl.tasks.vectorize import state_delta, state_to_vector
 
 __all__ = ["handle_keygen", "handle_key_proposal", "handle_train", "handle_reveal", "handle_consistency",
-           "handle_decrypt", "client_policy", "model_digest", "PINS"]
+           "handle_decrypt", "client_policy", "model_digest", "require_state_folder", "PINS"]
+
+log = logging.getLogger("bastionfl.client")
 
 STATE_KEY = NodeState.XMK  # this node's epoch (secrets inside), in context.state only
 _EPOCH, _NUMBER, _TAG = "epoch", "number", "tag"
@@ -164,6 +167,20 @@ def _spent_store(context: Context) -> tuple[str, int] | None:
     return store, node_partition(context)[0]
 
 
+def require_state_folder(cfg: RunConfig, context: Context) -> None:
+    """Refuse a signed epoch (malicious, malicious-colluding; N-of-N or t-of-n) on a node without a state folder:
+    Flower hands two messages sent together the same stored context, and only the folder's tag
+    (``state_store.advance_state_tag``) stops the second from forking every "once" record (one transcript and one
+    share per round, the attempts, the share cap, the spent results), which gives a malicious server two decrypted
+    upload sets of one round or two shares on one ciphertext. Honest-but-curious trusts the server to send one
+    message at a time (and a constant C1 already returns the key there), so it runs without one."""
+    if cfg.secure.threat_model is ThreatModel.HONEST_BUT_CURIOUS or _spent_store(context) is not None:
+        return
+    raise ProtocolError(f"this node has no state folder and refuses a {cfg.secure.threat_model} epoch: without one a "
+                        "malicious server can fork its share records; start the SuperNode with --node-config "
+                        "state-dir=<folder>")
+
+
 def _spent(context: Context) -> tuple[list[bytes], list[bytes]]:
     """Released and pending digests: the node state's, united with the state folder's (a restart empties the first)."""
     rec = context.state.config_records.get(_SPENT)
@@ -216,6 +233,7 @@ def _load(context: Context, cfg: RunConfig, msg: Message) -> tuple[ClientEpoch, 
     """This node's epoch; refuses a message of another key epoch than the one it holds."""
     saved = context.state.array_records.get(STATE_KEY)
     meta = context.state.config_records.get(STATE_KEY + ".meta")
+    require_state_folder(cfg, context)  # key setup refused already; no epoch held here is used without one
     if saved is None or meta is None or _EPOCH not in saved:
         raise ProtocolError("no key epoch on this node (it joined late or restarted): it sits this epoch out")
     number = int(meta[_NUMBER])
@@ -292,6 +310,11 @@ def handle_keygen(msg: Message, context: Context, cfg: RunConfig, num_examples: 
                             f"{cfg.secure.threat_model}")
     number = int(meta[Key.EPOCH])
     policy = client_policy(cfg, context.node_config)
+    try:
+        require_state_folder(cfg, context)
+    except ProtocolError as exc:
+        log.error("key setup refused: %s", exc)
+        raise
     with guarded("key_setup"):
         epoch, reply = ClientEpoch.open(_params(cfg), _blob(msg, Key.OPENING), policy)
     blobs = {Key.KEY_REPLY: reply}

@@ -39,6 +39,8 @@ class LoopbackFederation(AbstractContextManager["LoopbackFederation"]):
     """Start a SuperLink and ``num_nodes`` SuperNodes (insecure, or TLS with ``certs`` = {ca, cert, key}).
 
     ``node_config`` goes to every node, ``node_configs[i]`` to node ``i`` only (its own credential file, say);
+    each node gets ``state-dir = <workdir>/node-state/node-<i>`` unless they name one (a node refuses a malicious
+    threat model without it);
     ``services`` are ``(name, argv, port)`` processes started and waited for before the SuperLink (the HA).
     Multi-host tests put processes elsewhere: ``prefix[name]`` is prepended to that process's command line (and to
     ``flwr run`` under the name ``flwr``), the SuperLink binds ``superlink_host``, and node ``i`` dials
@@ -118,8 +120,10 @@ class LoopbackFederation(AbstractContextManager["LoopbackFederation"]):
                                capture_output=True, timeout=120)
             node_tls = ["--root-certificates", str(self.certs["ca"])] if self.certs else ["--insecure"]
             for i in range(self.num_nodes):
+                own = {"state-dir": str(self.workdir / "node-state" / f"node-{i}"),  # unless the caller names one
+                       **self.node_config, **self.node_configs[i]}
                 cfg = " ".join([f"partition-id={i}", f"num-partitions={self.num_nodes}"]
-                               + [f'{k}="{v}"' for k, v in {**self.node_config, **self.node_configs[i]}.items()])
+                               + [f'{k}="{v}"' for k, v in own.items()])
                 key = ["--auth-supernode-private-key", str(self.supernode_keys[i])] if self.supernode_keys else []
                 self._start(f"supernode-{i}", [_bin("flower-supernode"), *node_tls, *key, "--superlink",
                                                self.node_addresses[i],

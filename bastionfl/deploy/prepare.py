@@ -10,6 +10,7 @@ Layout (``bastionfl deploy prepare`` writes it; ``deploy local`` and the compose
     serverapp/                  ca.crt fl-server.token               -> where the ServerApp runs
     nodes/node-<i>/             ca.crt credential.json               -> where node i's ClientApp runs
     superlink-state/            (empty) the SuperLink's database folder, writable by ``owner``
+    node-state/node-<i>/        (empty) node i's state folder (``--node-config state-dir``), writable by ``owner``
 
 Secrets are 0600 and, with ``owner``, owned by that uid:gid (Flower's images run as uid 49999), so each container
 reads its own files and nothing else.
@@ -91,6 +92,8 @@ def prepare_deployment(root: Path, nodes: int, *, superlink_names: tuple[list[st
         raise PrepareError(f"{root} already holds a prepared deployment")
     make_deployment_certificates(root, {"superlink": superlink_names, "ha": ha_names}, days)
     (root / "superlink-state").mkdir(exist_ok=True)
+    for i in range(nodes):  # a node refuses a malicious threat model without its state folder
+        (root / "node-state" / f"node-{i}").mkdir(parents=True, exist_ok=True)
     for sub in ["serverapp"] + [f"nodes/node-{i}" for i in range(nodes)]:
         (root / sub).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out.ca, root / sub / "ca.crt")

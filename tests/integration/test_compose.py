@@ -227,6 +227,40 @@ def test_supernodes_cover_distinct_partitions_with_their_own_credentials(compose
     assert len(set(clientapp_volumes)) == len(nodes)  # no two nodes share a credential
 
 
+def test_every_node_has_a_state_folder_of_its_own(compose: dict, tmp_path: Path) -> None:
+    """A node refuses a malicious threat model without ``state-dir``: each SuperNode names one, it lies in a volume
+    its ClientApp's SuperExec mounts read-write and no other node mounts, prepared by setup as a writable folder."""
+    from bastionfl.cli.deploy import prepare_parser
+    from bastionfl.deploy.prepare import prepare_deployment
+
+    services = compose["services"]
+    args = prepare_parser().parse_args(services["setup"]["command"][2:])
+    owner = (49999, 49999) if os.geteuid() == 0 else None
+    root = tmp_path / "files"
+    prepare_deployment(root, args.nodes, superlink_names=(args.superlink_name, args.ip),
+                       ha_names=(args.ha_name, args.ip), owner=owner)
+    setup_mounts = {spec.split(":")[0]: PurePosixPath(spec.split(":")[1]) for spec in services["setup"]["volumes"]}
+    seen = set()
+    nodes = [name for name in services if name.startswith("supernode-")]
+    assert len(nodes) == args.nodes
+    for name in nodes:
+        svc = services[name]
+        config = dict(item.split("=", 1) for item in shlex.split(svc["command"][svc["command"].index("--node-config")
+                                                                               + 1]))
+        assert config.get("state-dir"), f"{name} has no state-dir"
+        clientapp = services[name.replace("supernode", "superexec-clientapp")]
+        found = _volume_of(clientapp, PurePosixPath(config["state-dir"]))
+        assert found is not None, f"{name}: its state folder is in no volume of its ClientApp"
+        spec = next(v for v in clientapp["volumes"] if v.startswith(found[0] + ":"))
+        assert not spec.endswith(":ro") and found[0] not in seen
+        seen.add(found[0])
+        folder = root / setup_mounts[found[0]].relative_to(PurePosixPath(args.out)) / found[1]
+        assert folder.is_dir(), folder
+        if owner is not None:
+            assert folder.stat().st_uid == 49999 and folder.stat().st_mode & 0o700 == 0o700
+        assert found[0] in compose["volumes"]
+
+
 def test_ha_and_setup_commands_parse_with_bastionfl_cli(compose: dict) -> None:
     from bastionfl.cli.deploy import prepare_parser
     from bastionfl.cli.ha import _parsers

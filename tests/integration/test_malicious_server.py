@@ -26,11 +26,11 @@ PROFILE = "lean"
 
 
 @pytest.fixture
-def federation():  # noqa: ANN201
+def federation(tmp_path):  # noqa: ANN001, ANN201
     """Four real ClientApps behind an in-process grid, one honest round done (the key epoch is set up)."""
     cfg = RunConfig.build(num_clients=4, rounds=5, secure_aggregation="xmkckks", he_profile=PROFILE,
                           threat_model="malicious")
-    contexts = {100 + i: node_context(i, 4, node_id=100 + i) for i in range(4)}
+    contexts = {100 + i: node_context(i, 4, node_id=100 + i, state_dir=tmp_path / "node-state") for i in range(4)}
     grid = LoopGrid(client_app, contexts)
     ctx = ServerContext(grid=grid, cfg=cfg, task=build_task(cfg))
     torch.manual_seed(0)

@@ -110,12 +110,13 @@ def test_two_tasks_from_one_stored_state_cannot_give_shares_for_two_upload_sets(
         _fork_two_upload_sets(fed, ctx, 11)
 
 
-def test_limit_without_a_state_folder_two_tasks_decrypt_two_upload_sets(fed, tmp_path: Path) -> None:
-    """Stated limit: without a state folder the node has no record outside the context Flower hands each task, and
-    the fork works: sum(U) - sum(U') is member 3's update."""
+def test_without_a_state_folder_the_fork_is_refused_at_the_first_step(fed, tmp_path: Path) -> None:
+    """The attack that worked without a state folder (sum(U) - sum(U') was member 3's update): the node now refuses
+    every step of a malicious epoch without one, so the fork is refused before anything leaves. (Key setup, its first
+    step, refuses too: ``test_a_signed_epoch_needs_a_state_folder_at_key_setup``.)"""
     ctx = _node(fed, tmp_path, state_dir=False)
-    whole, reduced, xs = _fork_two_upload_sets(fed, ctx, 12)
-    assert np.abs((whole - reduced) - xs[N - 2]).max() < 1e-3
+    with pytest.raises(ProtocolError, match="no state folder.*state-dir=<folder>"):
+        _fork_two_upload_sets(fed, ctx, 12)
 
 
 def test_a_spent_record_written_from_an_older_view_keeps_the_releases(tmp_path: Path) -> None:
@@ -135,11 +136,11 @@ def test_a_spent_record_written_from_an_older_view_keeps_the_releases(tmp_path: 
     assert old in _spent(ctx)[0]
 
 
-@pytest.mark.parametrize("state_dir", [True, False], ids=["state-folder", "limit-without"])
+@pytest.mark.parametrize("state_dir", [True, False], ids=["state-folder", "without"])
 def test_two_tasks_cannot_answer_one_attempt_twice(fed, tmp_path: Path, state_dir: bool) -> None:
     """The same fork without a re-proposal: one attempt confirmed with two decrypting sets, sent together. Two shares
     on one ciphertext under two Lagrange coefficients expose the member's key share (crypto.md §11); with a state
-    folder the second task is refused, without one both shares leave (the stated limit)."""
+    folder the second task is refused; without one (both shares used to leave) the node refuses every share."""
     cfg = _cfg()
     ctx = _node(fed, tmp_path, state_dir)
     number = 21 + int(state_dir)
@@ -148,18 +149,106 @@ def test_two_tasks_cannot_answer_one_attempt_twice(fed, tmp_path: Path, state_di
     for i in range(N):
         srv.add_upload(fed.clients[i].upload(number, xs[i], 1.0))
     _save(ctx, fed.clients[0], EPOCH)
-    srv.add_signature(_blob(handle_consistency(_message(cfg, Key.PROPOSAL, srv.proposal(0), MessageType.XMK_CONSISTENCY),
-                                               ctx, cfg), Key.SIGNATURE))
+    proposal = _message(cfg, Key.PROPOSAL, srv.proposal(0), MessageType.XMK_CONSISTENCY)
+    if state_dir:
+        srv.add_signature(_blob(handle_consistency(proposal, ctx, cfg), Key.SIGNATURE))
+    else:  # the node refuses to sign; the attacker signs for it with the node's epoch (what the fork would give)
+        with pytest.raises(ProtocolError, match="no state folder"):
+            handle_consistency(proposal, ctx, cfg)
+        srv.add_signature(fed.clients[0].on_round_proposal(srv.proposal(0)))
     for i in range(1, N):
         srv.add_signature(fed.clients[i].on_round_proposal(srv.proposal(i)))
     first = srv.confirmation(0, (0, 1, 2))
     second = RoundConfirmation(number, 40, tuple(srv._signatures[i] for i in srv.signers),  # the attacker's own
                                np.ascontiguousarray(srv._sum[:, 1]), attempt=0, decrypting=(0, 3, 4)).to_bytes(fed.params)
     task_a, task_b = _task(ctx), _task(ctx)
-    handle_decrypt(_message(cfg, Key.CONFIRMATION, first, MessageType.XMK_DECRYPT), task_a, cfg)
     if state_dir:
+        handle_decrypt(_message(cfg, Key.CONFIRMATION, first, MessageType.XMK_DECRYPT), task_a, cfg)
         with pytest.raises(ProtocolError, match="state changed"):
             handle_decrypt(_message(cfg, Key.CONFIRMATION, second, MessageType.XMK_DECRYPT), task_b, cfg)
     else:
-        assert not handle_decrypt(_message(cfg, Key.CONFIRMATION, second, MessageType.XMK_DECRYPT), task_b,
-                                  cfg).has_error()
+        for task, conf in ((task_a, first), (task_b, second)):
+            with pytest.raises(ProtocolError, match="no state folder"):
+                handle_decrypt(_message(cfg, Key.CONFIRMATION, conf, MessageType.XMK_DECRYPT), task, cfg)
+
+
+def _opening(threat: str, threshold: float) -> tuple[RunConfig, Message]:
+    """A key-setup opening of a signed epoch, as a malicious server's configuration asks for it."""
+    from bastionfl.crypto import ServerEpoch
+
+    cfg = RunConfig.build(num_clients=N, secure_aggregation="xmkckks", he_profile="lean", threshold=threshold,
+                          threat_model=threat, auth="pseudonym" if threshold != 1.0 else "none")
+    rule = ThresholdRule.parse(threshold) if threshold != 1.0 else None
+    _, opening = ServerEpoch.open(get_profile("lean"), threat, "bastionfl/run/1", 31, rule)
+    content = RecordDict({Record.XMK: ArrayRecord({Key.OPENING: blob_array(opening)}),
+                          Record.XMK_CONFIG: ConfigRecord({Key.EPOCH: 31, Key.THREAT_MODEL: threat}),
+                          Record.CONFIG: config_record(cfg, 1)})
+    return cfg, Message(content, dst_node_id=NODE, message_type=MessageType.XMK_KEYGEN)
+
+
+@pytest.mark.parametrize("threat", ["malicious", "malicious-colluding"])
+@pytest.mark.parametrize("threshold", [1.0, 0.6], ids=["N-of-N", "t-of-n"])
+def test_a_signed_epoch_needs_a_state_folder_at_key_setup(tmp_path: Path, threat: str, threshold: float) -> None:
+    """A node under a malicious threat model (N-of-N or t-of-n: the fork breaks the "one transcript per round" rule
+    of both) refuses key setup without a state folder: an error reply naming the fix and one log line, no epoch
+    kept; with a folder it answers and keeps its epoch (N-of-N here; t-of-n also needs the Home Authority's session,
+    and runs whole with folders in ``test_threshold_federation``)."""
+    import logging
+
+    from bastionfl.client.app import xmk_keygen
+    from bastionfl.protocol import NodeState
+
+    cfg, msg = _opening(threat, threshold)
+    pins = {"threat-model": threat, "threshold": str(threshold)}
+    bare = node_context(0, N, node_id=NODE)
+    bare.node_config.update(pins)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("bastionfl.client").addHandler(handler)
+    try:
+        reply = xmk_keygen(msg, bare)  # the ClientApp's key-setup handler, behind the admission gate
+    finally:
+        logging.getLogger("bastionfl.client").removeHandler(handler)
+    assert reply.has_error() and "--node-config state-dir=<folder>" in reply.error.reason
+    assert "\n" not in reply.error.reason and NodeState.XMK not in bare.state.array_records
+    assert any("state-dir=<folder>" in r.getMessage() and r.levelno == logging.ERROR for r in records)
+    if threshold != 1.0:
+        return
+    kept = node_context(0, N, node_id=NODE, state_dir=tmp_path / "state")
+    kept.node_config.update(pins)
+    reply = xmk_keygen(msg, kept)
+    assert not reply.has_error(), reply.error.reason
+    assert NodeState.XMK in kept.state.array_records and (tmp_path / "state" / "partition-0" / "xmk-state-tag").is_file()
+
+
+def test_an_honest_but_curious_node_runs_without_a_state_folder() -> None:
+    """Honest-but-curious trusts the server (a constant C1 already returns the key there): no folder needed."""
+    from bastionfl.client.secure import require_state_folder
+
+    cfg = RunConfig.build(num_clients=N, secure_aggregation="xmkckks", threat_model="honest-but-curious")
+    require_state_folder(cfg, node_context(0, N, node_id=NODE))
+    with pytest.raises(ProtocolError, match="state-dir"):
+        require_state_folder(_cfg(), node_context(0, N, node_id=NODE))
+
+
+def test_a_federation_of_nodes_without_state_folders_stops_with_their_reason(tmp_path: Path,
+                                                                             caplog) -> None:  # noqa: ANN001
+    """Real ClientApps without state folders under a malicious server: each refuses key setup, the server logs each
+    node's one-line reason and gives the round up after its bounded attempts (no retry loop, no epoch)."""
+    import logging
+
+    from bastionfl.client.app import app as client_app
+    from bastionfl.protocol import NodeState
+    from bastionfl.server.federation import FederationError, run_federation
+    from tests.flower_helpers import LoopGrid
+
+    cfg = RunConfig.build(num_clients=3, rounds=1, secure_aggregation="xmkckks", he_profile="lean",
+                          threat_model="malicious", out_dir=str(tmp_path))
+    contexts = {100 + i: node_context(i, 3, node_id=100 + i) for i in range(3)}
+    with caplog.at_level(logging.WARNING), pytest.raises(FederationError, match="round 1 failed"):
+        run_federation(LoopGrid(client_app, contexts), cfg, tmp_path)
+    reasons = [r.getMessage() for r in caplog.records if r.name == "bastionfl.server" and "replied with an error" in
+               r.getMessage()]
+    assert reasons and all("--node-config state-dir=<folder>" in m and "\n" not in m for m in reasons)
+    assert all(NodeState.XMK not in c.state.array_records for c in contexts.values())

@@ -44,11 +44,12 @@ NODES = 4
 
 
 @pytest.fixture(scope="module")
-def federation():  # noqa: ANN201
+def federation(tmp_path_factory):  # noqa: ANN001, ANN201
     """Four real ClientApps behind an in-process grid, one honest round done."""
     cfg = RunConfig.build(num_clients=NODES, rounds=5, secure_aggregation="xmkckks", he_profile="lean",
                           threat_model="malicious")
-    contexts = {100 + i: node_context(i, NODES, node_id=100 + i) for i in range(NODES)}
+    folder = tmp_path_factory.mktemp("node-state")
+    contexts = {100 + i: node_context(i, NODES, node_id=100 + i, state_dir=folder) for i in range(NODES)}
     grid = LoopGrid(client_app, contexts)
     ctx = ServerContext(grid=grid, cfg=cfg, task=build_task(cfg))
     torch.manual_seed(0)

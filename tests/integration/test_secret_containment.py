@@ -53,10 +53,11 @@ def _secrets_of(epoch: ClientEpoch) -> list[bytes]:
 
 @pytest.mark.parametrize(("profile", "threat"), [("precise", "malicious"), ("lean", "malicious-colluding"),
                                                ("lean", "honest-but-curious")])
-def test_no_secret_in_any_message_of_two_secure_rounds(profile: str, threat: str) -> None:
+def test_no_secret_in_any_message_of_two_secure_rounds(profile: str, threat: str, tmp_path) -> None:  # noqa: ANN001
     cfg = RunConfig.build(num_clients=3, rounds=2, secure_aggregation="xmkckks", he_profile=profile,
                           key_epoch_rounds=1, threat_model=threat)
-    contexts = {100 + i: node_context(i, 3, node_id=100 + i) for i in range(3)}
+    folder = None if threat == "honest-but-curious" else tmp_path / "node-state"  # required under malicious ones
+    contexts = {100 + i: node_context(i, 3, node_id=100 + i, state_dir=folder) for i in range(3)}
     for c in contexts.values():  # the nodes' operator accepts this threat model (honest-but-curious needs the pin)
         c.node_config["threat-model"] = threat
     grid = RecordingGrid(client_app, contexts)

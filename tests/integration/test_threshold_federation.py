@@ -27,7 +27,7 @@ def _run(out: Path, n: int, rounds: int, seed: int, **kw: Any) -> list[dict[str,
     base.update(kw)
     cfg = RunConfig.build(**base)
     prepare_simulated_ha(cfg, out)
-    contexts = {100 + i: node_context(i, n, node_id=100 + i) for i in range(n)}
+    contexts = {100 + i: node_context(i, n, node_id=100 + i, state_dir=out / "node-state") for i in range(n)}
     for c in contexts.values():  # each operator allows t-of-n decryption at the run's threshold
         c.node_config["threshold"] = str(cfg.secure.threshold)
     return run_federation(LoopGrid(client_app, contexts), cfg, out)
