@@ -11,6 +11,7 @@ import torch
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 
+from bastionfl.alloc import trim_freed_memory
 from bastionfl.config import Auth, Repair, RunConfig, SecureAggregation
 from bastionfl.errors import BastionFLError
 from bastionfl.server.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -159,6 +160,8 @@ def run_federation(
         history.append(entry)
         if rs.new_state is not None:
             global_state = rs.new_state
+        del rs, carried
+        trim_freed_memory(f"round {server_round}")  # the round's uploads, aggregate and shares are freed
         save_checkpoint(out_dir, server_round, global_state, history, cfg.to_dict(),
                         extra={"run_state": ctx.states.checkpoint()})
         write_metrics(out_dir, cfg.to_dict(), history, status="running")

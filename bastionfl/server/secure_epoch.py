@@ -16,6 +16,7 @@ import math
 
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
+from bastionfl.alloc import trim_freed_memory
 from bastionfl.config import Auth, ThreatModel
 from bastionfl.config.checks import threshold_rule
 from bastionfl.crypto import CryptoError, EpochPolicy, ServerEpoch
@@ -84,6 +85,7 @@ class KeySetupStage:
         rs.node_ids = sorted(member_nodes)
         rs.metrics["key_epoch"] = number
         rs.metrics["epoch_members"] = len(member_nodes)
+        trim_freed_memory("key setup")  # the replies and the dealing's working copies are gone: give their pages back
 
     def _collect(self, ctx: ServerContext, rs: RoundState, engine: ServerEpoch, opening: bytes,
                  number: int) -> tuple[dict[int, bytes], dict[int, float], dict[int, tuple[bytes, bytes]] | None]:

@@ -10,6 +10,7 @@ from typing import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
+from bastionfl.alloc import trim_freed_memory
 from bastionfl.config import ThreatModel
 from bastionfl.crypto import CryptoError, ServerRound
 from bastionfl.crypto.threshold import MAX_REPROPOSALS
@@ -105,6 +106,7 @@ class UploadStage:
         epoch.rounds_used += 1
         epoch.silent.update(failed)
         drop_out(ctx, rs, Stage.UPLOAD, failed, exclude=False)  # left out of U; the round goes on
+        trim_freed_memory("train")  # the sent messages (with an epoch's dealt shares in its first round) are gone
         if not colluding:
             state.uploaders.sort()
             _check_uploads(ctx, rs, state)
