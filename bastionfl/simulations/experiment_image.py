@@ -37,10 +37,10 @@ __all__ = ["run", "Arm", "ArmResult", "grid_arms", "select_arms", "render_result
            "KEEP_MARKER", "COLUMNS"]
 
 ATTACKS = ("badnets", "blended", "boosted")
-DEFENSES = ("none", "abl", "rnp", "nad", "finetune")
-BOOSTED_DEFENSES = ("none", "clip", "finetune", "rnp")  # model replacement: the aggregate clip acts under HE too
-HE_DEFENSES = {"badnets": ("none", "finetune"), "blended": ("none", "finetune"), "boosted": ("none", "clip")}
-REPAIRS = ("rnp", "nad", "finetune")
+DEFENSES = ("none", "abl", "rnp", "nad", "finetune", "unlearn")
+BOOSTED_DEFENSES = ("none", "clip", "finetune", "rnp", "unlearn")  # model replacement: the aggregate clip acts under HE too
+HE_DEFENSES = {"badnets": ("none", "finetune"), "blended": ("none", "finetune"), "boosted": ("none", "clip", "unlearn")}
+REPAIRS = ("rnp", "nad", "finetune", "unlearn")
 # boosted attackers: x2 in the last 3 rounds, half their images poisoned (boost by the client count broke the model)
 BOOSTED = {"boost_factor": 2.0, "rounds": 3, "poison_rate": 0.5}
 CLIP_ADAPTIVE = 1.0  # the clip arm bounds each aggregate update by the median norm of the earlier rounds
@@ -48,7 +48,7 @@ GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
            "wall time", "notes")
-_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "badnets": "BadNets",
+_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "unlearn": "unlearning", "badnets": "BadNets",
           "blended": "Blended", "boosted": "Boosted BadNets", "clip": "aggregate clip"}
 
 
