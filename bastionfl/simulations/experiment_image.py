@@ -343,7 +343,7 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
              "* CA: accuracy on the clean test set; ASR: accuracy on the triggered non-target test images, labelled "
              "with the target; both of the final global model. Goal: ASR <= 5 % and CA at most 2 points below "
              "the no-attack run.",
-             "* Server repair (RNP, NAD, fine-tune) runs in the last round only, on the aggregate, with the clean set."
+             "* Server repair (RNP, NAD, fine-tune, unlearning) runs in the last round only, on the aggregate, with the clean set."
              + (" The repair arms branch from the checkpoint of the attack's no-defense federation after round "
                 f"{base.federation.rounds - 1} (the same rounds, run once); their wall time includes those shared rounds."
                 if shared_prefix else ""),
