@@ -110,6 +110,19 @@ def _rnp(cfg: "RunConfig") -> None:
             _fail(key, f"sets RNP's repair; this run has repair = {d.repair}")
 
 
+_UNLEARN_KEYS = ("unlearn_rounds", "unlearn_pgd_steps", "unlearn_eps", "unlearn_norm", "unlearn_search")
+
+
+def _unlearn(cfg: "RunConfig") -> None:
+    d = cfg.defense
+    if d.repair is Repair.UNLEARN:
+        return
+    default = type(d)()
+    for key in _UNLEARN_KEYS:
+        if getattr(d, key) != getattr(default, key):
+            _fail(key, f"sets the unlearn repair; this run has repair = {d.repair}")
+
+
 def _abl(cfg: "RunConfig") -> None:
     d = cfg.defense
     if d.abl_learned_to >= d.abl_learned_from:
@@ -180,6 +193,7 @@ def cross_check(cfg: "RunConfig") -> None:
     _attack(cfg)
     _repair(cfg)
     _rnp(cfg)
+    _unlearn(cfg)
     _abl(cfg)
     _secure(cfg)
     _dropouts(cfg)

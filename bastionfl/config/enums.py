@@ -119,6 +119,7 @@ class Repair(StrEnum):
     RNP = "rnp"
     NAD = "nad"
     FINETUNE = "finetune"
+    UNLEARN = "unlearn"
 
 
 class BTUCut(StrEnum):
@@ -170,7 +171,7 @@ TASK_PROFILES: dict[TaskKind, TaskProfile] = {
         TaskKind.IMAGE,
         attacks=(Attack.NONE, Attack.BADNETS, Attack.BLENDED),
         client_defenses=(ClientDefense.NONE, ClientDefense.ABL),
-        repairs=(Repair.NONE, Repair.RNP, Repair.NAD, Repair.FINETUNE),
+        repairs=(Repair.NONE, Repair.RNP, Repair.NAD, Repair.FINETUNE, Repair.UNLEARN),
         defaults={"model": "cnn", "lr": 0.05, "batch_size": 32, "text_layers": 0, "rounds": 5,
                   "stage_timeout_s": 600.0, "repair_val_fraction": 0.5},
     ),

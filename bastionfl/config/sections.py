@@ -151,7 +151,7 @@ class DefenseConfig:
 
     client_defense: ClientDefense = setting(ClientDefense.NONE, "defense in local training: none | abl (images) | "
                                             "btu (text)")
-    repair: Repair = setting(Repair.NONE, "server-side repair of the global model: none | rnp | nad | finetune "
+    repair: Repair = setting(Repair.NONE, "server-side repair of the global model: none | rnp | nad | finetune | unlearn "
                              "(text: finetune only, BTU's clean tune)", clients=False)
     clean_set_size: int = setting(0, "server's clean set for repair, held out of the clients' training data (text: "
                                   "drawn from the test split); clients need it to leave those examples out",
@@ -173,15 +173,27 @@ class DefenseConfig:
                                         "at most this many points; else it is retried at a tenth of the lr, then "
                                         "discarded for the unrepaired model; the validation part needs >= 100 / "
                                         "this images to resolve it", _range(0.0, 100.0), clients=False)
-    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/NAD 0.1 and "
-                               "RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",
+    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/NAD 0.1, "
+                               "unlearn (Adam) 0.001 and RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",
                                _range(0.0, 10.0), clients=False)
-    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune 10, NAD 10, RNP's mask "
+    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune 10, NAD 10, unlearn 1 per round, RNP's mask "
                                  "recovery 20)", _range(0, 1000), clients=False)
     repair_lr_decay: bool = setting(False, "text clean tune: lr falls linearly to 0 over the epoch (not in the "
                                     "paper, which keeps it constant)", clients=False)
     repair_batch_size: int = setting(0, "batch size of the repair (0: its default: images 64 (RNP 128), text the "
                                      "run's batch_size, BTU's paper 64)", _range(0), clients=False)
+    unlearn_rounds: int = setting(5, "unlearn repair: rounds of (find a universal perturbation, train on clean and "
+                                  "perturbed images for repair_epochs epochs, default 1)", _range(1, 100),
+                                  clients=False)
+    unlearn_pgd_steps: int = setting(10, "unlearn repair: projected-gradient steps per universal perturbation",
+                                     _range(1, 1000), clients=False)
+    unlearn_eps: float = setting(2.0, "unlearn repair: bound on the universal perturbation's norm, in pixel units of "
+                                 "[0, 1] images", _range(0.0, 1000.0, lo_open=True), clients=False)
+    unlearn_norm: str = setting("l2", "unlearn repair: norm of the perturbation bound (l1 | l2 | linf)",
+                                _choice("l1", "l2", "linf"), clients=False)
+    unlearn_search: str = setting("targeted", "unlearn repair: targeted (each class tried, the most reachable kept) "
+                                  "or untargeted (maximise the true labels' loss, as I-BAU)",
+                                  _choice("targeted", "untargeted"), clients=False)
     rnp_prune_by: str = setting("threshold", "RNP: prune channels with mask <= t for t = 0, 0.05, ... (threshold, "
                                 "the paper's) or the k lowest masks for k = 0, 1, ... (number); either sweep stops "
                                 "before validation accuracy drops more than repair_max_ca_drop",

@@ -1,5 +1,5 @@
-"""Server-side repair of the aggregated global model with a small clean set: RNP, NAD, fine-tuning, or for text
-models BTU's clean tune.
+"""Server-side repair of the aggregated global model with a small clean set: RNP, NAD, fine-tuning, adversarial
+unlearning (I-BAU-style), or for text models BTU's clean tune.
 
 Runs after aggregation (after fusion under secure aggregation: the server repairs only the aggregate it may see).
 Which function repairs is chosen once from ``REPAIRS`` by (task kind, repair). RNP's keep-masks are merged across
@@ -50,6 +50,7 @@ class RepairSchedule:
     holdout: Any = None
     max_drop: float = 0.02
     rnp: dict[str, Any] = field(default_factory=dict)  # RNPConfig fields set by the rnp_* keys
+    unlearn: dict[str, Any] = field(default_factory=dict)  # UnlearnConfig fields set by the unlearn_* keys
 
     @classmethod
     def of(cls, cfg: RunConfig, holdout: Any = None, lr_scale: float = 1.0) -> "RepairSchedule":
@@ -57,8 +58,10 @@ class RepairSchedule:
         rnp = {"prune_by": d.rnp_prune_by, "max_threshold": d.rnp_max_threshold,
                "max_pruned_fraction": d.rnp_max_pruned_fraction, "unlearn_stop_acc": d.rnp_unlearn_stop_acc,
                "unlearn_max_epochs": d.rnp_unlearn_max_epochs, "recover_lr": d.rnp_recover_lr}
+        unlearn = {"outer_rounds": d.unlearn_rounds, "pgd_steps": d.unlearn_pgd_steps, "eps": d.unlearn_eps,
+                   "norm": d.unlearn_norm, "search": d.unlearn_search}
         return cls(d.repair_lr, d.repair_epochs, d.repair_batch_size, lr_scale, holdout, d.repair_max_ca_drop / 100,
-                   rnp)
+                   rnp, unlearn)
 
     def finetune(self):  # noqa: ANN201 - defenses.FinetuneConfig
         """The fine-tuning recipe with this schedule's overrides."""
@@ -133,6 +136,17 @@ def _finetune(task: Task, model: nn.Module, clean: Any, seed: int,
     return (*finetune_repair(model, *clean, cfg=(schedule or RepairSchedule()).finetune(), seed=seed), None)
 
 
+def _unlearn(task: Task, model: nn.Module, clean: Any, seed: int,
+             saved: dict[str, torch.Tensor] | None, schedule: RepairSchedule | None = None):  # noqa: ANN202
+    from bastionfl.defenses.unlearn import UnlearnConfig, unlearn_repair
+
+    s = schedule or RepairSchedule()
+    base = UnlearnConfig()
+    cfg = dataclasses.replace(base, **s.unlearn, lr=(s.lr or base.lr) * s.lr_scale, epochs=s.epochs or base.epochs,
+                              batch_size=s.batch_size or base.batch_size)
+    return (*unlearn_repair(model, *clean, cfg=cfg, seed=seed), None)
+
+
 def _text_clean_tune(task: Task, model: nn.Module, clean: Any, seed: int,
                      saved: dict[str, torch.Tensor] | None, schedule: RepairSchedule | None = None):  # noqa: ANN202
     """BTU's clean tune: one AdamW epoch on the clean sentences (the paper tunes at its training lr)."""
@@ -151,6 +165,7 @@ REPAIRS: dict[tuple[TaskKind, Repair], RepairFn] = {
     (TaskKind.IMAGE, Repair.RNP): _rnp,
     (TaskKind.IMAGE, Repair.NAD): _nad,
     (TaskKind.IMAGE, Repair.FINETUNE): _finetune,
+    (TaskKind.IMAGE, Repair.UNLEARN): _unlearn,
     (TaskKind.TEXT, Repair.FINETUNE): _text_clean_tune,
 }
 

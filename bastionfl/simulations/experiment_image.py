@@ -37,10 +37,11 @@ __all__ = ["run", "Arm", "ArmResult", "grid_arms", "select_arms", "render_result
            "KEEP_MARKER", "COLUMNS"]
 
 ATTACKS = ("badnets", "blended", "boosted")
-DEFENSES = ("none", "abl", "rnp", "nad", "finetune")
-BOOSTED_DEFENSES = ("none", "clip", "finetune", "rnp")  # model replacement: the aggregate clip acts under HE too
-HE_DEFENSES = {"badnets": ("none", "finetune"), "blended": ("none", "finetune"), "boosted": ("none", "clip")}
-REPAIRS = ("rnp", "nad", "finetune")
+DEFENSES = ("none", "abl", "rnp", "nad", "finetune", "unlearn")
+BOOSTED_DEFENSES = ("none", "clip", "finetune", "rnp", "unlearn")  # model replacement: the aggregate clip acts under HE too
+HE_DEFENSES = {"badnets": ("none", "finetune"), "blended": ("none", "finetune"), "boosted": ("none", "clip", "unlearn")}
+REPAIRS = ("rnp", "nad", "finetune", "unlearn")
+OPT_IN_DEFENSES = ("unlearn",)  # measured without reaching the goal (results-image.md): run only when --only names it
 # boosted attackers: x2 in the last 3 rounds, half their images poisoned (boost by the client count broke the model)
 BOOSTED = {"boost_factor": 2.0, "rounds": 3, "poison_rate": 0.5}
 CLIP_ADAPTIVE = 1.0  # the clip arm bounds each aggregate update by the median norm of the earlier rounds
@@ -48,7 +49,7 @@ GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
            "wall time", "notes")
-_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "badnets": "BadNets",
+_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "unlearn": "unlearning", "badnets": "BadNets",
           "blended": "Blended", "boosted": "Boosted BadNets", "clip": "aggregate clip"}
 
 
@@ -110,20 +111,21 @@ class ArmResult:
     notes: str = ""
 
 
-def grid_arms(he_rows: bool = False) -> list[Arm]:
+def grid_arms(he_rows: bool = False, opt_in: bool = False) -> list[Arm]:
     """The attack rows of the grid, in table order (the reference is run separately); ``he_rows`` adds the
-    xMK-CKKS rows (no defense and the defense that applies under encryption, per attack)."""
+    xMK-CKKS rows (no defense and the defense that applies under encryption, per attack); ``opt_in`` adds the rows
+    of ``OPT_IN_DEFENSES``, which run only when ``--only`` names them."""
     arms = [Arm(a, d) for a in ATTACKS for d in (BOOSTED_DEFENSES if a == "boosted" else DEFENSES)]
     if he_rows:
         arms += [Arm(a, d, he=True) for a in ATTACKS for d in HE_DEFENSES[a]]
-    return arms
+    return [a for a in arms if opt_in or a.defense not in OPT_IN_DEFENSES]
 
 
 def select_arms(only: str | None, he_rows: bool = False) -> list[Arm]:
     """Grid rows whose ``attack/defense`` key matches one of the comma-separated shell patterns in ``only``."""
-    arms = grid_arms(he_rows)
     if not only:
-        return arms
+        return grid_arms(he_rows)
+    arms = grid_arms(he_rows, opt_in=True)
     patterns = [p.strip().lower() for p in only.split(",") if p.strip()]
     chosen = [a for a in arms if any(fnmatch.fnmatchcase(a.key, p) or a.attack == p or a.defense == p
                                      for p in patterns)]
@@ -343,7 +345,7 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
              "* CA: accuracy on the clean test set; ASR: accuracy on the triggered non-target test images, labelled "
              "with the target; both of the final global model. Goal: ASR <= 5 % and CA at most 2 points below "
              "the no-attack run.",
-             "* Server repair (RNP, NAD, fine-tune) runs in the last round only, on the aggregate, with the clean set."
+             "* Server repair (RNP, NAD, fine-tune, unlearning) runs in the last round only, on the aggregate, with the clean set."
              + (" The repair arms branch from the checkpoint of the attack's no-defense federation after round "
                 f"{base.federation.rounds - 1} (the same rounds, run once); their wall time includes those shared rounds."
                 if shared_prefix else ""),

@@ -69,11 +69,14 @@ def test_goal_needs_both_asr_and_ca_and_ignores_the_undefended_row() -> None:
 
 
 def test_threat_models_per_row() -> None:
-    arms = {a.key: a for a in exp.grid_arms()}
-    assert len(arms) == 14  # BadNets and Blended x 5 defenses, Boosted BadNets x 4
+    assert len(exp.grid_arms()) == 14  # BadNets and Blended x 5 defenses, Boosted BadNets x 4: unlearn is opt-in
+    assert "badnets/unlearn" not in {a.key for a in exp.select_arms(None)}
+    assert [a.key for a in exp.select_arms("badnets/unlearn")] == ["badnets/unlearn"]
+    arms = {a.key: a for a in exp.grid_arms(opt_in=True)}
+    assert len(arms) == 17  # with the opt-in unlearning rows
     assert arms["badnets/abl"].overrides() == {"attack": "badnets", "client_defense": "abl", "repair": "none",
                                                "poisoned_clients_defend": True}
-    for d in ("rnp", "nad", "finetune"):
+    for d in ("rnp", "nad", "finetune", "unlearn"):
         o = arms[f"blended/{d}"].overrides()
         assert o["poisoned_clients_defend"] is False and o["client_defense"] == "none" and o["repair"] == d
     assert [a.key for a in exp.select_arms("*/nad,blended/abl")] == ["badnets/nad", "blended/abl", "blended/nad"]
@@ -109,14 +112,16 @@ def test_failed_arm_is_reported_with_its_label(monkeypatch: pytest.MonkeyPatch, 
 
 def test_boosted_clip_and_he_rows() -> None:
     base = RunConfig.build(num_clients=10, rounds=8)
-    arms = {a.key: a for a in exp.grid_arms(he_rows=True)}
+    arms = {a.key: a for a in exp.grid_arms(he_rows=True, opt_in=True)}
     boosted = arms["boosted/none"].overrides(base)
     assert (boosted["attack"], boosted["boost_factor"], boosted["attack_start_round"]) == (
         "badnets", exp.BOOSTED["boost_factor"], 8 - exp.BOOSTED["rounds"] + 1)
     assert arms["boosted/clip"].overrides(base)["aggregate_clip_adaptive"] == exp.CLIP_ADAPTIVE
     he = arms["boosted/clip+he"].overrides(base)
     assert he["secure_aggregation"] == "xmkckks" and "boosted/none+he" in arms and "badnets/finetune+he" in arms
-    assert [a.key for a in exp.select_arms("boosted/*+he", he_rows=True)] == ["boosted/none+he", "boosted/clip+he"]
+    assert [a.key for a in exp.select_arms("boosted/*+he", he_rows=True)] == ["boosted/none+he", "boosted/clip+he",
+                                                                              "boosted/unlearn+he"]
+    assert arms["boosted/unlearn+he"].overrides(base)["repair"] == "unlearn"
 
 
 def test_seeds_table_shows_mean_and_std_and_the_working_attack_bar() -> None:
