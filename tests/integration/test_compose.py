@@ -171,17 +171,29 @@ def _paths(name: str, svc: dict) -> list[PurePosixPath]:
     return out
 
 
-def test_every_file_a_container_names_is_prepared_in_its_volume(compose: dict, tmp_path: Path) -> None:
+def _owner() -> tuple[int, int] | None:
+    """The container user's ids, when the test can chown to them (as root)."""
+    return (49999, 49999) if os.geteuid() == 0 else None
+
+
+def _prepared(compose: dict, tmp_path: Path):  # noqa: ANN202
+    """Runs the setup service's ``deploy prepare`` into ``tmp_path/files``: its arguments, that folder, its mounts."""
     from bastionfl.cli.deploy import prepare_parser
     from bastionfl.deploy.prepare import prepare_deployment
 
     services = compose["services"]
     args = prepare_parser().parse_args(services["setup"]["command"][2:])
-    owner = (49999, 49999) if os.geteuid() == 0 else None
     root = tmp_path / "files"
     prepare_deployment(root, args.nodes, superlink_names=(args.superlink_name, args.ip),
-                       ha_names=(args.ha_name, args.ip), owner=owner)
+                       ha_names=(args.ha_name, args.ip), owner=_owner())
     setup_mounts = {spec.split(":")[0]: PurePosixPath(spec.split(":")[1]) for spec in services["setup"]["volumes"]}
+    return args, root, setup_mounts
+
+
+def test_every_file_a_container_names_is_prepared_in_its_volume(compose: dict, tmp_path: Path) -> None:
+    services = compose["services"]
+    args, root, setup_mounts = _prepared(compose, tmp_path)
+    owner = _owner()
     out_dir = PurePosixPath(args.out)
 
     def host_path(volume: str, inner: PurePosixPath) -> Path:
@@ -230,16 +242,9 @@ def test_supernodes_cover_distinct_partitions_with_their_own_credentials(compose
 def test_every_node_has_a_state_folder_of_its_own(compose: dict, tmp_path: Path) -> None:
     """A node refuses a malicious threat model without ``state-dir``: each SuperNode names one, it lies in a volume
     its ClientApp's SuperExec mounts read-write and no other node mounts, prepared by setup as a writable folder."""
-    from bastionfl.cli.deploy import prepare_parser
-    from bastionfl.deploy.prepare import prepare_deployment
-
     services = compose["services"]
-    args = prepare_parser().parse_args(services["setup"]["command"][2:])
-    owner = (49999, 49999) if os.geteuid() == 0 else None
-    root = tmp_path / "files"
-    prepare_deployment(root, args.nodes, superlink_names=(args.superlink_name, args.ip),
-                       ha_names=(args.ha_name, args.ip), owner=owner)
-    setup_mounts = {spec.split(":")[0]: PurePosixPath(spec.split(":")[1]) for spec in services["setup"]["volumes"]}
+    args, root, setup_mounts = _prepared(compose, tmp_path)
+    owner = _owner()
     seen = set()
     nodes = [name for name in services if name.startswith("supernode-")]
     assert len(nodes) == args.nodes
