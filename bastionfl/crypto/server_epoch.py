@@ -29,7 +29,8 @@ from .polyarith import digest, sum_mod
 from .sketch import sketch, sketch_bytes, sketch_sum
 from .threat import ThreatModel
 from .threshold import ThresholdRule, exchange_message, threshold_transcript
-from .threshold_messages import DealtShares, ShareDealing
+from .share_relay import ShareRelay
+from .threshold_messages import ShareDealing
 from .transcript import epoch_digest, epoch_transcript, key_sketch_message
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class ServerEpoch:
         self.crs = crs
         self.rule = threshold
         self.threshold: int | None = None  # t, once the roster is fixed
-        self._dealings: dict[int, dict[int, bytes]] = {}  # t-of-n: sender -> recipient -> sealed box
+        self._relay: ShareRelay | None = None  # t-of-n: the sealed boxes, laid out per recipient as they arrive
         self.opening = EpochOpening(self.threat, crs, threshold)
         self._opening_digest = self.opening.digest(params)
         self._replies: dict[bytes, KeySetupReply] = {}
@@ -137,43 +138,45 @@ class ServerEpoch:
         """T1 (with the K2 reply): a member's sealed shares, one box per other member (forwarded, never opened)."""
         if self.threshold is None or self.stage == "collecting":
             raise ProtocolStateError("share dealings are taken in a t-of-n epoch after its roster is fixed")
-        d = ShareDealing.from_bytes(self.params, data)
+        d = ShareDealing.from_bytes(self.params, data, copy=False)  # each box is copied once, by the relay
         n = len(self.members)
-        if not 0 <= d.member < n or d.member in self._dealings:
+        if self._relay is None:
+            self._relay = ShareRelay(self.params, n)
+        if not 0 <= d.member < n or d.member in self._relay.dealers:
             raise VerificationError("share dealing of an unknown member, or a second one")
         if [k for k, _ in d.boxes] != [k for k in range(n) if k != d.member]:
             raise VerificationError(f"member {d.member}: the dealing must hold one box per other member")
-        self._dealings[d.member] = dict(d.boxes)
+        self._relay.add(d.member, d.boxes)
         return d.member
 
     @property
     def missing_dealings(self) -> list[int]:
         """Members whose share dealing has not arrived (t-of-n only)."""
-        return [] if self.threshold is None else [i for i in range(len(self.members)) if i not in self._dealings]
+        if self.threshold is None:
+            return []
+        dealers = self._relay.dealers if self._relay is not None else set()
+        return [i for i in range(len(self.members)) if i not in dealers]
 
     def dealt_shares(self, member: int) -> bytes:
         """T2: every box addressed to ``member``; needs every member's dealing."""
-        if self.missing_dealings:
-            raise ProtocolStateError(f"share dealings missing from members {self.missing_dealings}")
-        try:
-            boxes = tuple((j, self._dealings[j][member]) for j in range(len(self.members)) if j != member)
-        except KeyError:
-            raise ProtocolStateError("the dealt shares were already handed out (take_dealt_shares)") from None
-        return DealtShares(member, boxes).to_bytes(self.params)
+        self._dealt_ready()
+        if not 0 <= member < len(self.members):
+            raise ProtocolStateError(f"no member {member} in this epoch")
+        return self._relay.peek(member)  # type: ignore[union-attr]
 
     def take_dealt_shares(self) -> dict[int, bytes]:
-        """T2 for every member at once, each box released as it is copied into its recipient's message: the server
-        holds the ``n(n - 1)`` boxes once, never twice over (the epoch's boxes are gone afterwards)."""
+        """T2 for every member at once, each recipient's buffer released as its message's bytes are made: the server
+        holds the ``n(n - 1)`` boxes once, never twice over (the epoch keeps none afterwards)."""
+        self._dealt_ready()
+        return self._relay.take_all()  # type: ignore[union-attr]
+
+    def _dealt_ready(self) -> None:
+        if self.threshold is None:
+            raise ProtocolStateError("shares are dealt in a t-of-n epoch only")
         if self.missing_dealings:
             raise ProtocolStateError(f"share dealings missing from members {self.missing_dealings}")
-        n, out = len(self.members), {}
-        for member in range(n):
-            try:
-                boxes = tuple((j, self._dealings[j].pop(member)) for j in range(n) if j != member)
-            except KeyError:
-                raise ProtocolStateError("the dealt shares were already handed out") from None
-            out[member] = DealtShares(member, boxes).to_bytes(self.params)
-        return out
+        if self._relay is None or self._relay.handed_out:
+            raise ProtocolStateError("the dealt shares were already handed out (take_dealt_shares)")
 
     @property
     def missing(self) -> list[int]:

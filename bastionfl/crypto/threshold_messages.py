@@ -21,12 +21,13 @@ def box_bytes(params: Params) -> int:
     return NONCE_BYTES + 8 * len(params.data_primes) * params.poly_modulus_degree + TAG_BYTES
 
 
-def _entries(r: Reader, params: Params, what: str) -> tuple[tuple[int, bytes], ...]:
+def _entries(r: Reader, params: Params, what: str, copy: bool = True) -> tuple[tuple[int, bytes], ...]:
     n = r.u32()
     if not n <= MAX_PARTICIPANTS:
         raise CryptoFormatError(f"{what}: count out of range")
     size = box_bytes(params)
-    out = tuple((r.u32(), r.raw(size)) for _ in range(n))
+    take = r.raw if copy else r.view
+    out = tuple((r.u32(), take(size)) for _ in range(n))
     peers = [p for p, _ in out]
     if peers != sorted(set(peers)):
         raise CryptoFormatError(f"{what}: members not sorted and distinct")
@@ -51,10 +52,12 @@ class ShareDealing:
         return seal(Kind.SHARE_DEALING, params, _write(Writer().u32(self.member), self.boxes).getvalue())
 
     @classmethod
-    def from_bytes(cls, params: Params, data: bytes) -> ShareDealing:
+    def from_bytes(cls, params: Params, data: bytes, copy: bool = True) -> ShareDealing:
+        """Parse and check a dealing; with ``copy=False`` its boxes are memoryviews into ``data`` (the server's relay
+        copies each box once, into its recipient's message)."""
         r = Reader(open_envelope(Kind.SHARE_DEALING, params, data), "share dealing")
         member = r.u32()
-        boxes = _entries(r, params, "share dealing")
+        boxes = _entries(r, params, "share dealing", copy)
         r.done()
         return cls(member, boxes)
 

@@ -60,6 +60,26 @@ def seal(kind: Kind, params: Params, body: bytes) -> bytes:
     return b"".join((head, body, _digest(head, body)))
 
 
+HEAD_BYTES = _PREFIX.size  # where an envelope's body starts
+
+
+def envelope_bytes(body_len: int) -> int:
+    """Size of the envelope around a body of ``body_len`` bytes (head, body, digest)."""
+    return _PREFIX.size + body_len + _DIGEST
+
+
+def seal_in_place(kind: Kind, params: Params, buf: bytearray) -> None:
+    """Write head and digest around the body already at ``buf[HEAD_BYTES:-32]``: ``seal``'s bytes, no body copy."""
+    end = len(buf) - _DIGEST
+    if end < _PREFIX.size:
+        raise CryptoFormatError(f"{kind.name}: a buffer of {len(buf)} bytes cannot hold an envelope")
+    head = _PREFIX.pack(MAGIC, VERSION, int(kind), params.fingerprint, end - _PREFIX.size)
+    buf[: _PREFIX.size] = head
+    with memoryview(buf) as view:
+        tail = _digest(head, view[_PREFIX.size : end])
+    buf[end:] = tail
+
+
 def _digest(head: bytes, body: bytes | memoryview) -> bytes:
     h = hashlib.sha256(head)
     h.update(body)
@@ -165,6 +185,10 @@ class Reader:
 
     def raw(self, n: int) -> bytes:
         return bytes(self._take(n))
+
+    def view(self, n: int) -> memoryview:
+        """The next ``n`` bytes without a copy (valid while the body's bytes live)."""
+        return self._take(n)
 
     def blob(self, max_len: int) -> bytes:
         n = self.u64()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from bastionfl.alloc import trim_freed_memory
 from bastionfl.config import Auth, ThreatModel
@@ -157,18 +157,22 @@ class KeySetupStage:
         xmk = ArrayRecord(blobs)
         meta = ConfigRecord({Key.EPOCH: number, Key.THREAT_MODEL: str(ctx.cfg.secure.threat_model)})
         config = config_record(ctx.cfg, rs.server_round)
-        replies, failed = rs.messenger(ctx).exchange(
-            self.name, MessageType.XMK_KEY_PROPOSAL, sorted(members),
-            lambda _n: RecordDict({Record.XMK: xmk, Record.XMK_CONFIG: meta, Record.CONFIG: config}),
-            group_id=f"{rs.server_round}.key2")
-        for reply in replies:
+
+        def on_reply(reply: Message) -> bool:
             try:
                 engine.add_key_response(array_blob(reply.content[Record.XMK][Key.KEY_RESPONSE]))
-                if engine.threshold is not None:
+                if engine.threshold is not None:  # its boxes are copied into their recipients' messages here
                     engine.add_dealing(array_blob(reply.content[Record.XMK][Key.DEALING]))
             except REFUSED as exc:
                 log.warning("key setup: refused a key response (%s)", exc)
-                failed.append(reply.metadata.src_node_id)
+                return False
+            return True
+
+        # each reply is taken as it arrives and kept by no one: a t-of-n dealing is never held twice (reply, relay)
+        failed = rs.messenger(ctx).exchange_streaming(
+            self.name, MessageType.XMK_KEY_PROPOSAL, sorted(members),
+            lambda _n: RecordDict({Record.XMK: xmk, Record.XMK_CONFIG: meta, Record.CONFIG: config}),
+            group_id=f"{rs.server_round}.key2", on_reply=on_reply)
         if failed:  # every member's response is needed to confirm the key: leave the silent ones out and re-key
             drop_out(ctx, rs, Stage.KEYGEN, sorted(set(failed)), exclude=True)
             raise RoundFailed(f"key setup: {len(set(failed))} member(s) gave no key response; re-keying")

@@ -74,7 +74,8 @@ def test_threshold_shares_reconstruct_the_epoch_secret(fed):
 
 def test_the_server_keeps_no_share_box_once_handed_out(fed):
     """After T2 the server holds the boxes only inside the recipients' messages; a second hand-out is refused."""
-    assert fed.server._dealings and all(not boxes for boxes in fed.server._dealings.values())
+    relay = fed.server._relay
+    assert relay is not None and relay.handed_out and relay._buffers is None and len(relay.dealers) == N
     assert fed.server.missing_dealings == []
     with pytest.raises(ProtocolStateError):
         fed.server.dealt_shares(0)
