@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from statistics import mean, pstdev
 
 from bastionfl.config import RunConfig
-from bastionfl.simulations.experiment_image import _LABEL, BOOSTED, GOAL_ASR, GOAL_CA_LOSS, ArmResult
+from bastionfl.simulations.experiment_image import _LABEL, BLENDED, BOOSTED, GOAL_ASR, GOAL_CA_LOSS, ArmResult
 from bastionfl.simulations.grid import fmt_minutes
 
 __all__ = ["render_seeds", "SEED_COLUMNS", "WORKING_ASR"]
@@ -38,7 +38,9 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
              f"* Seeds {', '.join(map(str, seeds))} (each a whole grid); {base.task.dataset}, model {base.task.model}, "
              f"clean set {base.defense.clean_set_size} (half repairs, half validates each repair).",
              f"* {fed.num_clients} clients (IID), {atk.poisoned_clients} hold {100 * atk.poison_rate:.0f}%-poisoned "
-             f"data (all-to-one, target {atk.target_label}); {fed.rounds} rounds, SGD lr {base.task.lr}. Boosted "
+             f"data (all-to-one, target {atk.target_label}); {fed.rounds} rounds, SGD lr {base.task.lr}. Blended: a "
+             f"seeded uniform-noise pattern at alpha {BLENDED['blend_alpha']:g}, the poisoned clients "
+             f"{100 * BLENDED['poison_rate']:.0f}% poisoned. Boosted "
              f"BadNets: the poisoned clients ({100 * BOOSTED['poison_rate']:.0f}% poisoned) send global + "
              f"{BOOSTED['boost_factor']:g} x their update in the last {BOOSTED['rounds']} rounds (model replacement). Aggregate clip: each aggregate update bounded by the median norm of the earlier "
              "rounds' (acts on the decrypted sum, so it applies under xMK-CKKS).",

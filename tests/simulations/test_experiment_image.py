@@ -138,3 +138,22 @@ def test_seeds_table_shows_mean_and_std_and_the_working_attack_bar() -> None:
     assert rows[("BadNets", "fine-tune")][6] == "**yes**"
     assert "* BadNets: undefended attack works; goal met by fine-tune." in text
     assert "* Blended: undefended attack does NOT reach the working-attack bar" in text
+
+
+def test_blended_arms_carry_their_own_poisoning() -> None:
+    from bastionfl.cli.experiment import _image_parser
+
+    args = _image_parser().parse_args(["--quick", "--rounds", "5"])
+    base = exp.base_config(args)
+    runner = exp._Runner(base, Path("unused"), None)
+    arms = {a.key: a for a in exp.grid_arms(he_rows=True, opt_in=True)}
+    for key in ("blended/none", "blended/finetune", "blended/nad", "blended/abl", "blended/none+he"):
+        atk = runner._cfg(arms[key], Path("unused")).attack
+        assert (str(atk.kind), atk.blend_alpha, atk.poison_rate) == (
+            "blended", exp.BLENDED["blend_alpha"], exp.BLENDED["poison_rate"]), key
+    # the other attacks keep the grid's (BadNets) or their own (boosted) poison rate
+    assert runner._cfg(arms["badnets/none"], Path("unused")).attack.poison_rate == base.attack.poison_rate
+    assert runner._cfg(arms["boosted/none"], Path("unused")).attack.poison_rate == exp.BOOSTED["poison_rate"]
+    text = exp.render_results(base, _result("none", "none", 0.9, None), [_result("blended", "none", 0.9, 0.95)],
+                              command="c", total_wall_s=1.0, load=(1, 1, 1), cores=2, shared_prefix=False)
+    assert f"Blended: {100 * exp.BLENDED['poison_rate']:.0f}%, alpha {exp.BLENDED['blend_alpha']:g}" in text
