@@ -44,8 +44,9 @@ REPAIRS = ("rnp", "nad", "finetune", "unlearn")
 OPT_IN_DEFENSES = ("unlearn",)  # measured without reaching the goal (results-image.md): run only when --only names it
 # boosted attackers: x2 in the last 3 rounds, half their images poisoned (boost by the client count broke the model)
 BOOSTED = {"boost_factor": 2.0, "rounds": 3, "poison_rate": 0.5}
-# Blended attackers: the noise pattern at alpha 0.2 (Chen et al.) needs more poisoned images than BadNets' patch
-BLENDED = {"blend_alpha": 0.2, "poison_rate": 0.4}
+# Blended attackers: on the quick digits grid the noise pattern at alpha 0.2 (Chen et al.) took to 81-96 % ASR only,
+# at 30-50 % poisoned images too; alpha 0.3 at 30 % works (docs/results-image.md)
+BLENDED = {"blend_alpha": 0.3, "poison_rate": 0.3}
 CLIP_ADAPTIVE = 1.0  # the clip arm bounds each aggregate update by the median norm of the earlier rounds
 GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
