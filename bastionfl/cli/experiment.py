@@ -29,7 +29,8 @@ def _image_parser() -> argparse.ArgumentParser:
                                                 "(default 0,1,2; --quick: --seed only)")
     p.add_argument("--he-rows", action="store_true", help="add rows with xMK-CKKS secure aggregation (no defense "
                                                           "and the defense that applies under encryption, per attack)")
-    p.add_argument("--poison-rate", type=float, default=0.2, help="share of a poisoned client's images triggered")
+    p.add_argument("--poison-rate", type=float, default=0.2, help="share of a poisoned client's images triggered "
+                                                                    "(BadNets; Blended and boosted arms use their own)")
     p.add_argument("--rounds", type=int, default=None, help="federated rounds per arm (default 8; --quick: 2)")
     p.add_argument("--train-subset", type=int, default=20000, help="training images used, clean set included")
     p.add_argument("--clean-set-size", type=int, default=1000, help="server's clean set (held out in every arm)")

@@ -34,7 +34,7 @@ from bastionfl.config import ConfigError, RunConfig, apply_overrides
 from bastionfl.simulations.grid import KEEP_MARKER, ExperimentError, GridDisplay, fmt_minutes, publish_results
 
 __all__ = ["run", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
-           "KEEP_MARKER", "COLUMNS"]
+           "BLENDED", "KEEP_MARKER", "COLUMNS"]
 
 ATTACKS = ("badnets", "blended", "boosted")
 DEFENSES = ("none", "abl", "rnp", "nad", "finetune", "unlearn")
@@ -44,6 +44,9 @@ REPAIRS = ("rnp", "nad", "finetune", "unlearn")
 OPT_IN_DEFENSES = ("unlearn",)  # measured without reaching the goal (results-image.md): run only when --only names it
 # boosted attackers: x2 in the last 3 rounds, half their images poisoned (boost by the client count broke the model)
 BOOSTED = {"boost_factor": 2.0, "rounds": 3, "poison_rate": 0.5}
+# Blended attackers: on the quick digits grid the noise pattern at alpha 0.2 (Chen et al.) took to 81-96 % ASR only,
+# at 30-50 % poisoned images too; alpha 0.3 at 30 % works (docs/results-image.md)
+BLENDED = {"blend_alpha": 0.3, "poison_rate": 0.3}
 CLIP_ADAPTIVE = 1.0  # the clip arm bounds each aggregate update by the median norm of the earlier rounds
 GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
@@ -84,6 +87,7 @@ class Arm:
             return {"attack": "none", "client_defense": "none", "repair": "none", "secure_aggregation": "none"}
         out: dict[str, Any] = {"attack": self.attack, "client_defense": "none", "repair": "none",
                                "poisoned_clients_defend": False}
+        out.update(BLENDED if self.attack == "blended" else {})
         if self.attack == "boosted":  # model replacement in the last rounds (BOOSTED; docs/defenses.md)
             rounds = (base or RunConfig()).federation.rounds
             out.update(attack="badnets", attack_start_round=max(1, rounds - BOOSTED["rounds"] + 1),
@@ -319,11 +323,7 @@ def _goal_cell(result: ArmResult, reference_ca: float) -> str:
         return "-"
     if goal_met(result, reference_ca):
         return "**yes**"
-    why = []
-    if result.asr > GOAL_ASR:
-        why.append("ASR")
-    if reference_ca - result.accuracy > GOAL_CA_LOSS:
-        why.append("CA")
+    why = [w for w, bad in (("ASR", result.asr > GOAL_ASR), ("CA", reference_ca - result.accuracy > GOAL_CA_LOSS)) if bad]
     return f"no ({' and '.join(why)})"
 
 
@@ -339,7 +339,8 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
              f"training images, of which {base.defense.clean_set_size:,} are the server's clean set in every arm), "
              f"model {base.task.model}.",
              f"* {base.federation.num_clients} clients (IID), {base.attack.poisoned_clients} of them hold "
-             f"{100 * base.attack.poison_rate:.0f}%-poisoned data (all-to-one, target {base.attack.target_label}); {base.federation.rounds} "
+             f"{100 * base.attack.poison_rate:.0f}%-poisoned data (all-to-one, target {base.attack.target_label}; Blended: "
+             f"{100 * BLENDED['poison_rate']:.0f}%, alpha {BLENDED['blend_alpha']:g}); {base.federation.rounds} "
              f"rounds of {base.task.local_epochs} local epoch, SGD lr {base.task.lr}, batch {base.task.batch_size}; FedAvg over all "
              f"clients every round; secure aggregation: {base.secure.mode} (the reference is plaintext).",
              "* CA: accuracy on the clean test set; ASR: accuracy on the triggered non-target test images, labelled "
@@ -389,14 +390,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
 
-    shown = list(argv)  # the run folder is a local path; keep it out of the results page
-    for i, a in enumerate(shown[:-1]):
-        if a == "--work-dir":
-            shown[i + 1] = "<run folder>"
+    # the run folder is a local path; keep it out of the results page
+    shown = ["<run folder>" if i and argv[i - 1] == "--work-dir" else a for i, a in enumerate(argv)]
     command = f"{prog} {shlex.join(shown)}".strip()
-    by_attack: dict[str, list[Arm]] = {}
-    for arm in arms:
-        by_attack.setdefault(arm.attack, []).append(arm)
+    by_attack = {k: [a for a in arms if a.attack == k] for k in dict.fromkeys(a.attack for a in arms)}
     shared_prefix = base.federation.rounds > 1 and any(a.defense in REPAIRS and not a.he for a in arms)
     total_rounds = base.federation.rounds  # the reference
     for attack_arms in by_attack.values():

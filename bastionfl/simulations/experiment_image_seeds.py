@@ -2,7 +2,8 @@
 
 Each seed is a whole grid (its own partition, poisoned clients, initialisation and clean set); the goal of a row is
 judged on the means against the mean no-attack CA, and the attack's own row says whether the backdoor took (the
-undefended mean ASR), since a defense is only credited against a working attack.
+undefended mean ASR, at CA within the goal's loss of the reference), since a defense is only credited against a
+working attack.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from statistics import mean, pstdev
 
 from bastionfl.config import RunConfig
-from bastionfl.simulations.experiment_image import _LABEL, BOOSTED, GOAL_ASR, GOAL_CA_LOSS, ArmResult
+from bastionfl.simulations.experiment_image import _LABEL, BLENDED, BOOSTED, GOAL_ASR, GOAL_CA_LOSS, ArmResult
 from bastionfl.simulations.grid import fmt_minutes
 
 __all__ = ["render_seeds", "SEED_COLUMNS", "WORKING_ASR"]
@@ -38,11 +39,14 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
              f"* Seeds {', '.join(map(str, seeds))} (each a whole grid); {base.task.dataset}, model {base.task.model}, "
              f"clean set {base.defense.clean_set_size} (half repairs, half validates each repair).",
              f"* {fed.num_clients} clients (IID), {atk.poisoned_clients} hold {100 * atk.poison_rate:.0f}%-poisoned "
-             f"data (all-to-one, target {atk.target_label}); {fed.rounds} rounds, SGD lr {base.task.lr}. Boosted "
+             f"data (all-to-one, target {atk.target_label}); {fed.rounds} rounds, SGD lr {base.task.lr}. Blended: a "
+             f"seeded uniform-noise pattern at alpha {BLENDED['blend_alpha']:g}, the poisoned clients "
+             f"{100 * BLENDED['poison_rate']:.0f}% poisoned. Boosted "
              f"BadNets: the poisoned clients ({100 * BOOSTED['poison_rate']:.0f}% poisoned) send global + "
              f"{BOOSTED['boost_factor']:g} x their update in the last {BOOSTED['rounds']} rounds (model replacement). Aggregate clip: each aggregate update bounded by the median norm of the earlier "
              "rounds' (acts on the decrypted sum, so it applies under xMK-CKKS).",
-             f"* Goal: undefended mean ASR >= {100 * WORKING_ASR:.0f}% (a working attack), then a defense with mean "
+             f"* Goal: undefended mean ASR >= {100 * WORKING_ASR:.0f}% at CA <= {100 * GOAL_CA_LOSS:.0f} points below "
+             "the no-attack CA (a working attack), then a defense with mean "
              f"ASR <= {100 * GOAL_ASR:.0f}% at <= {100 * GOAL_CA_LOSS:.0f} points below the no-attack CA.",
              f"* Total wall time {fmt_minutes(total_wall_s)} on {cores} cores; load average (1/5/15 min) at the end: "
              f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.", "",
@@ -58,7 +62,7 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
         ca = mean(r.accuracy for r in rs)
         asr = mean(asrs) if asrs else None
         if arm.defense == "none" and not arm.he:
-            working[arm.attack] = asr is not None and asr >= WORKING_ASR
+            working[arm.attack] = asr is not None and asr >= WORKING_ASR and ref_ca - ca <= GOAL_CA_LOSS + 1e-12
         goal = "-"
         if arm.defense != "none" and asr is not None:
             ok = asr <= GOAL_ASR + 1e-12 and ref_ca - ca <= GOAL_CA_LOSS + 1e-12
@@ -74,7 +78,7 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
     for attack in dict.fromkeys(rows[k][0].arm.attack for k in keys):
         took = working.get(attack)
         head = f"* {_LABEL[attack]}: undefended attack " + ("works" if took else "does NOT reach the working-attack "
-                                                            "bar, so no defense result counts") + "; "
+                                                            "bar (ASR and CA), so no defense result counts") + "; "
         lines.append(head + (f"goal met by {', '.join(met[attack])}." if met.get(attack) else
                              "goal not met by any defense run."))
     lines.append("")

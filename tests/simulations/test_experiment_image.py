@@ -131,10 +131,31 @@ def test_seeds_table_shows_mean_and_std_and_the_working_attack_bar() -> None:
     for ca, asr_none, asr_ft in ((0.90, 0.95, 0.02), (0.92, 0.97, 0.04)):
         per_seed.append((_result("none", "none", ca, None),
                          [_result("badnets", "none", ca, asr_none), _result("badnets", "finetune", ca - 0.01, asr_ft),
-                          _result("blended", "none", ca, 0.5), _result("blended", "nad", ca, 0.0)]))
+                          _result("blended", "none", ca, 0.5), _result("blended", "nad", ca, 0.0),
+                          _result("boosted", "none", ca - 0.03, 1.0)]))  # ASR 100 % but 3 points of CA lost
     text = render_seeds(RunConfig(), per_seed, [0, 1], command="c", total_wall_s=10.0, load=(1, 1, 1), cores=2)
     rows = {(r[0], r[1]): r for r in _table(text)[2:]}
     assert rows[("BadNets", "none")][4] == "96.00 ± 1.00" and rows[("none", "none")][3] == "91.00 ± 1.00"
     assert rows[("BadNets", "fine-tune")][6] == "**yes**"
     assert "* BadNets: undefended attack works; goal met by fine-tune." in text
     assert "* Blended: undefended attack does NOT reach the working-attack bar" in text
+    assert "* Boosted BadNets: undefended attack does NOT reach the working-attack bar" in text
+
+
+def test_blended_arms_carry_their_own_poisoning() -> None:
+    from bastionfl.cli.experiment import _image_parser
+
+    args = _image_parser().parse_args(["--quick", "--rounds", "5"])
+    base = exp.base_config(args)
+    runner = exp._Runner(base, Path("unused"), None)
+    arms = {a.key: a for a in exp.grid_arms(he_rows=True, opt_in=True)}
+    for key in ("blended/none", "blended/finetune", "blended/nad", "blended/abl", "blended/none+he"):
+        atk = runner._cfg(arms[key], Path("unused")).attack
+        assert (str(atk.kind), atk.blend_alpha, atk.poison_rate) == (
+            "blended", exp.BLENDED["blend_alpha"], exp.BLENDED["poison_rate"]), key
+    # the other attacks keep the grid's (BadNets) or their own (boosted) poison rate
+    assert runner._cfg(arms["badnets/none"], Path("unused")).attack.poison_rate == base.attack.poison_rate
+    assert runner._cfg(arms["boosted/none"], Path("unused")).attack.poison_rate == exp.BOOSTED["poison_rate"]
+    text = exp.render_results(base, _result("none", "none", 0.9, None), [_result("blended", "none", 0.9, 0.95)],
+                              command="c", total_wall_s=1.0, load=(1, 1, 1), cores=2, shared_prefix=False)
+    assert f"Blended: {100 * exp.BLENDED['poison_rate']:.0f}%, alpha {exp.BLENDED['blend_alpha']:g}" in text
