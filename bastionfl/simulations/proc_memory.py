@@ -7,6 +7,7 @@ the actors (one per CPU, running every ClientApp in turn) and Ray's own services
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -75,10 +76,8 @@ class MemoryWatch:
             self._sample_load()
 
     def _sample_load(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # no load average on this platform: the run records none
             self.load_1m.append(os.getloadavg()[0])
-        except OSError:  # not available on this platform
-            pass
 
     def __enter__(self) -> MemoryWatch:
         self.reset = _reset_own_peak()
