@@ -55,8 +55,8 @@ def clip_and_noise(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor], p
                    noise: float, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], float, float]:
     """``new`` with its parameter update clipped to L2 norm ``bound`` (0: no clip) and noised; (state, norm, scale).
 
-    BN statistics and counters pass as aggregated: they estimate the data's statistics, and scaling them back with
-    the weights slowed every clipped benign round (measured: docs/results-image.md, "The boosted attack").
+    BN statistics and counters pass as aggregated: scaling the statistics back with the weights was measured and
+    removed less of a boosted backdoor at a larger cost (docs/results-image.md, "The boosted attack").
     """
     names = [n for n in new if n in params and new[n].is_floating_point()]
     norm = float(torch.sqrt(sum(((new[n] - old[n]).double() ** 2).sum() for n in names))) if names else 0.0

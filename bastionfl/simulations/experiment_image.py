@@ -48,7 +48,9 @@ BOOSTED = {"boost_factor": 2.0, "rounds": 1, "poison_rate": 0.5, "attack_lr": 0.
 # Blended attackers: on the quick digits grid the noise pattern at alpha 0.2 (Chen et al.) took to 81-96 % ASR only,
 # at 30-50 % poisoned images too; alpha 0.3 at 30 % works (docs/results-image.md)
 BLENDED = {"blend_alpha": 0.3, "poison_rate": 0.3}
-CLIP_ADAPTIVE = 0.5  # the clip arm bounds each aggregate update by half the median norm of the earlier rounds
+# the clip arm bounds each aggregate update by this many times the median norm of the earlier rounds; chosen on the
+# quick grid's seeds 0-2 and confirmed on seeds 3-5 (docs/results-image.md, "The boosted attack")
+CLIP_ADAPTIVE = 0.45
 GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
