@@ -151,7 +151,8 @@ class DefenseConfig:
 
     client_defense: ClientDefense = setting(ClientDefense.NONE, "defense in local training: none | abl (images) | "
                                             "btu (text)")
-    repair: Repair = setting(Repair.NONE, "server-side repair of the global model: none | rnp | nad | finetune | unlearn | fineprune "
+    repair: Repair = setting(Repair.NONE, "server-side repair of the global model: none | rnp | nad | finetune | "
+                             "unlearn | fineprune "
                              "(text: finetune only, BTU's clean tune)", clients=False)
     clean_set_size: int = setting(0, "server's clean set for repair, held out of the clients' training data (text: "
                                   "drawn from the test split); clients need it to leave those examples out",
@@ -173,10 +174,12 @@ class DefenseConfig:
                                         "at most this many points; else it is retried at a tenth of the lr, then "
                                         "discarded for the unrepaired model; the validation part needs >= 100 / "
                                         "this images to resolve it", _range(0.0, 100.0), clients=False)
-    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/fine-pruning/NAD 0.1, "
+    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/fine-pruning/"
+                               "NAD 0.1, "
                                "unlearn (Adam) 0.001 and RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",
                                _range(0.0, 10.0), clients=False)
-    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune and fine-pruning 10, NAD 10, unlearn 1 per round, RNP's mask "
+    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune and fine-pruning 10, "
+                                 "NAD 10, unlearn 1 per round, RNP's mask "
                                  "recovery 20)", _range(0, 1000), clients=False)
     repair_lr_decay: bool = setting(False, "text clean tune: lr falls linearly to 0 over the epoch (not in the "
                                     "paper, which keeps it constant)", clients=False)

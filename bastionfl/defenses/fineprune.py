@@ -134,7 +134,8 @@ def fineprune_repair(
     keep = torch.ones(channels, dtype=torch.bool)
     if pruned is not None:
         if set(pruned) != {name}:
-            raise ValueError(f"saved fine-pruning mask names {sorted(pruned)}, this model's last conv stage is {name!r}")
+            raise ValueError(f"saved fine-pruning mask names {sorted(pruned)}, this model's last conv stage is "
+                             f"{name!r}")
         keep = torch.as_tensor(pruned[name], dtype=torch.bool).clone()
         if keep.shape != (channels,):
             raise ValueError(f"saved fine-pruning mask has {keep.numel()} channels, layer {name!r} has {channels}")

@@ -59,7 +59,8 @@ GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
            "wall time", "notes")
-_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "unlearn": "unlearning", "fineprune": "fine-pruning", "badnets": "BadNets",
+_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "unlearn": "unlearning",
+          "fineprune": "fine-pruning", "badnets": "BadNets",
           "blended": "Blended", "boosted": "Boosted BadNets", "clip": "aggregate clip"}
 
 
@@ -399,7 +400,8 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
              "* CA: accuracy on the clean test set; ASR: accuracy on the triggered non-target test images, labelled "
              "with the target; both of the final global model. Goal: ASR <= 5 % and CA at most 2 points below "
              "the no-attack run.",
-             "* Server repair (RNP, NAD, fine-tune, unlearning, fine-pruning) runs in the last round only, on the aggregate, with the clean set."
+             "* Server repair (RNP, NAD, fine-tune, unlearning, fine-pruning) runs in the last round only, on the "
+             "aggregate, with the clean set."
              + (" The repair arms branch from the checkpoint of the attack's no-defense federation after round "
                 f"{base.federation.rounds - 1} (the same rounds, run once); their wall time includes those shared rounds."
                 if shared_prefix else ""),

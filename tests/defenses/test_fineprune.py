@@ -1,4 +1,4 @@
-"""Fine-pruning on the backdoored digits model: ranking, the two stop rules, zeroed channels, the clean-accuracy bound."""
+"""Fine-pruning on the backdoored digits model: ranking, both stop rules, zeroed channels, the clean-accuracy bound."""
 
 from __future__ import annotations
 

@@ -129,7 +129,8 @@ def test_fine_pruning_mask_persists_across_repair_rounds_and_a_checkpoint() -> N
     first.new_state = dict(first.global_state)
     RepairStage().run(ctx, first)
     rep = first.metrics["repair"]
-    assert rep["defense"] == "fineprune" and rep["layer"] == "stage3.2" and first.metrics["repair_outcome"] == "accepted"
+    assert rep["defense"] == "fineprune" and rep["layer"] == "stage3.2"
+    assert first.metrics["repair_outcome"] == "accepted"
     assert rep["pruned_channels"] == 16 and (rep["cfg_max_drop"], rep["cfg_max_fraction"]) == (100.0, 0.25)
     state = ctx.states.get(RepairState)
     pruned1 = [i for i, k in enumerate(state.mask["stage3.2"]) if not k]

@@ -69,7 +69,7 @@ def test_goal_needs_both_asr_and_ca_and_ignores_the_undefended_row() -> None:
 
 
 def test_threat_models_per_row() -> None:
-    assert len(exp.grid_arms()) == 14  # BadNets and Blended x 5 defenses, Boosted BadNets x 4: unlearn, fineprune opt-in
+    assert len(exp.grid_arms()) == 14  # BadNets, Blended x 5 defenses, Boosted x 4: unlearn and fineprune are opt-in
     assert not {"badnets/unlearn", "blended/fineprune"} & {a.key for a in exp.select_arms(None)}
     assert [a.key for a in exp.select_arms("badnets/unlearn")] == ["badnets/unlearn"]
     assert [a.key for a in exp.select_arms("fineprune")] == ["badnets/fineprune", "blended/fineprune"]
@@ -102,7 +102,8 @@ def test_repair_set_reaches_the_repair_rows_it_names_and_bad_items_are_one_line(
     assert exp.repair_overrides(Arm("blended", "none"), sets) == {}
     for bad, says in ((["fineprune_max_drop"], "KEY=VALUE"), (["lr=0.1"], "not a repair key"),
                       (["repair_last_rounds=2"], "not a repair key"), (["fineprune_max_drop=0"], "fineprune_max_drop"),
-                      (["fineprune_max_fraction=x"], "fineprune_max_fraction"), (["rnp_max_threshold=0.5"], "no selected row")):
+                      (["fineprune_max_fraction=x"], "fineprune_max_fraction"),
+                      (["rnp_max_threshold=0.5"], "no selected row")):
         assert cli.image(["--quick", "--only", "badnets/fineprune", "--repair-set", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and says in err, err
