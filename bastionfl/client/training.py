@@ -92,23 +92,24 @@ def local_train(
     if data.poison_mask is not None:
         metrics["poisoned_examples"] = float(data.poison_mask.sum())
         if cfg.attack.boost_factor != 1.0:
-            state = boost_update(state, global_state, cfg.attack.boost_factor, {n for n, _ in model.named_parameters()})
+            state = boost_update(state, global_state, cfg.attack.boost_factor)
             metrics["boost_factor"] = float(cfg.attack.boost_factor)
     return LocalResult(state, len(data), float(loss), metrics, job.node_state)
 
 
-def boost_update(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor], factor: float,
-                 params: set[str]) -> dict[str, torch.Tensor]:
-    """Model replacement (Bagdasaryan et al. 2020): scale a trained model's update of its parameters by ``factor``.
+def boost_update(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor],
+                 factor: float) -> dict[str, torch.Tensor]:
+    """Model replacement (Bagdasaryan et al. 2020): send ``global + factor * (local - global)`` for every float tensor.
 
-    The attacker sends ``global + factor * (local - global)``; with ``factor`` near the number of clients its model
-    survives FedAvg's mean almost unchanged. Buffers (BN statistics, counters) are sent as trained.
+    The scale covers the BN statistics too, since FedAvg averages them with the weights: a boosted model whose
+    statistics were averaged down to a third would no longer match its weights (measured: clean accuracy 16-32 %
+    instead of 94-96 % on the quick digits grid). Integer counters are sent as trained.
     """
     out = dict(state)
-    for name in params:
-        if name in out:
-            g = global_state[name].to(out[name].dtype)
-            out[name] = g + factor * (out[name] - g)
+    for name, t in state.items():
+        if t.is_floating_point() and name in global_state:
+            g = global_state[name].to(t.dtype)
+            out[name] = g + factor * (t - g)
     return out
 
 

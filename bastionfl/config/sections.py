@@ -165,6 +165,10 @@ class DefenseConfig:
     aggregate_clip_adaptive: float = setting(0.0, "adaptive bound on the aggregate update: this many times the median "
                                              "norm of the earlier rounds' aggregate updates (0: off)", _range(0.0),
                                              clients=False)
+    aggregate_clip_window: int = setting(0, "the adaptive bound's median covers only the last K earlier rounds (0: "
+                                         "all): a federation's update norms shrink as it converges, so the early "
+                                         "rounds' large steps would let a late boosted round through",
+                                         _range(0, 100000), clients=False)
     aggregate_noise: float = setting(0.0, "std of Gaussian noise added to every parameter of the clipped aggregate "
                                      "(CRFL); 0: none", _range(0.0), clients=False)
     repair_val_fraction: float = setting(0.5, "share of the clean set the server keeps to validate a repair (the "

@@ -49,12 +49,13 @@ REPAIRS = ("rnp", "nad", "finetune", "unlearn", "fineprune")
 OPT_IN_DEFENSES = ("unlearn", "fineprune")
 # --repair-set: keys with these prefixes set that repair's rows only; "repair_" keys set every repair row
 REPAIR_KEY_PREFIXES = {"rnp_": "rnp", "unlearn_": "unlearn", "fineprune_": "fineprune", "repair_": None}
-# boosted attackers: x2 in the last 3 rounds, half their images poisoned (boost by the client count broke the model)
-BOOSTED = {"boost_factor": 2.0, "rounds": 3, "poison_rate": 0.5}
+# boosted attackers: single-shot model replacement in the last round, x2, half their images poisoned, trained gently
+# (lr 0.01, 3 epochs) so that the boosted model keeps the clean task (docs/results-image.md, "The boosted attack")
+BOOSTED = {"boost_factor": 2.0, "rounds": 1, "poison_rate": 0.5, "attack_lr": 0.01, "attack_epochs": 3}
 # Blended attackers: on the quick digits grid the noise pattern at alpha 0.2 (Chen et al.) took to 81-96 % ASR only,
 # at 30-50 % poisoned images too; alpha 0.3 at 30 % works (docs/results-image.md)
 BLENDED = {"blend_alpha": 0.3, "poison_rate": 0.3}
-CLIP_ADAPTIVE = 1.0  # the clip arm bounds each aggregate update by the median norm of the earlier rounds
+CLIP_ADAPTIVE = 0.5  # the clip arm bounds each aggregate update by half the median norm of the earlier rounds
 GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
@@ -86,7 +87,7 @@ class Arm:
         if self.defense == "abl":
             return "honest: poisoned clients run ABL" + he
         if self.attack == "boosted":
-            return "malicious: poisoned clients boost their update in the last rounds" + he
+            return "malicious: poisoned clients boost their update (model replacement)" + he
         return "malicious: poisoned clients do not defend" + he
 
     def overrides(self, base: RunConfig | None = None) -> dict[str, Any]:
@@ -99,7 +100,7 @@ class Arm:
         if self.attack == "boosted":  # model replacement in the last rounds (BOOSTED; docs/defenses.md)
             rounds = (base or RunConfig()).federation.rounds
             out.update(attack="badnets", attack_start_round=max(1, rounds - BOOSTED["rounds"] + 1),
-                       boost_factor=BOOSTED["boost_factor"], poison_rate=BOOSTED["poison_rate"])
+                       **{k: v for k, v in BOOSTED.items() if k != "rounds"})
         if self.defense == "abl":
             out.update(client_defense="abl", poisoned_clients_defend=True)
         elif self.defense in REPAIRS:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from statistics import mean, pstdev
 
 from bastionfl.config import RunConfig
-from bastionfl.simulations.experiment_image import _LABEL, BLENDED, BOOSTED, GOAL_ASR, GOAL_CA_LOSS, ArmResult
+from bastionfl.simulations.experiment_image import _LABEL, BLENDED, BOOSTED, CLIP_ADAPTIVE, GOAL_ASR, GOAL_CA_LOSS, ArmResult
 from bastionfl.simulations.grid import fmt_minutes
 
 __all__ = ["render_seeds", "SEED_COLUMNS", "WORKING_ASR"]
@@ -43,8 +43,10 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
              f"seeded uniform-noise pattern at alpha {BLENDED['blend_alpha']:g}, the poisoned clients "
              f"{100 * BLENDED['poison_rate']:.0f}% poisoned. Boosted "
              f"BadNets: the poisoned clients ({100 * BOOSTED['poison_rate']:.0f}% poisoned) send global + "
-             f"{BOOSTED['boost_factor']:g} x their update in the last {BOOSTED['rounds']} rounds (model replacement). Aggregate clip: each aggregate update bounded by the median norm of the earlier "
-             "rounds' (acts on the decrypted sum, so it applies under xMK-CKKS).",
+             f"{BOOSTED['boost_factor']:g} x their update (weights and BN statistics) in the last "
+             f"{BOOSTED['rounds']} round(s), trained at lr {BOOSTED['attack_lr']:g} for {BOOSTED['attack_epochs']} "
+             f"epochs (model replacement). Aggregate clip: each aggregate update bounded by {CLIP_ADAPTIVE:g} x the "
+             "median norm of the earlier rounds' (acts on the decrypted sum, so it applies under xMK-CKKS).",
              f"* Goal: undefended mean ASR >= {100 * WORKING_ASR:.0f}% at CA <= {100 * GOAL_CA_LOSS:.0f} points below "
              "the no-attack CA (a working attack), then a defense with mean "
              f"ASR <= {100 * GOAL_ASR:.0f}% at <= {100 * GOAL_CA_LOSS:.0f} points below the no-attack CA.",
@@ -54,7 +56,7 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
              f"| none | none | no attack (plaintext reference) | {_ms([r.accuracy for r, _ in per_seed])} | - | 0.00 "
              f"| - | {fmt_minutes(sum(r.wall_s for r, _ in per_seed))} | CA reference |"]
     met: dict[str, list[str]] = {}
-    working: dict[str, bool] = {}
+    working: dict[str, list[str]] = {}  # per attack: the working-attack conditions it fails
     for key in keys:
         rs = rows[key]
         arm = rs[0].arm
@@ -62,7 +64,10 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
         ca = mean(r.accuracy for r in rs)
         asr = mean(asrs) if asrs else None
         if arm.defense == "none" and not arm.he:
-            working[arm.attack] = asr is not None and asr >= WORKING_ASR and ref_ca - ca <= GOAL_CA_LOSS + 1e-12
+            working[arm.attack] = [w for w, bad in ((f"ASR below {100 * WORKING_ASR:g} %", asr is None or
+                                                     asr < WORKING_ASR),
+                                                    (f"CA more than {100 * GOAL_CA_LOSS:g} points below the "
+                                                     "no-attack run", ref_ca - ca > GOAL_CA_LOSS + 1e-12)) if bad]
         goal = "-"
         if arm.defense != "none" and asr is not None:
             ok = asr <= GOAL_ASR + 1e-12 and ref_ca - ca <= GOAL_CA_LOSS + 1e-12
@@ -76,10 +81,18 @@ def render_seeds(base: RunConfig, per_seed: Sequence[tuple[ArmResult, list[ArmRe
                      f"{rs[0].notes} |")
     lines += ["", "Goal per attack:", ""]
     for attack in dict.fromkeys(rows[k][0].arm.attack for k in keys):
-        took = working.get(attack)
-        head = f"* {_LABEL[attack]}: undefended attack " + ("works" if took else "does NOT reach the working-attack "
-                                                            "bar (ASR and CA), so no defense result counts") + "; "
-        lines.append(head + (f"goal met by {', '.join(met[attack])}." if met.get(attack) else
-                             "goal not met by any defense run."))
+        failed = working.get(attack)
+        verdict = (f"goal met by {', '.join(met[attack])}." if met.get(attack) else
+                   "goal not met by any defense run.")
+        if failed is None:
+            head = "no undefended plaintext arm in this selection, so whether the attack works is not measured; "
+        elif failed:
+            head = f"undefended attack does NOT reach the working-attack bar ({'; '.join(failed)}), so no defense " \
+                   "result counts; "
+            verdict = "(met by the figures alone: " + ", ".join(met[attack]) + ")." if met.get(attack) else \
+                "no defense run met the goal either."
+        else:
+            head = "undefended attack works; "
+        lines.append(f"* {_LABEL[attack]}: " + head + verdict)
     lines.append("")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bastionfl.client.training import boost_update
@@ -19,7 +20,7 @@ def test_clip_bounds_a_boosted_clients_share_of_the_aggregate() -> None:
     old = {"w": torch.zeros(100), "bn.running_mean": torch.zeros(4)}
     benign = [{"w": 0.01 * torch.randn(100) + 0.01, "bn.running_mean": torch.ones(4)} for _ in range(4)]
     attacker_model = {"w": torch.full((100,), -0.05), "bn.running_mean": torch.ones(4)}
-    boosted = boost_update(attacker_model, old, 5.0, {"w"})  # the attacker scales its update by the client count
+    boosted = boost_update(attacker_model, old, 5.0)  # the attacker scales its update by the client count
     plain = _mean(benign + [attacker_model])
     agg = _mean(benign + [boosted])  # what the server decrypts: it never sees ``boosted`` alone
     norm = float((agg["w"] - old["w"]).norm())
@@ -50,3 +51,26 @@ def test_adaptive_bound_follows_the_median_of_earlier_rounds() -> None:
     assert clip_bound(0.0, 2.0, []) == 0.0, "round 1 has nothing to compare with"
     assert clip_bound(0.0, 2.0, [1.0, 3.0, 2.0]) == 4.0
     assert clip_bound(3.0, 2.0, [1.0, 3.0, 2.0]) == 3.0
+
+
+def test_clip_window_takes_the_median_of_the_last_rounds_only() -> None:
+    """A converging federation: large early steps must not widen the bound a late boosted round is held to."""
+    from types import SimpleNamespace
+
+    from bastionfl.server.aggregate_guard import ClipAggregate, ClipState
+
+    def run_round(window: int, state: ClipState) -> dict:
+        cfg = RunConfig.build(aggregate_clip_adaptive=1.0, aggregate_clip_window=window)
+        states = SimpleNamespace(get=lambda cls: state)
+        ctx = SimpleNamespace(cfg=cfg, states=states, new_model=lambda: torch.nn.Linear(4, 1, bias=False))
+        old = {"weight": torch.zeros(1, 4)}
+        rs = SimpleNamespace(server_round=5, global_state=old, new_state={"weight": torch.full((1, 4), 0.6)},
+                             metrics={})  # norm 1.2
+        ClipAggregate().run(ctx, rs)
+        return rs.metrics["aggregate_clip"]
+
+    history = {"1": 2.0, "2": 1.8, "3": 0.8, "4": 0.5}  # stored out of order on purpose below
+    all_rounds = run_round(0, ClipState(norms=dict(reversed(list(history.items())))))
+    last_two = run_round(2, ClipState(norms=dict(reversed(list(history.items())))))
+    assert all_rounds["bound"] == pytest.approx(1.3) and all_rounds["scale"] == pytest.approx(1.0)
+    assert last_two["bound"] == pytest.approx(0.65) and last_two["scale"] == pytest.approx(0.65 / 1.2)

@@ -155,8 +155,11 @@ def test_seeds_table_shows_mean_and_std_and_the_working_attack_bar() -> None:
     assert rows[("BadNets", "none")][4] == "96.00 ± 1.00" and rows[("none", "none")][3] == "91.00 ± 1.00"
     assert rows[("BadNets", "fine-tune")][6] == "**yes**"
     assert "* BadNets: undefended attack works; goal met by fine-tune." in text
-    assert "* Blended: undefended attack does NOT reach the working-attack bar" in text
-    assert "* Boosted BadNets: undefended attack does NOT reach the working-attack bar" in text
+    assert "* Blended: undefended attack does NOT reach the working-attack bar (ASR below 90 %)" in text
+    assert "Blended: undefended attack does NOT reach the working-attack bar (ASR below 90 %), so no defense result " \
+           "counts; (met by the figures alone: NAD)." in text
+    assert "* Boosted BadNets: undefended attack does NOT reach the working-attack bar (CA more than 2 points below " \
+           "the no-attack run)" in text
 
 
 def test_blended_arms_carry_their_own_poisoning() -> None:

@@ -46,12 +46,14 @@ def test_all_to_all_relabels_to_the_next_class() -> None:
     assert ax.shape[0] == 100 and torch.equal(ay, (y + 1) % 10)
 
 
-def test_boost_scales_parameter_updates_only() -> None:
-    g = {"w": torch.ones(3), "bn.running_var": torch.ones(3)}
-    local = {"w": torch.full((3,), 2.0), "bn.running_var": torch.full((3,), 0.5)}
-    out = boost_update(local, g, 5.0, {"w"})
+def test_boost_scales_weights_and_bn_statistics_not_counters() -> None:
+    g = {"w": torch.ones(3), "bn.running_var": torch.ones(3), "bn.num_batches_tracked": torch.tensor(7)}
+    local = {"w": torch.full((3,), 2.0), "bn.running_var": torch.full((3,), 1.5), "bn.num_batches_tracked": torch.tensor(9)}
+    out = boost_update(local, g, 5.0)
     assert torch.allclose(out["w"], torch.full((3,), 6.0))
-    assert torch.equal(out["bn.running_var"], local["bn.running_var"])
+    assert torch.allclose(out["bn.running_var"], torch.full((3,), 3.5))  # 1 + 5 * 0.5: the statistics follow
+    assert int(out["bn.num_batches_tracked"]) == 9
+    assert torch.equal(local["w"], torch.full((3,), 2.0))  # the trained state is not modified in place
 
 
 @pytest.mark.parametrize(("settings", "key"), [
