@@ -222,3 +222,19 @@ def test_rnp_keys_reach_rnp_and_are_refused_without_it() -> None:
                        ("rnp_unlearn_stop_acc", 2.0), ("rnp_unlearn_max_epochs", 0), ("rnp_recover_lr", 0.0)]:
         with pytest.raises(ConfigError, match=f"'{key}'"):
             apply_overrides(RunConfig(), {"repair": "rnp", "clean_set_size": 200, key: value})
+
+
+def test_fineprune_keys_reach_the_repair_and_bad_values_are_one_line_errors() -> None:
+    from bastionfl.server.repair import RepairSchedule
+
+    cfg = apply_overrides(RunConfig(), {"repair": "fineprune", "clean_set_size": 200, "fineprune_max_drop": 20.0,
+                                        "fineprune_max_fraction": 0.5})
+    assert RepairSchedule.of(cfg).fineprune == {"max_drop": 20.0, "max_fraction": 0.5}
+    for key, value in (("fineprune_max_drop", 20.0), ("fineprune_max_fraction", 0.5)):
+        with pytest.raises(ConfigError, match=f"'{key}'.*repair = finetune"):
+            apply_overrides(RunConfig(), {"repair": "finetune", "clean_set_size": 200, key: value})
+    for key, value in (("fineprune_max_drop", 0.0), ("fineprune_max_drop", 100.5), ("fineprune_max_fraction", 0.0),
+                       ("fineprune_max_fraction", 1.0)):
+        with pytest.raises(ConfigError, match=f"'{key}'") as err:
+            apply_overrides(RunConfig(), {"repair": "fineprune", "clean_set_size": 200, key: value})
+        assert "\n" not in str(err.value)

@@ -29,6 +29,9 @@ def _image_parser() -> argparse.ArgumentParser:
                                                 "(default 0,1,2; --quick: --seed only)")
     p.add_argument("--he-rows", action="store_true", help="add rows with xMK-CKKS secure aggregation (no defense "
                                                           "and the defense that applies under encryption, per attack)")
+    p.add_argument("--repair-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a repair key for the repair rows (repeatable): repair_* for every repair row, rnp_*, "
+                        "unlearn_*, fineprune_* for that repair's rows (e.g. fineprune_max_drop=20)")
     p.add_argument("--poison-rate", type=float, default=0.2, help="share of a poisoned client's images triggered "
                                                                     "(BadNets; Blended and boosted arms use their own)")
     p.add_argument("--rounds", type=int, default=None, help="federated rounds per arm (default 8; --quick: 2)")

@@ -28,8 +28,13 @@ def _security(entry: dict[str, Any]) -> str:
 
 
 def _rnp_note(entry: dict[str, Any]) -> str:
-    """RNP's outcome on the round line: channels pruned, or plainly that it pruned nothing."""
+    """A pruning repair's outcome on the round line (RNP, fine-pruning): channels pruned, or that it pruned nothing."""
     rep = entry.get("repair") or {}
+    if rep.get("defense") == "fineprune":
+        total, pruned = int(rep["channels"]), int(rep.get("pruned_channels", 0))
+        if entry.get("repair_outcome") == "discarded":
+            return f" (fine-pruning of {pruned} of {total} channels undone)"
+        return f", fine-pruning pruned {pruned} of {total} channels of {rep.get('layer', 'the last conv stage')}"
     if "bn_channels" not in rep:
         return ""
     total, pruned = int(rep["bn_channels"]), int(rep.get("pruned_channels_total", rep.get("pruned_channels", 0)))

@@ -123,6 +123,19 @@ def _unlearn(cfg: "RunConfig") -> None:
             _fail(key, f"sets the unlearn repair; this run has repair = {d.repair}")
 
 
+_FINEPRUNE_KEYS = ("fineprune_max_drop", "fineprune_max_fraction")
+
+
+def _fineprune(cfg: "RunConfig") -> None:
+    d = cfg.defense
+    if d.repair is Repair.FINEPRUNE:
+        return
+    default = type(d)()
+    for key in _FINEPRUNE_KEYS:
+        if getattr(d, key) != getattr(default, key):
+            _fail(key, f"sets the fineprune repair; this run has repair = {d.repair}")
+
+
 def _abl(cfg: "RunConfig") -> None:
     d = cfg.defense
     if d.abl_learned_to >= d.abl_learned_from:
@@ -194,6 +207,7 @@ def cross_check(cfg: "RunConfig") -> None:
     _repair(cfg)
     _rnp(cfg)
     _unlearn(cfg)
+    _fineprune(cfg)
     _abl(cfg)
     _secure(cfg)
     _dropouts(cfg)

@@ -120,6 +120,7 @@ class Repair(StrEnum):
     NAD = "nad"
     FINETUNE = "finetune"
     UNLEARN = "unlearn"
+    FINEPRUNE = "fineprune"
 
 
 class BTUCut(StrEnum):
@@ -171,7 +172,7 @@ TASK_PROFILES: dict[TaskKind, TaskProfile] = {
         TaskKind.IMAGE,
         attacks=(Attack.NONE, Attack.BADNETS, Attack.BLENDED),
         client_defenses=(ClientDefense.NONE, ClientDefense.ABL),
-        repairs=(Repair.NONE, Repair.RNP, Repair.NAD, Repair.FINETUNE, Repair.UNLEARN),
+        repairs=(Repair.NONE, Repair.RNP, Repair.NAD, Repair.FINETUNE, Repair.UNLEARN, Repair.FINEPRUNE),
         defaults={"model": "cnn", "lr": 0.05, "batch_size": 32, "text_layers": 0, "rounds": 5,
                   "stage_timeout_s": 600.0, "repair_val_fraction": 0.5},
     ),

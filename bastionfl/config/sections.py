@@ -35,12 +35,12 @@ def _choice(*options: str) -> Check:
     return check
 
 
-def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Check:
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> Check:
     def check(v: Any) -> str | None:
         if lo is not None and (v <= lo if lo_open else v < lo):
             return f"must be {'>' if lo_open else '>='} {lo}"
-        if hi is not None and v > hi:
-            return f"must be <= {hi}"
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {'<' if hi_open else '<='} {hi}"
         return None
 
     return check
@@ -151,7 +151,8 @@ class DefenseConfig:
 
     client_defense: ClientDefense = setting(ClientDefense.NONE, "defense in local training: none | abl (images) | "
                                             "btu (text)")
-    repair: Repair = setting(Repair.NONE, "server-side repair of the global model: none | rnp | nad | finetune | unlearn "
+    repair: Repair = setting(Repair.NONE, "server-side repair of the global model: none | rnp | nad | finetune | "
+                             "unlearn | fineprune "
                              "(text: finetune only, BTU's clean tune)", clients=False)
     clean_set_size: int = setting(0, "server's clean set for repair, held out of the clients' training data (text: "
                                   "drawn from the test split); clients need it to leave those examples out",
@@ -177,10 +178,12 @@ class DefenseConfig:
                                         "at most this many points; else it is retried at a tenth of the lr, then "
                                         "discarded for the unrepaired model; the validation part needs >= 100 / "
                                         "this images to resolve it", _range(0.0, 100.0), clients=False)
-    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/NAD 0.1, "
+    repair_lr: float = setting(0.0, "learning rate of the repair (0: its default; images: fine-tune/fine-pruning/"
+                               "NAD 0.1, "
                                "unlearn (Adam) 0.001 and RNP's unlearning 0.01; text clean tune: the run's lr, BTU's paper 2e-5)",
                                _range(0.0, 10.0), clients=False)
-    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune 10, NAD 10, unlearn 1 per round, RNP's mask "
+    repair_epochs: int = setting(0, "epochs of the image repair (0: its default: fine-tune and fine-pruning 10, "
+                                 "NAD 10, unlearn 1 per round, RNP's mask "
                                  "recovery 20)", _range(0, 1000), clients=False)
     repair_lr_decay: bool = setting(False, "text clean tune: lr falls linearly to 0 over the epoch (not in the "
                                     "paper, which keeps it constant)", clients=False)
@@ -212,6 +215,11 @@ class DefenseConfig:
                                           "reached)", _range(1, 1000), clients=False)
     rnp_recover_lr: float = setting(0.2, "RNP: learning rate of the BN-channel masks while recovering",
                                     _range(0.0, 10.0, lo_open=True), clients=False)
+    fineprune_max_drop: float = setting(4.0, "fine-pruning: prune the least active last-stage channels while clean "
+                                        "accuracy on the repair part stays within this many points of the unpruned "
+                                        "model (the paper's 4)", _range(0.0, 100.0, lo_open=True), clients=False)
+    fineprune_max_fraction: float = setting(0.8, "fine-pruning: largest share of the last stage's channels pruned",
+                                            _range(0.0, 1.0, lo_open=True, hi_open=True), clients=False)
     abl_isolation_rounds: int = setting(2, "ABL: rounds trained with the bounded loss; the isolation rule is scored "
                                         "in rounds 2..this and isolates at the first that fires (>= 2)",
                                         _range(2, 1000))

@@ -1,10 +1,10 @@
-"""Server-side repair of the aggregated global model with a small clean set: RNP, NAD, fine-tuning, adversarial
-unlearning (I-BAU-style), or for text models BTU's clean tune.
+"""Server-side repair of the aggregated global model with a small clean set: RNP, NAD, fine-tuning, fine-pruning,
+adversarial unlearning (I-BAU-style), or for text models BTU's clean tune.
 
 Runs after aggregation (after fusion under secure aggregation: the server repairs only the aggregate it may see).
-Which function repairs is chosen once from ``REPAIRS`` by (task kind, repair). RNP's keep-masks are merged across
-rounds and re-applied to every new global model, so a channel pruned once stays pruned even though clients keep
-training it.
+Which function repairs is chosen once from ``REPAIRS`` by (task kind, repair). The keep-masks of the pruning repairs
+(RNP, fine-pruning) are merged across rounds and re-applied (``MASK_APPLIERS``) to every new global model, so a
+channel pruned once stays pruned even though clients keep training it.
 
 A repair never harms (``repair_guard``): the server keeps ``repair_val_fraction`` of its clean set to validate; a
 repaired model whose accuracy there falls more than ``repair_max_ca_drop`` points below the unrepaired one is
@@ -30,11 +30,12 @@ from bastionfl.server.repair_guard import guarded_repair
 from bastionfl.server.workflow import RoundFailed, RoundState, ServerContext
 from bastionfl.tasks.base import Task
 
-__all__ = ["RepairStage", "RepairState", "RepairSchedule", "REPAIRS", "clean_tune_schedule"]
+__all__ = ["RepairStage", "RepairState", "RepairSchedule", "REPAIRS", "MASK_APPLIERS", "apply_saved_mask",
+           "clean_tune_schedule"]
 
 log = logging.getLogger("bastionfl.server")
 
-# (task, model, clean set, seed, saved RNP mask[, schedule]) -> (repaired copy, report, new RNP mask or None)
+# (task, model, clean set, seed, saved keep-mask[, schedule]) -> (repaired copy, report, new keep-mask or None)
 RepairFn = Callable[..., tuple[nn.Module, dict[str, Any], dict[str, torch.Tensor] | None]]
 
 
@@ -51,6 +52,7 @@ class RepairSchedule:
     max_drop: float = 0.02
     rnp: dict[str, Any] = field(default_factory=dict)  # RNPConfig fields set by the rnp_* keys
     unlearn: dict[str, Any] = field(default_factory=dict)  # UnlearnConfig fields set by the unlearn_* keys
+    fineprune: dict[str, Any] = field(default_factory=dict)  # FinePruneConfig fields set by the fineprune_* keys
 
     @classmethod
     def of(cls, cfg: RunConfig, holdout: Any = None, lr_scale: float = 1.0) -> "RepairSchedule":
@@ -60,8 +62,9 @@ class RepairSchedule:
                "unlearn_max_epochs": d.rnp_unlearn_max_epochs, "recover_lr": d.rnp_recover_lr}
         unlearn = {"outer_rounds": d.unlearn_rounds, "pgd_steps": d.unlearn_pgd_steps, "eps": d.unlearn_eps,
                    "norm": d.unlearn_norm, "search": d.unlearn_search}
+        fineprune = {"max_drop": d.fineprune_max_drop, "max_fraction": d.fineprune_max_fraction}
         return cls(d.repair_lr, d.repair_epochs, d.repair_batch_size, lr_scale, holdout, d.repair_max_ca_drop / 100,
-                   rnp, unlearn)
+                   rnp, unlearn, fineprune)
 
     def finetune(self):  # noqa: ANN201 - defenses.FinetuneConfig
         """The fine-tuning recipe with this schedule's overrides."""
@@ -76,7 +79,7 @@ class RepairSchedule:
 
 @dataclass
 class RepairState:
-    """RNP's merged keep-mask (a pruned channel stays pruned), checkpointed."""
+    """The pruning repair's merged keep-mask (RNP or fine-pruning; a pruned channel stays pruned), checkpointed."""
 
     checkpoint_name: ClassVar[str] = "rnp_mask"
     mask: dict[str, list[bool]] = field(default_factory=dict)
@@ -136,6 +139,17 @@ def _finetune(task: Task, model: nn.Module, clean: Any, seed: int,
     return (*finetune_repair(model, *clean, cfg=(schedule or RepairSchedule()).finetune(), seed=seed), None)
 
 
+def _fineprune(task: Task, model: nn.Module, clean: Any, seed: int, saved: dict[str, torch.Tensor] | None,
+               schedule: RepairSchedule | None = None):  # noqa: ANN202
+    from bastionfl.defenses.fineprune import FinePruneConfig, fineprune_repair
+
+    s = schedule or RepairSchedule()
+    cfg = dataclasses.replace(FinePruneConfig(), **s.fineprune, finetune=s.finetune())
+    repaired, mask, report = fineprune_repair(model, *clean, cfg=cfg, seed=seed, pruned=saved)
+    report["pruned_channels_total"] = report["pruned_channels"]  # the saved mask's channels are among them
+    return repaired, report, mask
+
+
 def _unlearn(task: Task, model: nn.Module, clean: Any, seed: int,
              saved: dict[str, torch.Tensor] | None, schedule: RepairSchedule | None = None):  # noqa: ANN202
     from bastionfl.defenses.unlearn import UnlearnConfig, unlearn_repair
@@ -166,15 +180,45 @@ REPAIRS: dict[tuple[TaskKind, Repair], RepairFn] = {
     (TaskKind.IMAGE, Repair.NAD): _nad,
     (TaskKind.IMAGE, Repair.FINETUNE): _finetune,
     (TaskKind.IMAGE, Repair.UNLEARN): _unlearn,
+    (TaskKind.IMAGE, Repair.FINEPRUNE): _fineprune,
     (TaskKind.TEXT, Repair.FINETUNE): _text_clean_tune,
 }
+
+
+def _apply_rnp(model: nn.Module, mask: dict[str, torch.Tensor]) -> nn.Module:
+    from bastionfl.defenses.rnp import apply_rnp_mask
+
+    return apply_rnp_mask(model, mask)
+
+
+def _apply_fineprune(model: nn.Module, mask: dict[str, torch.Tensor]) -> nn.Module:
+    from bastionfl.defenses.fineprune import apply_fineprune_mask
+
+    return apply_fineprune_mask(model, mask)
+
+
+# how each pruning repair re-applies its saved keep-mask to a new global model (in place)
+MASK_APPLIERS: dict[Repair, Callable[[nn.Module, dict[str, torch.Tensor]], nn.Module]] = {
+    Repair.RNP: _apply_rnp,
+    Repair.FINEPRUNE: _apply_fineprune,
+}
+
+
+def apply_saved_mask(repair: Repair, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> nn.Module:
+    """Re-apply the saved keep-mask of ``repair`` to ``model`` in place (nothing when none is saved)."""
+    if saved:
+        applier = MASK_APPLIERS.get(repair)
+        if applier is None:
+            raise RoundFailed(f"a saved pruning mask, but repair {repair} does not prune")
+        applier(model, saved)
+    return model
 
 
 class RepairStage:
     """Repair ``rs.new_state`` with the configured repair; report what it did in the round's metrics.
 
-    With ``repair_last_rounds = K > 0`` only the last K rounds repair; earlier rounds only re-apply RNP's saved
-    masks (so a pruned channel stays pruned).
+    With ``repair_last_rounds = K > 0`` only the last K rounds repair; earlier rounds only re-apply the saved
+    pruning masks of RNP or fine-pruning (so a pruned channel stays pruned).
     """
 
     name = Stage.REPAIR
@@ -192,18 +236,13 @@ class RepairStage:
         model.load_state_dict(rs.new_state)
         if k > 0 and rs.server_round <= ctx.cfg.federation.rounds - k:
             if saved:
-                from bastionfl.defenses.rnp import apply_rnp_mask
-
-                apply_rnp_mask(model, saved)
+                apply_saved_mask(ctx.cfg.defense.repair, model, saved)
                 rs.new_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
             return
         repair = REPAIRS.get((ctx.task.kind, ctx.cfg.defense.repair))
         if repair is None:
             raise RoundFailed(f"no repair {ctx.cfg.defense.repair!r} for {ctx.task.kind} models")
-        if saved:  # the unrepaired model keeps the channels pruned in earlier rounds
-            from bastionfl.defenses.rnp import apply_rnp_mask
-
-            apply_rnp_mask(model, saved)
+        apply_saved_mask(ctx.cfg.defense.repair, model, saved)  # the unrepaired model keeps earlier rounds' pruning
         seed = ctx.cfg.federation.seed * 1_000_003 + rs.server_round
         start = time.perf_counter()
         result = guarded_repair(ctx.task, ctx.cfg, repair, model, clean, seed, saved)

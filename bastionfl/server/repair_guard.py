@@ -3,8 +3,9 @@
 The server's clean set is split once per run (seeded) into a repair part and a validation part
 (``repair_val_fraction``). A repaired model is accepted when its accuracy on the validation part is at most
 ``repair_max_ca_drop`` points below the unrepaired model's; otherwise the repair runs again at half the learning rate
-(``GENTLER_LR_SCALE``; "accepted-gentler" if that passes) and, failing that, is discarded: the unrepaired aggregate goes on (and RNP's
-mask is left as it was). With ``repair_val_fraction = 0`` the whole clean set repairs and nothing is checked.
+(``GENTLER_LR_SCALE``; "accepted-gentler" if that passes) and, failing that, is discarded: the unrepaired aggregate
+goes on (and a pruning repair's mask, RNP's or fine-pruning's, is left as it was). With ``repair_val_fraction = 0``
+the whole clean set repairs and nothing is checked.
 
 The check sees a drop only down to one validation image: with V images its resolution is 100 / V points, so a
 validation part of at least 100 / ``repair_max_ca_drop`` images resolves the allowed drop; a configuration with a

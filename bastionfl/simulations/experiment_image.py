@@ -1,5 +1,9 @@
 """``bastionfl experiment image``: the federated image-backdoor grid {none, ABL, RNP, NAD, fine-tune} x attacks.
 
+Opt-in rows (``OPT_IN_DEFENSES``: adversarial unlearning, fine-pruning) run only when ``--only`` names them.
+``--repair-set KEY=VALUE`` (repeatable) sets a repair key for the repair rows: ``repair_*`` keys for every repair
+row, ``rnp_*`` / ``unlearn_*`` / ``fineprune_*`` keys for the rows of that repair only.
+
 Every arm is a simulated federation (``run_simulated``) with the same seed, the same clients and the same data: the
 server's clean set (``clean_set_size``) is held out for every arm, also for those that do not use it. A plaintext
 no-attack run gives the clean-accuracy (CA) reference. Threat models: ABL runs on honest clients that hold poisoned
@@ -33,15 +37,18 @@ from typing import Any, Sequence
 from bastionfl.config import ConfigError, RunConfig, apply_overrides
 from bastionfl.simulations.grid import KEEP_MARKER, ExperimentError, GridDisplay, fmt_minutes, publish_results
 
-__all__ = ["run", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "GOAL_ASR", "GOAL_CA_LOSS",
-           "BLENDED", "KEEP_MARKER", "COLUMNS"]
+__all__ = ["run", "Arm", "ArmResult", "grid_arms", "select_arms", "render_results", "parse_repair_set",
+           "repair_overrides", "GOAL_ASR", "GOAL_CA_LOSS", "BLENDED", "KEEP_MARKER", "COLUMNS"]
 
 ATTACKS = ("badnets", "blended", "boosted")
-DEFENSES = ("none", "abl", "rnp", "nad", "finetune", "unlearn")
+DEFENSES = ("none", "abl", "rnp", "nad", "finetune", "unlearn", "fineprune")
 BOOSTED_DEFENSES = ("none", "clip", "finetune", "rnp", "unlearn")  # model replacement: the aggregate clip acts under HE too
 HE_DEFENSES = {"badnets": ("none", "finetune"), "blended": ("none", "finetune"), "boosted": ("none", "clip", "unlearn")}
-REPAIRS = ("rnp", "nad", "finetune", "unlearn")
-OPT_IN_DEFENSES = ("unlearn",)  # measured without reaching the goal (results-image.md): run only when --only names it
+REPAIRS = ("rnp", "nad", "finetune", "unlearn", "fineprune")
+# measured without reaching the goal (results-image.md): run only when --only names them
+OPT_IN_DEFENSES = ("unlearn", "fineprune")
+# --repair-set: keys with these prefixes set that repair's rows only; "repair_" keys set every repair row
+REPAIR_KEY_PREFIXES = {"rnp_": "rnp", "unlearn_": "unlearn", "fineprune_": "fineprune", "repair_": None}
 # boosted attackers: single-shot model replacement in the last round, x2, half their images poisoned, trained gently
 # (lr 0.01, 3 epochs) so that the boosted model keeps the clean task (docs/results-image.md, "The boosted attack")
 BOOSTED = {"boost_factor": 2.0, "rounds": 1, "poison_rate": 0.5, "attack_lr": 0.01, "attack_epochs": 3}
@@ -55,7 +62,8 @@ GOAL_ASR = 0.05  # attack success rate at most 5 %
 GOAL_CA_LOSS = 0.02  # clean accuracy at most 2 points below the no-attack run
 COLUMNS = ("attack", "defense", "threat model", "CA %", "ASR %", "CA loss vs no-attack (points)", "goal met",
            "wall time", "notes")
-_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "unlearn": "unlearning", "badnets": "BadNets",
+_LABEL = {"none": "none", "abl": "ABL", "rnp": "RNP", "nad": "NAD", "finetune": "fine-tune", "unlearn": "unlearning",
+          "fineprune": "fine-pruning", "badnets": "BadNets",
           "blended": "Blended", "boosted": "Boosted BadNets", "clip": "aggregate clip"}
 
 
@@ -142,6 +150,46 @@ def select_arms(only: str | None, he_rows: bool = False) -> list[Arm]:
     return chosen
 
 
+def parse_repair_set(items: Sequence[str] | None) -> dict[str, str]:
+    """``--repair-set KEY=VALUE`` items as ``{key: raw value}``; a malformed item or a non-repair key is refused."""
+    from bastionfl.config import KEYS
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not value.strip():
+            raise ExperimentError(f"--repair-set expects KEY=VALUE (e.g. fineprune_max_drop=20), got {item!r}")
+        if key not in KEYS or not any(key.startswith(p) for p in REPAIR_KEY_PREFIXES) or key == "repair_last_rounds":
+            raise ExperimentError(f"--repair-set {item!r}: {key!r} is not a repair key (repair_*, rnp_*, unlearn_*, "
+                                  "fineprune_*; repair_last_rounds is the grid's own)")
+        out[key] = value.strip()
+    return out
+
+
+def repair_overrides(arm: Arm, repair_set: dict[str, str]) -> dict[str, str]:
+    """The ``--repair-set`` keys that apply to ``arm``: none for a row without server repair."""
+    if arm.defense not in REPAIRS:
+        return {}
+    out = {}
+    for key, value in repair_set.items():
+        owner = next(o for p, o in REPAIR_KEY_PREFIXES.items() if key.startswith(p))
+        if owner is None or owner == arm.defense:
+            out[key] = value
+    return out
+
+
+def _check_repair_set(base: RunConfig, arms: Sequence[Arm], repair_set: dict[str, str]) -> None:
+    """Refuse, before any run, a key that no selected row uses or a value a row's configuration refuses."""
+    for key in repair_set:
+        if not any(key in repair_overrides(a, repair_set) for a in arms):
+            raise ExperimentError(f"--repair-set {key}: no selected row runs the repair it sets (rows: "
+                                  f"{', '.join(a.key for a in arms)})")
+    for arm in arms:
+        if repair_overrides(arm, repair_set):
+            apply_overrides(base, {**arm.overrides(base), **repair_overrides(arm, repair_set)})
+
+
 def base_config(args: argparse.Namespace, seed: int | None = None) -> RunConfig:
     """The configuration every arm shares (full Fashion-MNIST grid, or the tiny digits one with ``--quick``)."""
     if args.quick:
@@ -214,6 +262,9 @@ def _notes(arm: Arm, rounds: list[dict[str, Any]]) -> str:
     if arm.defense == "rnp":
         pruned = int(rep.get('pruned_channels_total', rep.get('pruned_channels', 0)))
         parts.append(f"pruned {pruned} BN channels" if pruned else "pruned nothing (every step broke the tolerance)")
+    if arm.defense == "fineprune" and "channels" in rep:
+        parts.append(f"pruned {int(rep.get('pruned_channels', 0))} of {int(rep['channels'])} channels (stopped by "
+                     f"{rep.get('stopped_by', '?')})")
     return ", ".join(parts)
 
 
@@ -247,13 +298,16 @@ class _Snapshot:
 class _Runner:
     """Runs arms (with prefix branching for the repair arms) and collects their results."""
 
-    def __init__(self, base: RunConfig, work: Path, display: GridDisplay | None) -> None:
+    def __init__(self, base: RunConfig, work: Path, display: GridDisplay | None,
+                 repair_set: dict[str, str] | None = None) -> None:
         self.base = base
         self.work = work
         self.display = display
+        self.repair_set = repair_set or {}
 
     def _cfg(self, arm: Arm, run_dir: Path) -> RunConfig:
-        return apply_overrides(self.base, {**arm.overrides(self.base), "out_dir": str(run_dir)})
+        return apply_overrides(self.base, {**arm.overrides(self.base), **repair_overrides(arm, self.repair_set),
+                                           "out_dir": str(run_dir)})
 
     def _simulate(self, label: str, cfg: RunConfig, run_dir: Path, *, resume: bool = False,
                   observer: Any = None) -> list[dict[str, Any]]:
@@ -349,7 +403,8 @@ def render_results(base: RunConfig, reference: ArmResult, results: Sequence[ArmR
              "* CA: accuracy on the clean test set; ASR: accuracy on the triggered non-target test images, labelled "
              "with the target; both of the final global model. Goal: ASR <= 5 % and CA at most 2 points below "
              "the no-attack run.",
-             "* Server repair (RNP, NAD, fine-tune, unlearning) runs in the last round only, on the aggregate, with the clean set."
+             "* Server repair (RNP, NAD, fine-tune, unlearning, fine-pruning) runs in the last round only, on the "
+             "aggregate, with the clean set."
              + (" The repair arms branch from the checkpoint of the attack's no-defense federation after round "
                 f"{base.federation.rounds - 1} (the same rounds, run once); their wall time includes those shared rounds."
                 if shared_prefix else ""),
@@ -388,6 +443,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         seeds = parse_seeds(args)
         base = base_config(args, seeds[0])
         arms = select_arms(args.only, getattr(args, "he_rows", False))
+        repair_set = parse_repair_set(getattr(args, "repair_set", None))
+        _check_repair_set(base, arms, repair_set)
         load_image_dataset(base.task.dataset, base.task.data_dir)  # fail fast, before any engine starts
     except (ExperimentError, ConfigError, DatasetError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -421,7 +478,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         for seed in seeds:
             base = base_config(args, seed)
-            runner = _Runner(base, work / f"seed-{seed}" if len(seeds) > 1 else work, display)
+            runner = _Runner(base, work / f"seed-{seed}" if len(seeds) > 1 else work, display, repair_set)
             results: list[ArmResult] = []
             for attack, attack_arms in by_attack.items():  # attacks first: a backdoor that does not take shows early
                 results += runner.run_attack(attack, attack_arms)

@@ -12,3 +12,7 @@ def test_round_line_names_pruned_channels_or_says_none_were_pruned() -> None:
     assert _rnp_note({"repair_outcome": "accepted", "repair": nothing}) == ", RNP pruned nothing (160 BN channels)"
     assert "undone" in _rnp_note({"repair_outcome": "discarded", "repair": report})
     assert _rnp_note({"repair_outcome": "accepted", "repair": {"defense": "finetune"}}) == ""
+    fp = {"defense": "fineprune", "channels": 64, "pruned_channels": 25, "layer": "stage3.2"}
+    line = _rnp_note({"repair_outcome": "accepted", "repair": fp})
+    assert line == ", fine-pruning pruned 25 of 64 channels of stage3.2"
+    assert "undone" in _rnp_note({"repair_outcome": "discarded", "repair": fp})

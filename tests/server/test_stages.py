@@ -121,6 +121,36 @@ def test_repair_runs_in_the_last_rounds_only_and_keeps_rnp_masks_across_a_checkp
         RepairStage().run(ctx, no_model)
 
 
+def test_fine_pruning_mask_persists_across_repair_rounds_and_a_checkpoint() -> None:
+    cfg = RunConfig.build(repair="fineprune", clean_set_size=100, repair_max_ca_drop=100, rounds=3,
+                          repair_epochs=1, fineprune_max_drop=100, fineprune_max_fraction=0.25)
+    ctx, _ = stage_context(cfg, [1], lambda *a: None)
+    first = round_state(ctx, 1)
+    first.new_state = dict(first.global_state)
+    RepairStage().run(ctx, first)
+    rep = first.metrics["repair"]
+    assert rep["defense"] == "fineprune" and rep["layer"] == "stage3.2"
+    assert first.metrics["repair_outcome"] == "accepted"
+    assert rep["pruned_channels"] == 16 and (rep["cfg_max_drop"], rep["cfg_max_fraction"]) == (100.0, 0.25)
+    state = ctx.states.get(RepairState)
+    pruned1 = [i for i, k in enumerate(state.mask["stage3.2"]) if not k]
+    assert len(pruned1) == 16 and all(first.new_state[f"stage3.2.{p}"][pruned1].abs().sum() == 0
+                                      for p in ("weight", "bias"))
+    second = round_state(ctx, 2)  # the clients trained the released model: the pruned channels came back
+    second.new_state = {k: v.clone() for k, v in first.new_state.items()}
+    second.new_state["stage3.2.weight"][pruned1] = 1.0
+    second.new_state["stage3.2.bias"][pruned1] = 0.5
+    RepairStage().run(ctx, second)
+    pruned2 = [i for i, k in enumerate(ctx.states.get(RepairState).mask["stage3.2"]) if not k]
+    assert set(pruned1) <= set(pruned2) and len(pruned2) == 16  # the saved channels count towards the 25 %
+    assert second.metrics["repair"]["pruned_before"] == 16
+    for p in ("weight", "bias"):
+        assert second.new_state[f"stage3.2.{p}"][pruned2].abs().sum() == 0
+    restored = StageStates()
+    restored.restore(ctx.states.checkpoint(), [RepairState, Participation])
+    assert restored.get(RepairState).mask == ctx.states.get(RepairState).mask
+
+
 def test_participation_counts_dropouts_per_stage_and_survives_a_checkpoint() -> None:
     ctx, _ = stage_context(RunConfig(), [1], lambda *a: None)
     rs = round_state(ctx)

@@ -69,14 +69,15 @@ def test_goal_needs_both_asr_and_ca_and_ignores_the_undefended_row() -> None:
 
 
 def test_threat_models_per_row() -> None:
-    assert len(exp.grid_arms()) == 14  # BadNets and Blended x 5 defenses, Boosted BadNets x 4: unlearn is opt-in
-    assert "badnets/unlearn" not in {a.key for a in exp.select_arms(None)}
+    assert len(exp.grid_arms()) == 14  # BadNets, Blended x 5 defenses, Boosted x 4: unlearn and fineprune are opt-in
+    assert not {"badnets/unlearn", "blended/fineprune"} & {a.key for a in exp.select_arms(None)}
     assert [a.key for a in exp.select_arms("badnets/unlearn")] == ["badnets/unlearn"]
+    assert [a.key for a in exp.select_arms("fineprune")] == ["badnets/fineprune", "blended/fineprune"]
     arms = {a.key: a for a in exp.grid_arms(opt_in=True)}
-    assert len(arms) == 17  # with the opt-in unlearning rows
+    assert len(arms) == 19  # with the opt-in unlearning and fine-pruning rows
     assert arms["badnets/abl"].overrides() == {"attack": "badnets", "client_defense": "abl", "repair": "none",
                                                "poisoned_clients_defend": True}
-    for d in ("rnp", "nad", "finetune", "unlearn"):
+    for d in ("rnp", "nad", "finetune", "unlearn", "fineprune"):
         o = arms[f"blended/{d}"].overrides()
         assert o["poisoned_clients_defend"] is False and o["client_defense"] == "none" and o["repair"] == d
     assert [a.key for a in exp.select_arms("*/nad,blended/abl")] == ["badnets/nad", "blended/abl", "blended/nad"]
@@ -90,6 +91,22 @@ def test_missing_data_dir_is_one_clear_line(capsys: pytest.CaptureFixture[str], 
     assert "no such folder" in capsys.readouterr().err
     assert cli.image(["--quick", "--only", "nothing/here"]) == 2
     assert "selects no row" in capsys.readouterr().err
+
+
+def test_repair_set_reaches_the_repair_rows_it_names_and_bad_items_are_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sets = exp.parse_repair_set(["fineprune_max_drop=20", "repair-epochs=3"])
+    assert sets == {"fineprune_max_drop": "20", "repair_epochs": "3"}
+    assert exp.repair_overrides(Arm("blended", "fineprune"), sets) == sets
+    assert exp.repair_overrides(Arm("blended", "finetune"), sets) == {"repair_epochs": "3"}
+    assert exp.repair_overrides(Arm("blended", "none"), sets) == {}
+    for bad, says in ((["fineprune_max_drop"], "KEY=VALUE"), (["lr=0.1"], "not a repair key"),
+                      (["repair_last_rounds=2"], "not a repair key"), (["fineprune_max_drop=0"], "fineprune_max_drop"),
+                      (["fineprune_max_fraction=x"], "fineprune_max_fraction"),
+                      (["rnp_max_threshold=0.5"], "no selected row")):
+        assert cli.image(["--quick", "--only", "badnets/fineprune", "--repair-set", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err, err
 
 
 def test_failed_arm_is_reported_with_its_label(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
