@@ -46,6 +46,7 @@ class Stage:
     AGGREGATE = "aggregate"
     DECRYPT = "decrypt"
     FUSE = "fuse"
+    CHECK = "check"
     CLIP = "clip"
     REPAIR = "repair"
     EVALUATE = "evaluate"

@@ -64,6 +64,9 @@ def build_workflow(cfg: RunConfig) -> RoundWorkflow:
         stages += secure_stages(cfg)
     else:
         stages += [TrainPlain(), AggregateFedAvg()]
+    from bastionfl.server.aggregate_check import CheckAggregate
+
+    stages.append(CheckAggregate())  # an invalid sum (NaN, negative variance) is refused before anything uses it
     d = cfg.defense
     if d.aggregate_clip > 0 or d.aggregate_clip_adaptive > 0 or d.aggregate_noise > 0:
         from bastionfl.server.aggregate_guard import ClipAggregate

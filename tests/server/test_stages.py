@@ -162,3 +162,28 @@ def test_participation_counts_dropouts_per_stage_and_survives_a_checkpoint() -> 
     restored = StageStates()
     restored.restore(ctx.states.checkpoint(), [Participation])
     assert restored.get(Participation).dropouts == {"upload": 2, "decrypt": 1}
+
+
+def test_an_aggregate_with_a_negative_bn_variance_or_nan_is_refused_and_the_round_skipped() -> None:
+    """Boosted clients can push the sum's BN variance below zero (a NaN model): the round must not release it."""
+    from bastionfl.server.aggregate_check import CheckAggregate, invalid_tensors
+    from bastionfl.server.federation import build_workflow
+
+    cfg = RunConfig.build(num_clients=3)
+    ctx, _ = stage_context(cfg, [1, 2, 3], _trainer({1: 0.01, 2: 0.02, 3: -6.0}, {1: 10, 2: 10, 3: 10}))
+    rs = round_state(ctx)
+    TrainPlain().run(ctx, rs)
+    AggregateFedAvg().run(ctx, rs)  # variances start at 1: the mean moves them by about -2
+    with pytest.raises(RoundFailed, match="aggregate refused: .*running_var \\(negative variance\\)") as failed:
+        CheckAggregate().run(ctx, rs)
+    assert failed.value.retry is False, "the same replies give the same sum: skip, do not retry"
+    ok, _ = stage_context(cfg, [1, 2], _trainer({1: 0.01, 2: -0.02}, {1: 10, 2: 10}))
+    rs_ok = round_state(ok)
+    TrainPlain().run(ok, rs_ok)
+    AggregateFedAvg().run(ok, rs_ok)
+    CheckAggregate().run(ok, rs_ok)  # a valid aggregate passes untouched
+    assert invalid_tensors({"w": torch.tensor([1.0, float("nan")]), "n": torch.tensor(3)}) == ["w (non-finite)"]
+    assert invalid_tensors({"bn.running_var": torch.tensor([0.0, 1.0]), "w": torch.tensor([-1.0])}) == []
+    for mode in ("none", "xmkckks"):
+        names = build_workflow(RunConfig.build(secure_aggregation=mode, aggregate_clip=1.0)).stage_names
+        assert names.index("check") < names.index("clip"), "the check sees the aggregate before any defense"
