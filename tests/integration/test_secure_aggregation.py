@@ -40,7 +40,7 @@ def test_he_fedavg_equals_plaintext_fedavg(tmp_path: Path, plaintext_run: Path, 
     diff = np.abs(_model(tmp_path) - _model(plaintext_run)).max()
     assert diff <= 1e-6, diff
     r = rounds[0]
-    stages = {"sample", "key_setup", "train", "aggregate", "decrypt", "fuse", "evaluate"}
+    stages = {"sample", "key_setup", "train", "aggregate", "decrypt", "fuse", "check", "evaluate"}
     stages |= {"consistency"} if threat != "honest-but-curious" else set()
     stages |= {"reveal"} if threat == "malicious-colluding" else set()
     assert stages == set(r["stages"]) and r["uploaders"] == 3 and r["epoch_members"] == 3

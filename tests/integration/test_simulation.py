@@ -30,7 +30,7 @@ def test_two_round_federation_writes_metrics_and_plot(two_round_run: tuple[Path,
         for key in ("round", "accuracy", "loss", "time_s", "bytes_up", "bytes_down"):
             assert key in r
         assert r["bytes_up"] > 100_000 and r["bytes_down"] > 100_000  # three CNN uploads and downloads
-        assert set(r["stages"]) == {"sample", "train", "aggregate", "evaluate"}
+        assert set(r["stages"]) == {"sample", "train", "aggregate", "check", "evaluate"}
     assert rounds[1]["accuracy"] > 0.2  # learning happened (chance is 0.1)
     data = json.loads((out / "metrics.json").read_text())
     assert data["status"] == "completed" and data["rounds"] == rounds
